@@ -1,0 +1,1 @@
+"""absl flag definitions for the launchers. Only launchers import these; library code takes configs."""

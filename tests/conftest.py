@@ -1,0 +1,51 @@
+"""Shared fixtures: small synthetic CelebA folders and their shards, made once per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+# Quiet TensorFlow's C++ start-up banner in test logs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from celeba_gender import convert, synthetic  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def celeba_original_info(tmp_path_factory) -> synthetic.SyntheticInfo:
+    """A 400-image synthetic CelebA in the original layout (read-only: copy it before damaging it)."""
+    out = str(tmp_path_factory.mktemp("celeba_original"))
+    return synthetic.generate(out, 400, seed=7, layout="original", workers=1)
+
+
+@pytest.fixture(scope="session")
+def celeba_original(celeba_original_info) -> str:
+    """The folder of :func:`celeba_original_info`."""
+    return celeba_original_info.out_dir
+
+
+@pytest.fixture(scope="session")
+def celeba_kaggle(tmp_path_factory) -> str:
+    """The same kind of data in Kaggle's layout (nested image folder, CSV files, no identity file)."""
+    out = str(tmp_path_factory.mktemp("celeba_kaggle"))
+    synthetic.generate(out, 120, seed=3, layout="kaggle", workers=1)
+    return out
+
+
+@pytest.fixture
+def celeba_copy(celeba_original, tmp_path) -> str:
+    """A private copy of the original-layout folder that a test may damage."""
+    dst = str(tmp_path / "celeba")
+    shutil.copytree(celeba_original, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def shards(celeba_original, tmp_path_factory) -> tuple[str, dict]:
+    """(directory, manifest) of the original-layout folder converted with the defaults (read-only)."""
+    out = str(tmp_path_factory.mktemp("shards"))
+    manifest = convert.convert(convert.ConvertConfig(celeba_dir=celeba_original, out_dir=out, workers=1,
+                                                     progress=False))
+    return out, manifest
