@@ -1,0 +1,199 @@
+"""The tf.data pipeline on real (synthetic-CelebA) shards: shapes, exact passes, sharding, bad shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from celeba_gender import convert, pipeline
+from celeba_gender.manifest import FILENAME
+
+
+def ids_of(ds, n_batches=None) -> list[int]:
+    """Identifies each example by a hash of its pixels (the pipeline yields images and labels only)."""
+    out = []
+    for i, (images, _) in enumerate(ds):
+        if n_batches is not None and i == n_batches:
+            break
+        out += [hash(img.tobytes()) for img in images.numpy()]
+    return out
+
+
+def test_shapes_dtypes_and_value_ranges(shards):
+    data_dir, manifest = shards
+    ds = pipeline.make_dataset(data_dir, "train", batch_size=16, training=True, seed=1)
+    images, labels = next(iter(ds))
+    assert images.dtype == tf.uint8 and images.shape == (16, 218, 178, 3)
+    assert labels.dtype == tf.int32 and set(labels.numpy()) <= {0, 1}
+    assert images.numpy().max() > 100 and images.numpy().min() < 60  # real pictures, not blank
+    half = pipeline.make_dataset(data_dir, "validation", 8, training=False, image_size=(109, 89))
+    images, _ = next(iter(half))
+    assert images.shape[1:] == (109, 89, 3) and images.dtype == tf.uint8  # decoded at 1/2 scale
+    square = pipeline.make_dataset(data_dir, "validation", 8, training=False, image_size=(64, 64))
+    images, _ = next(iter(square))
+    assert images.shape[1:] == (64, 64, 3) and images.dtype == tf.uint8  # centre crop + resize
+    weighted = pipeline.make_dataset(data_dir, "train", 8, training=True, sample_weights=True)
+    _, labels, weights = next(iter(weighted))
+    info = pipeline.split_info(data_dir, "train")
+    expected = np.array(pipeline.class_weights(info))[labels.numpy()]
+    np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-6)
+    assert sum(w * c for w, c in zip(pipeline.class_weights(info), info.class_counts)) == pytest.approx(info.count)
+
+
+def test_half_scale_decode_matches_a_resize_closely(shards):
+    data_dir, _ = shards
+    full = next(iter(pipeline.make_dataset(data_dir, "test", 4, training=False)))[0]
+    half = next(iter(pipeline.make_dataset(data_dir, "test", 4, training=False, image_size=(109, 89))))[0]
+    resized = tf.image.resize(tf.cast(full, tf.float32), (109, 89), antialias=True)
+    assert float(tf.reduce_mean(tf.abs(resized - tf.cast(half, tf.float32)))) < 6.0
+
+
+@pytest.mark.parametrize("cache", ["none", "memory", "file"])
+def test_evaluation_sees_every_example_exactly_once(shards, cache, tmp_path):
+    data_dir, manifest = shards
+    cache_arg = str(tmp_path / "cache") if cache == "file" else cache
+    ds = pipeline.make_dataset(data_dir, "test", batch_size=7, training=False, cache=cache_arg)
+    labels = np.concatenate([l.numpy() for _, l in ds])
+    n = manifest["splits"]["test"]["count"]
+    assert len(labels) == n and np.bincount(labels).tolist() == list(manifest["splits"]["test"]["class_counts"].values())
+    first, second = ids_of(ds), ids_of(ds)
+    assert len(set(first)) == n and first == second  # deterministic order, no repeats
+
+
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_each_training_epoch_is_one_exact_pass(shards, cache):
+    data_dir, manifest = shards
+    n, batch = manifest["splits"]["train"]["count"], 32
+    info = pipeline.split_info(data_dir, "train")
+    steps = pipeline.steps_per_epoch(info, batch)
+    assert steps == n // batch
+    every = set(ids_of(pipeline.make_dataset(data_dir, "train", n, training=False)))
+    it = iter(pipeline.make_dataset(data_dir, "train", batch, training=True, seed=3, cache=cache))
+    epochs = []
+    for _ in range(3):
+        epoch = []
+        for _ in range(steps):
+            images, _ = next(it)
+            epoch += [hash(img.tobytes()) for img in images.numpy()]
+        epochs.append(epoch)
+    for epoch in epochs:
+        assert len(epoch) == len(set(epoch)) == steps * batch  # no example twice in an epoch
+        assert set(epoch) <= every and len(every - set(epoch)) == n - steps * batch  # only the remainder missed
+    assert epochs[0] != epochs[1]  # reshuffled every epoch
+
+
+def test_two_input_pipelines_read_disjoint_files_that_cover_the_split(shards):
+    data_dir, manifest = shards
+    infos = [pipeline.split_info(data_dir, "train", tf.distribute.InputContext(2, i, 2)) for i in range(2)]
+    assert not set(infos[0].files) & set(infos[1].files)
+    assert sorted(infos[0].files + infos[1].files) == sorted(
+        os.path.join(data_dir, s["file"]) for s in manifest["splits"]["train"]["shards"])
+    seen = [set(ids_of(pipeline.make_dataset(data_dir, "train", 8, training=False,
+                                             input_context=tf.distribute.InputContext(2, i, 2)))) for i in range(2)]
+    assert not seen[0] & seen[1]
+    assert len(seen[0]) + len(seen[1]) == manifest["splits"]["train"]["count"]
+
+
+def test_distributed_dataset_splits_the_global_batch_across_replicas(shards):
+    data_dir, _ = shards
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+
+    def dataset_fn(ctx):
+        return pipeline.make_dataset(data_dir, "train", ctx.get_per_replica_batch_size(16), training=True,
+                                     input_context=ctx)
+
+    dist = strategy.distribute_datasets_from_function(dataset_fn)
+    images, labels = next(iter(dist))
+    assert images.shape == (16, 218, 178, 3) and labels.shape == (16,)
+
+
+@pytest.fixture
+def shard_copy(shards, tmp_path) -> str:
+    dst = str(tmp_path / "shards")
+    shutil.copytree(shards[0], dst)
+    return dst
+
+
+def test_missing_shard_and_mismatched_shards_fail_clearly(shard_copy):
+    manifest = json.load(open(os.path.join(shard_copy, FILENAME)))
+    victim = manifest["splits"]["train"]["shards"][0]["file"]
+    data = open(os.path.join(shard_copy, victim), "rb").read()
+    os.remove(os.path.join(shard_copy, victim))
+    with pytest.raises(pipeline.DataError, match=rf"Shard .*{victim} listed in the manifest is missing"):
+        pipeline.make_dataset(shard_copy, "train", 8, training=True)
+    open(os.path.join(shard_copy, victim), "wb").write(data[:-10])
+    with pytest.raises(pipeline.DataError, match="bytes but the manifest says"):
+        pipeline.make_dataset(shard_copy, "train", 8, training=True)
+    # Same size, one record fewer: only the record count can tell.
+    manifest["splits"]["train"]["shards"][0]["records"] += 1
+    json.dump(manifest, open(os.path.join(shard_copy, FILENAME), "w"))
+    open(os.path.join(shard_copy, victim), "wb").write(data)
+    with pytest.raises(pipeline.DataError, match="records but the manifest says"):
+        pipeline.split_info(shard_copy, "train")
+
+
+def test_unfinished_or_absent_manifest_and_small_splits_fail_clearly(shard_copy, tmp_path):
+    with pytest.raises(pipeline.DataError, match="No manifest.json in .*convert CelebA first"):
+        pipeline.make_dataset(str(tmp_path / "nothing"), "train", 8, training=True)
+    manifest = json.load(open(os.path.join(shard_copy, FILENAME)))
+    info = pipeline.split_info(shard_copy, "test")
+    with pytest.raises(pipeline.DataError, match="fewer than one batch"):
+        pipeline.steps_per_epoch(info, info.count + 1)
+    with pytest.raises(pipeline.DataError, match="has no 'holdout' split"):
+        pipeline.split_info(shard_copy, "holdout")
+    with pytest.raises(pipeline.DataError, match="shard files for 99 input pipelines"):
+        pipeline.split_info(shard_copy, "test", tf.distribute.InputContext(99, 0, 1))
+    manifest["status"] = "in_progress"
+    json.dump(manifest, open(os.path.join(shard_copy, FILENAME), "w"))
+    with pytest.raises(pipeline.DataError, match="not complete: run the same make_tfrecords.py command again"):
+        pipeline.make_dataset(shard_copy, "train", 8, training=True)
+
+
+def test_memory_cache_that_cannot_fit_is_refused():
+    with pytest.raises(pipeline.DataError, match="--cache=memory needs"):
+        pipeline.check_cache("memory", 10**9, (218, 178))
+    pipeline.check_cache("memory", 10, (218, 178))
+    pipeline.check_cache(None, 10**9, (218, 178))
+
+
+def test_host_augmentation_is_mapped_after_batching(shards):
+    data_dir, _ = shards
+    seen_shapes = []
+
+    def augment(images, labels):
+        seen_shapes.append(images.shape.rank)
+        return tf.cast(images, tf.float32) / 2.0, labels
+
+    ds = pipeline.make_dataset(data_dir, "train", 8, training=True, host_augment=augment)
+    images, labels = next(iter(ds))
+    assert seen_shapes == [4] and images.dtype == tf.float32 and float(tf.reduce_max(images)) <= 127.5
+
+
+def test_synthetic_source_has_the_real_shapes():
+    images, labels = next(iter(pipeline.synthetic_dataset(4, (32, 24))))
+    assert images.shape == (4, 32, 24, 3) and images.dtype == tf.uint8 and labels.dtype == tf.int32
+
+
+def test_gfile_urls_are_read_through_tf_io_gfile(shards):
+    # ram:// is TensorFlow's in-memory filesystem: a stand-in for gs:// that needs no network.
+    data_dir, manifest = shards
+    url = "ram://celeba-shards"
+    tf.io.gfile.makedirs(url)
+    for name in [FILENAME] + [s["file"] for s in manifest["splits"]["test"]["shards"]]:
+        tf.io.gfile.copy(os.path.join(data_dir, name), f"{url}/{name}", overwrite=True)
+    labels = np.concatenate([l.numpy() for _, l in pipeline.make_dataset(url, "test", 16, training=False)])
+    assert len(labels) == manifest["splits"]["test"]["count"]
+    with pytest.raises(pipeline.DataError, match="is missing"):
+        pipeline.make_dataset(url, "train", 8, training=True)
+
+
+def test_conversion_to_pipeline_round_trip_with_kaggle_layout(celeba_kaggle, tmp_path):
+    out = str(tmp_path / "k")
+    convert.convert(convert.ConvertConfig(celeba_dir=celeba_kaggle, out_dir=out, workers=1, progress=False))
+    n = sum(len(l) for _, l in pipeline.make_dataset(out, "validation", 4, training=False))
+    assert n == json.load(open(os.path.join(out, FILENAME)))["splits"]["validation"]["count"]
