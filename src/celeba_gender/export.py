@@ -1,0 +1,61 @@
+"""What a finished run leaves for inference: ``export/model.keras`` and a SavedModel for TF Serving.
+
+Both take the images as the pipeline gives them (uint8 RGB, any batch): the arch's preprocessing is
+inside the model, so what is exported is what was trained. The SavedModel has two signatures:
+
+- ``serving_default`` (alias of ``serve_jpeg``): a batch of encoded JPEG/PNG strings; each is decoded,
+  centre-cropped to the model's aspect ratio and resized like the training pipeline does;
+- ``serve_images``: uint8 images ``[N, height, width, 3]``.
+
+Both return ``probabilities`` [N, classes], ``class_id`` [N] and ``class_name`` [N].
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+from celeba_gender.pipeline import fit_to_size
+
+
+def inference_model(core: keras.Model, image_size: tuple[int, int], augment: keras.layers.Layer | None = None
+                    ) -> keras.Model:
+    """uint8 images -> [augmentation, training only] -> core: the one model graph that is trained and saved."""
+    inputs = keras.Input((*image_size, 3), dtype="uint8", name="image")
+    x = augment(inputs) if augment is not None else keras.layers.Identity(name="as_float")(
+        keras.ops.cast(inputs, "float32"))
+    return keras.Model(inputs, core(x), name=f"{core.name}_inference")
+
+
+def export(model: keras.Model, export_dir: str, image_size: tuple[int, int], class_names: list[str]) -> dict:
+    """Writes ``model.keras`` and ``saved_model/`` under ``export_dir``; returns their paths."""
+    os.makedirs(export_dir, exist_ok=True)
+    keras_path = os.path.join(export_dir, "model.keras")
+    model.save(keras_path)
+    names = tf.constant(class_names)
+
+    def outputs(probs):
+        probs = tf.cast(probs, tf.float32)
+        class_id = tf.argmax(probs, axis=-1, output_type=tf.int32)
+        return {"probabilities": probs, "class_id": class_id, "class_name": tf.gather(names, class_id)}
+
+    def serve_images(images):
+        return outputs(model(images, training=False))
+
+    def serve_jpeg(encoded):
+        def decode(e):  # JPEG, PNG, BMP or GIF (first frame), any size
+            return fit_to_size(tf.io.decode_image(e, channels=3, expand_animations=False), image_size)
+
+        images = tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec((*image_size, 3), tf.uint8))
+        return serve_images(images)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve_jpeg", serve_jpeg, input_signature=[tf.TensorSpec([None], tf.string, name="jpeg")])
+    archive.add_endpoint("serve_images", serve_images,
+                         input_signature=[tf.TensorSpec([None, *image_size, 3], tf.uint8, name="images")])
+    saved_model = os.path.join(export_dir, "saved_model")
+    archive.write_out(saved_model, verbose=False)
+    return {"keras": keras_path, "saved_model": saved_model}

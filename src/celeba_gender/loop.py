@@ -1,0 +1,183 @@
+"""The training loop: one train step and one eval step under ``strategy.run``, for every strategy.
+
+Why not ``Model.fit``: Keras 3's fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), and
+one loop for the default, Mirrored and MultiWorkerMirrored strategies is simpler than two.
+
+Each replica: [augmentation, on the accelerator, outside XLA] -> forward/backward (optionally one XLA
+cluster, ``jit_compile``) -> the optimizer (Keras' TF optimizer all-reduces gradients across replicas).
+The loss is averaged over the *global* batch (``tf.nn.compute_average_loss``), so summing replicas gives
+the batch mean. ``steps_per_execution`` steps run inside one ``tf.function`` call (an in-graph loop).
+
+Metrics are sums reduced across replicas (loss, correct, count, and score histograms per class for AUC),
+so they are exact under any strategy without relying on metric-variable synchronisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+AUC_BINS = 200  # score histogram resolution for the training AUC (validation AUC is exact)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """What the step needs to know beyond the model and optimizer."""
+
+    global_batch: int
+    steps_per_execution: int = 1
+    jit_compile: bool = False
+    label_smoothing: float = 0.0
+    num_classes: int = 2
+    # tf.timestamp() is refused under op determinism, so the input-wait measurement is then off.
+    measure_input_wait: bool = True
+
+
+def histogram_auc(pos_hist: np.ndarray, neg_hist: np.ndarray) -> float:
+    """ROC AUC from score histograms of positives and negatives (ties within a bin count half)."""
+    pos, neg = pos_hist.sum(), neg_hist.sum()
+    if pos == 0 or neg == 0:
+        return float("nan")
+    neg_below = np.cumsum(neg_hist) - neg_hist  # negatives in lower bins
+    return float((pos_hist * (neg_below + 0.5 * neg_hist)).sum() / (pos * neg))
+
+
+def summarize(stats: dict) -> dict:
+    """Turns summed statistics into mean loss, accuracy and AUC."""
+    count = max(float(stats["count"]), 1.0)
+    return {"loss": float(stats["loss_sum"]) / count, "accuracy": float(stats["correct"]) / count,
+            "auc": histogram_auc(np.asarray(stats["pos_hist"]), np.asarray(stats["neg_hist"])),
+            "count": int(stats["count"])}
+
+
+class TrainLoop:
+    """Compiled train and eval functions for one model, optimizer and strategy."""
+
+    def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                 config: LoopConfig, augment: keras.layers.Layer | None = None,
+                 mix: Callable | None = None):
+        """``augment(images, training=True)`` runs first in each replica (device placement); ``mix(images,
+        labels) -> (images, soft labels)`` is mixup/cutmix; both stay outside the XLA cluster."""
+        self.strategy, self.model, self.optimizer, self.config = strategy, model, optimizer, config
+        self.augment, self.mix = augment, mix
+        forward_backward = self._forward_backward
+        self._compiled = tf.function(forward_backward, jit_compile=True) if config.jit_compile else forward_backward
+        self._train = tf.function(self._train_many)
+        self._eval = tf.function(self._eval_batch)
+
+    # --- one replica -----------------------------------------------------------------------------------
+
+    def _targets(self, labels):
+        smooth = self.config.label_smoothing
+        onehot = tf.one_hot(labels, self.config.num_classes, dtype=tf.float32)
+        return onehot * (1.0 - smooth) + smooth / self.config.num_classes
+
+    def _per_example_loss(self, targets, probs):
+        probs = tf.clip_by_value(tf.cast(probs, tf.float32), 1e-7, 1.0)
+        return -tf.reduce_sum(targets * tf.math.log(probs), axis=-1)  # cross-entropy of the softmax output
+
+    def _forward_backward(self, images, targets, weights):
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            probs = self.model(images, training=True)
+            per_example = self._per_example_loss(targets, probs)
+            loss = tf.nn.compute_average_loss(per_example, sample_weight=weights,
+                                              global_batch_size=self.config.global_batch)
+            if self.model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+            scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
+        grads = tape.gradient(scaled, variables)
+        return probs, per_example, grads
+
+    def _stats(self, probs, labels, per_example):
+        probs = tf.cast(probs, tf.float32)
+        predicted = tf.argmax(probs, axis=-1, output_type=tf.int32)
+        score = probs[:, -1]  # P(class 1)
+        bins = tf.clip_by_value(tf.cast(score * AUC_BINS, tf.int32), 0, AUC_BINS - 1)
+        positive = tf.equal(labels, self.config.num_classes - 1)
+        return {
+            "loss_sum": tf.reduce_sum(per_example),
+            "correct": tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32)),
+            "count": tf.cast(tf.size(labels), tf.float32),
+            "pos_hist": tf.math.bincount(tf.boolean_mask(bins, positive), minlength=AUC_BINS,
+                                         maxlength=AUC_BINS, dtype=tf.float32),
+            "neg_hist": tf.math.bincount(tf.boolean_mask(bins, ~positive), minlength=AUC_BINS,
+                                         maxlength=AUC_BINS, dtype=tf.float32),
+        }
+
+    def _replica_train_step(self, batch):
+        images, labels = batch[0], batch[1]
+        weights = batch[2] if len(batch) > 2 else None
+        if self.augment is not None:
+            images = self.augment(images, training=True)  # on the accelerator, outside any XLA cluster
+        images = tf.cast(images, tf.float32)
+        targets = self._targets(labels)
+        if self.mix is not None:
+            images, targets = self.mix(images, labels)
+        probs, per_example, grads = self._compiled(images, targets, weights)
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        return self._stats(probs, labels, per_example)
+
+    # --- across replicas -------------------------------------------------------------------------------
+
+    def _zero_stats(self):
+        return {"loss_sum": tf.constant(0.0), "correct": tf.constant(0.0), "count": tf.constant(0.0),
+                "pos_hist": tf.zeros([AUC_BINS]), "neg_hist": tf.zeros([AUC_BINS]),
+                "input_wait": tf.constant(0.0, tf.float64)}
+
+    def _train_many(self, iterator, steps):
+        """``steps`` train steps in one call; returns summed stats and the seconds spent waiting for input."""
+        total = self._zero_stats()
+        for _ in tf.range(steps):
+            if self.config.measure_input_wait:
+                start = tf.timestamp()
+                with tf.control_dependencies([start]):
+                    batch = next(iterator)
+                with tf.control_dependencies(tf.nest.flatten(batch, expand_composites=True)):
+                    waited = tf.timestamp() - start
+            else:
+                batch, waited = next(iterator), tf.constant(0.0, tf.float64)
+            per_replica = self.strategy.run(self._replica_train_step, args=(batch,))
+            reduced = {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                       for k, v in per_replica.items()}
+            total = {k: total[k] + (waited if k == "input_wait" else reduced[k]) for k in total}
+        return total
+
+    def train(self, iterator, steps: int) -> dict:
+        """Runs ``steps`` training steps from a distributed iterator; returns numpy stats."""
+        out = self._train(iterator, tf.constant(steps, tf.int32))
+        return {k: v.numpy() for k, v in out.items()}
+
+    def _replica_eval_step(self, batch):
+        images, labels = batch[0], batch[1]
+        probs = tf.cast(self.model(tf.cast(images, tf.float32), training=False), tf.float32)
+        return probs, labels
+
+    def _eval_batch(self, batch):
+        probs, labels = self.strategy.run(self._replica_eval_step, args=(batch,))
+        return self.strategy.gather(probs, axis=0), self.strategy.gather(labels, axis=0)
+
+    def predict(self, dataset) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities [N, classes] and labels [N] for every example of a (distributed) eval dataset;
+        padding examples (label -1, see pipeline.make_dataset's pad_to_steps) are dropped."""
+        probs, labels = [np.zeros((0, self.config.num_classes), np.float32)], [np.zeros((0,), np.int32)]
+        for batch in dataset:
+            p, y = self._eval_batch(batch)
+            keep = y.numpy() >= 0
+            probs.append(p.numpy()[keep])
+            labels.append(y.numpy()[keep])
+        return np.concatenate(probs), np.concatenate(labels)
+
+
+def eval_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """Exact loss, accuracy and ROC AUC from predictions (scikit-learn's AUC)."""
+    from sklearn.metrics import roc_auc_score
+
+    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
+    auc = roc_auc_score(labels, probs[:, -1]) if len(np.unique(labels)) == 2 else float("nan")
+    return {"loss": float(-np.log(picked).mean()), "accuracy": float((probs.argmax(-1) == labels).mean()),
+            "auc": float(auc), "count": int(len(labels))}

@@ -1,0 +1,423 @@
+"""One training run: data, model, loop, checkpoints, summaries, export and the test evaluation.
+
+    result = train(TrainConfig(arch="tiny", data_dir="demo/tfrecords", epochs=2))
+
+The run directory (DESIGN.md): flags.txt and config.json (written first), TensorBoard events in train/ and
+validation/, checkpoints/ (latest few, and best/), history.csv, export/, and test_metrics.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from celeba_gender import archs, distribute, export, loop, pipeline, runs
+from celeba_gender.augment import AugmentConfig, augment_batch_on_host, make_augmenter, mix_batch
+from celeba_gender.summaries import Summaries
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
+AUGMENT_ON = ("device", "host", "none")
+
+
+class TrainError(RuntimeError):
+    """The run cannot start or go on; the message says why and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of one run (the flags of train.py)."""
+
+    arch: str
+    batch: int = 128  # global: each replica gets batch / replicas
+    epochs: int = 5
+    lr: float = 1e-4
+    optimizer: str = "adam"
+    weight_decay: float = 0.0  # adamw's decoupled decay / sgd's L2-like decay
+    momentum: float = 0.9  # sgd
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0  # cosine only
+    label_smoothing: float = 0.0
+    data_dir: str = "tfrecords"
+    run_dir: str = ""  # "" -> runs_root/<arch>-<time>, or the unfinished run of this same config
+    runs_root: str = "runs"
+    image_size: tuple[int, int] | None = None  # None: the arch's default
+    cache: str = "auto"  # auto | none | memory | <file path>
+    augment_on: str = "device"
+    augment: AugmentConfig = AugmentConfig()
+    precision: str = "auto"
+    jit_compile: bool = False
+    steps_per_execution: int = 1
+    strategy: str = "auto"
+    num_cpu_devices: int = 1
+    seed: int = 42
+    weights: str = "auto"  # auto: imagenet where the arch has it, else none
+    trainable_layers: int = -1
+    head: str = "auto"
+    dropout: float = 0.2
+    class_weights: bool = False
+    checkpoint_steps: int = 0  # also checkpoint every N steps (0: at epoch ends only)
+    keep_checkpoints: int = 3
+    profile_steps: tuple[int, int] = (0, 0)
+    deterministic: bool = False
+    shuffle_buffer: int = pipeline.DEFAULT_SHUFFLE_BUFFER
+    evaluate_test: bool = True
+    tf_data_service: str = ""
+    progress: bool = True
+
+
+def check_config(c: TrainConfig) -> None:
+    """Flag values and combinations that cannot work, refused before any work."""
+    problems = []
+    if c.batch <= 0 or c.epochs <= 0 or c.lr <= 0 or c.steps_per_execution <= 0:
+        problems.append("--batch, --epochs, --lr and --steps_per_execution must be positive")
+    if c.optimizer not in OPTIMIZERS:
+        problems.append(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+    if c.lr_schedule not in LR_SCHEDULES:
+        problems.append(f"--lr_schedule must be one of {', '.join(LR_SCHEDULES)}")
+    if c.augment_on not in AUGMENT_ON:
+        problems.append(f"--augment_on must be one of {', '.join(AUGMENT_ON)}")
+    if not 0 <= c.label_smoothing < 1:
+        problems.append("--label_smoothing must be in [0, 1)")
+    if c.warmup_epochs and c.lr_schedule != "cosine":
+        problems.append("--warmup_epochs needs --lr_schedule=cosine")
+    if c.warmup_epochs >= c.epochs:
+        problems.append(f"--warmup_epochs={c.warmup_epochs} must be below --epochs={c.epochs}")
+    if c.profile_steps[1] < c.profile_steps[0]:
+        problems.append("--profile_steps=START,STOP needs START <= STOP")
+    if c.augment_on == "none" and (c.augment.mixup or c.augment.cutmix):
+        problems.append("--mixup/--cutmix need augmentation on: drop --augment_on=none")
+    if c.strategy == "multi_worker" and c.num_cpu_devices > 1:
+        problems.append("--num_cpu_devices is for trying MirroredStrategy on one machine, not with multi_worker")
+    if problems:
+        raise TrainError("; ".join(problems) + ".")
+
+
+def resolve_weights(config: TrainConfig) -> str:
+    """``auto`` -> imagenet for archs that have ImageNet weights, none for the others."""
+    if config.weights != "auto":
+        return config.weights
+    return "imagenet" if archs.get(config.arch).imagenet else "none"
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int, policy: str) -> keras.optimizers.Optimizer:
+    """The optimizer with its learning-rate schedule (and loss scaling for float16)."""
+    lr = config.lr
+    if config.lr_schedule == "cosine":
+        warmup = int(config.warmup_epochs * steps_per_epoch)
+        total = config.epochs * steps_per_epoch
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else config.lr, decay_steps=max(total - warmup, 1),
+            warmup_target=config.lr if warmup else None, warmup_steps=warmup)
+    if config.optimizer == "adam":
+        opt = keras.optimizers.Adam(lr)
+    elif config.optimizer == "adamw":
+        opt = keras.optimizers.AdamW(lr, weight_decay=config.weight_decay or 1e-4)
+    else:
+        opt = keras.optimizers.SGD(lr, momentum=config.momentum, weight_decay=config.weight_decay or None)
+    if policy == "mixed_float16":
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    return opt
+
+
+def current_lr(optimizer, step: int) -> float:
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    lr = inner.learning_rate
+    if isinstance(inner._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        lr = inner._learning_rate(step)
+    return float(keras.ops.convert_to_numpy(lr))
+
+
+class _Data:
+    """The run's datasets and their sizes, for a strategy (one input pipeline per worker)."""
+
+    def __init__(self, config: TrainConfig, strategy: tf.distribute.Strategy, image_size: tuple[int, int]):
+        self.config, self.strategy, self.image_size = config, strategy, image_size
+        self.manifest = pipeline.read_manifest(config.data_dir)
+        self.workers = strategy.extended._num_workers if hasattr(strategy.extended, "_num_workers") else 1
+        replicas = strategy.num_replicas_in_sync
+        if config.batch % replicas:
+            raise TrainError(f"--batch={config.batch} does not split evenly over {replicas} replicas: use a "
+                             f"multiple of {replicas}.")
+        self.worker_batch = config.batch // self.workers
+        self.local_replicas = replicas // self.workers
+        contexts = [tf.distribute.InputContext(self.workers, i, replicas) for i in range(self.workers)]
+        infos = [pipeline.split_info(config.data_dir, "train", ctx if self.workers > 1 else None,
+                                     manifest=self.manifest) for ctx in contexts]
+        if self.worker_batch > min(i.count for i in infos):
+            raise TrainError(f"--batch={config.batch} is larger than the training split ({infos[0].count:,} "
+                             f"examples{' per worker' if self.workers > 1 else ''}): lower --batch.")
+        # Every worker must run the same number of steps (collectives would wait forever otherwise).
+        self.steps_per_epoch = min(pipeline.steps_per_epoch(i, self.worker_batch) for i in infos)
+        self.train_count = sum(i.count for i in infos)
+        self.max_examples = self.steps_per_epoch * self.worker_batch if self.workers > 1 else None
+        self.has_test = bool(self.manifest["splits"].get("test", {}).get("shards"))
+        # Evaluation: as many (padded) steps on every worker as the worker with the most examples needs.
+        self.eval_steps = {}
+        for split in ("validation", "test") if self.has_test else ("validation",):
+            split_infos = [pipeline.split_info(config.data_dir, split, ctx if self.workers > 1 else None,
+                                               manifest=self.manifest) for ctx in contexts]
+            self.eval_steps[split] = max(pipeline.eval_steps(i, self.worker_batch) for i in split_infos)
+        self.class_names = list(self.manifest["class_names"])
+        cache = config.cache
+        if cache == "auto":  # memory when the decoded training split fits comfortably, else none
+            try:
+                pipeline.check_cache("memory", infos[0].count, image_size)
+                cache = "memory"
+            except pipeline.DataError:
+                cache = "none"
+        self.cache = cache
+
+    def _fn(self, split: str, training: bool, host_augment=None):
+        c = self.config
+
+        def dataset_fn(ctx: tf.distribute.InputContext):
+            return pipeline.make_dataset(
+                c.data_dir, split, self.worker_batch, training=training, image_size=self.image_size,
+                cache=self.cache if training else None, input_context=ctx if self.workers > 1 else None,
+                deterministic=c.deterministic or not training, seed=c.seed, shuffle_buffer=c.shuffle_buffer,
+                sample_weights=c.class_weights and training, host_augment=host_augment,
+                replicas=self.local_replicas, max_examples=self.max_examples if training else None,
+                pad_to_steps=None if training else self.eval_steps[split])
+        return dataset_fn
+
+    def train(self, host_augment=None):
+        ds = self.strategy.distribute_datasets_from_function(self._fn("train", True, host_augment))
+        return iter(ds)
+
+    def evaluation(self, split: str):
+        return self.strategy.distribute_datasets_from_function(self._fn(split, False))
+
+    def sample_batch(self, n: int = 16) -> np.ndarray:
+        """A few training images (before augmentation) for the TensorBoard grid."""
+        ds = pipeline.make_dataset(self.config.data_dir, "train", n, training=True, image_size=self.image_size,
+                                   seed=self.config.seed)
+        return next(iter(ds))[0]
+
+
+def _write_history(run_dir: str, row: dict) -> None:
+    path = os.path.join(run_dir, "history.csv")
+    new = not tf.io.gfile.exists(path)
+    with tf.io.gfile.GFile(path, "a") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _confusion(probs: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    matrix = np.zeros((n, n), np.int64)
+    np.add.at(matrix, (labels, probs.argmax(-1)), 1)
+    return matrix
+
+
+def train(config: TrainConfig, flags_text: str = "") -> dict:
+    """Trains (or resumes) one run and returns its summary (also in RUN/summary.json)."""
+    check_config(config)
+    distribute.split_cpu(config.num_cpu_devices)
+    strategy = distribute.make_strategy(config.strategy, config.num_cpu_devices)
+    chief = distribute.is_chief(strategy)
+    policy = distribute.resolve_precision(config.precision)
+    distribute.set_precision(policy)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    model_config = archs.ModelConfig(arch=config.arch, image_size=config.image_size, weights=resolve_weights(config),
+                                     head=config.head, trainable_layers=config.trainable_layers,
+                                     dropout=config.dropout)
+    image_size = archs.image_size(model_config)
+    data = _Data(config, strategy, image_size)
+    run_dir = config.run_dir or runs.find_resumable(config.runs_root, config.arch, dataclasses.asdict(config)) \
+        or runs.new_run_dir(config.runs_root, config.arch)
+    resumed = bool(runs.status(run_dir))
+    if chief:
+        runs.record(run_dir, config, flags_text)
+        runs.set_status(run_dir, runs.RUNNING)
+
+    with strategy.scope():
+        model = archs.build_model(model_config)
+        augment_layer = make_augmenter(config.augment, kind="fused", seed=config.seed) \
+            if config.augment_on == "device" else None
+        optimizer = make_optimizer(config, data.steps_per_epoch, policy)
+        optimizer.build(model.core.trainable_variables)
+        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+        step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+        best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
+    mix = None
+    if config.augment.mixup or config.augment.cutmix:
+        mix = lambda images, labels: mix_batch(images, labels, model_config.num_classes, config.augment)  # noqa: E731
+    host_augment = None
+    if config.augment_on == "host":
+        host_augment = lambda images, labels: augment_batch_on_host(images, labels, config.augment)  # noqa: E731
+    train_loop = loop.TrainLoop(strategy, model.core, optimizer,
+                                loop.LoopConfig(config.batch, config.steps_per_execution, config.jit_compile,
+                                                config.label_smoothing, model_config.num_classes,
+                                                measure_input_wait=not config.deterministic),
+                                augment=augment_layer, mix=mix)
+
+    # Checkpoints: the chief writes to the run directory; other workers to a temporary one (TF's rule).
+    ckpt_dir = os.path.join(run_dir, "checkpoints") if chief else tempfile.mkdtemp(prefix="ckpt-worker-")
+    checkpoint = tf.train.Checkpoint(model=model.core, optimizer=optimizer, epoch=epoch_var, step=step_var,
+                                     best=best_var)
+    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)
+    best_manager = tf.train.CheckpointManager(checkpoint, os.path.join(ckpt_dir, "best"), max_to_keep=1,
+                                              checkpoint_name="best")
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        logging.info("resumed from %s", manager.latest_checkpoint)
+
+    summaries = Summaries(run_dir, enabled=chief)
+    trainable, frozen = archs.count_params(model.core)
+    if chief and int(epoch_var.numpy()) == 0 and int(step_var.numpy()) == 0:
+        summaries.hparams({**{k: v for k, v in dataclasses.asdict(config).items() if not isinstance(v, dict)},
+                           "precision_policy": policy, "replicas": strategy.num_replicas_in_sync})
+        grid = data.sample_batch()
+        if augment_layer is not None or host_augment is not None:
+            grid = (augment_layer or make_augmenter(config.augment))(grid, training=True)
+        summaries.images("train", "augmented_inputs", 0, np.asarray(grid), "training inputs after augmentation")
+
+    header = (f"{config.arch}: {trainable:,} trainable / {frozen:,} frozen parameters, input {image_size[0]}x"
+              f"{image_size[1]}, {strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), "
+              f"{policy}, batch {config.batch}, {data.steps_per_epoch} steps/epoch, cache {data.cache}, "
+              f"augmentation {config.augment_on}")
+    print(("resuming " if resumed and manager.latest_checkpoint else "") + f"run {run_dir}\n{header}", flush=True)
+
+    iterator = data.train(host_augment)
+    start_epoch = int(epoch_var.numpy())
+    interrupted = False
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            row = _train_epoch(config, epoch, data, train_loop, iterator, epoch_var, step_var, manager, summaries,
+                               optimizer)
+            probs, labels = train_loop.predict(data.evaluation("validation"))
+            val = loop.eval_metrics(probs, labels)
+            epoch_var.assign(epoch + 1)
+            step_var.assign(0)
+            improved = val["accuracy"] > float(best_var.numpy())
+            if improved:
+                best_var.assign(val["accuracy"])
+            manager.save(checkpoint_number=epoch + 1)
+            if improved:
+                best_manager.save(checkpoint_number=epoch + 1)
+            summaries.scalars("validation", epoch + 1, {k: val[k] for k in ("loss", "accuracy", "auc")})
+            summaries.confusion_matrix("validation", epoch + 1, _confusion(probs, labels, len(data.class_names)),
+                                       data.class_names)
+            row.update({f"val_{k}": round(val[k], 6) for k in ("loss", "accuracy", "auc")})
+            if chief:
+                _write_history(run_dir, row)
+            tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} | "
+                       f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f} auc {val['auc']:.4f} | "
+                       f"{row['images_per_sec']:,.0f} img/s, input wait {row['input_wait_fraction']:.0%}"
+                       + ("  *best*" if improved else ""))
+    except KeyboardInterrupt:
+        interrupted = True
+        manager.save()
+        print(f"\ninterrupted: checkpoint saved in {ckpt_dir}; run the same command again to resume.", flush=True)
+    finally:
+        summaries.close()
+    if interrupted:
+        if chief:
+            runs.set_status(run_dir, runs.RUNNING, note="interrupted")
+        raise KeyboardInterrupt
+
+    if best_manager.latest_checkpoint:  # test and export the best validation epoch
+        checkpoint.restore(best_manager.latest_checkpoint).expect_partial()
+    result = {"run_dir": run_dir, "arch": config.arch, "epochs": config.epochs,
+              "best_validation_accuracy": float(best_var.numpy()), "trainable_params": trainable,
+              "frozen_params": frozen, "precision": policy, "replicas": strategy.num_replicas_in_sync}
+    if config.evaluate_test and data.has_test:
+        probs, labels = train_loop.predict(data.evaluation("test"))
+        test = loop.eval_metrics(probs, labels)
+        test["confusion_matrix"] = _confusion(probs, labels, len(data.class_names)).tolist()
+        test["class_names"] = data.class_names
+        result["test"] = test
+        if chief:
+            runs.write_json(os.path.join(run_dir, "test_metrics.json"), test)
+    if chief:
+        result["export"] = export.export(export.inference_model(model.core, image_size, augment_layer),
+                                         os.path.join(run_dir, "export"), image_size, data.class_names)
+        runs.write_json(os.path.join(run_dir, "summary.json"), result)
+        runs.set_status(run_dir, runs.COMPLETE)
+    return result
+
+
+def _train_epoch(config, epoch, data, train_loop, iterator, epoch_var, step_var, manager, summaries, optimizer):
+    """Runs the rest of one epoch (all of it unless resuming mid-epoch); returns its history row."""
+    steps = data.steps_per_epoch
+    done = int(step_var.numpy())
+    totals = None
+    train_seconds = 0.0
+    bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
+               disable=not config.progress, leave=False)
+    global_step = epoch * steps + done
+    while done < steps:
+        n = min(config.steps_per_execution, steps - done)
+        summaries.profile(global_step, *config.profile_steps)
+        start = time.perf_counter()
+        stats = train_loop.train(iterator, n)
+        seconds = time.perf_counter() - start
+        if not math.isfinite(float(stats["loss_sum"])):
+            raise TrainError(f"the training loss became {float(stats['loss_sum'])} at epoch {epoch + 1}, step "
+                             f"{done + n}: stopped. The last good checkpoint is kept in {manager.directory}. "
+                             "Lower --lr, or use --precision=float32.")
+        train_seconds += seconds
+        done += n
+        global_step += n
+        step_var.assign(done)
+        totals = stats if totals is None else {k: totals[k] + stats[k] for k in stats}
+        if config.checkpoint_steps and global_step % config.checkpoint_steps < n and done < steps:
+            manager.save()
+        m = loop.summarize(totals)
+        bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.3f}",
+                        img_s=f"{n * config.batch / max(seconds, 1e-9):,.0f}")
+        bar.update(n)
+    bar.close()
+    summaries.profile(global_step, *config.profile_steps)
+    m = loop.summarize(totals) if totals else {"loss": float("nan"), "accuracy": float("nan"), "auc": float("nan"),
+                                               "count": 0}
+    row = {"epoch": epoch + 1, "loss": round(m["loss"], 6), "accuracy": round(m["accuracy"], 6),
+           "auc": round(m["auc"], 6), "lr": float(f"{current_lr(optimizer, global_step):.6g}"),
+           "images_per_sec": round(m["count"] / max(train_seconds, 1e-9), 1),
+           "input_wait_fraction": round(float(totals["input_wait"]) / max(train_seconds, 1e-9), 4) if totals else 0.0,
+           "train_seconds": round(train_seconds, 2)}
+    summaries.scalars("train", epoch + 1, {"loss": m["loss"], "accuracy": m["accuracy"], "auc": m["auc"],
+                                           "learning_rate": row["lr"], "images_per_sec": row["images_per_sec"],
+                                           "input_wait_fraction": row["input_wait_fraction"]})
+    return row
+
+
+def format_summary(result: dict) -> str:
+    """The one-screen summary printed at the end of a run."""
+    lines = [f"run {result['run_dir']} ({result['arch']}, {result['epochs']} epochs, {result['precision']}, "
+             f"{result['replicas']} replica(s))",
+             f"best validation accuracy {result['best_validation_accuracy']:.4f}"]
+    test = result.get("test")
+    if test:
+        names = test["class_names"]
+        lines.append(f"test: accuracy {test['accuracy']:.4f}, AUC {test['auc']:.4f}, loss {test['loss']:.4f} "
+                     f"on {test['count']:,} images")
+        width = max(len(n) for n in names) + 2
+        lines.append(" " * (width + 8) + "predicted " + "".join(f"{n:>{width}}" for n in names))
+        for name, row in zip(names, test["confusion_matrix"]):
+            lines.append(f"{'actual ' + name:>{width + 17}}" + "".join(f"{v:>{width},}" for v in row))
+    if "export" in result:
+        lines.append(f"exported: {result['export']['keras']} and {result['export']['saved_model']}")
+    lines.append(f"tensorboard --logdir={os.path.dirname(result['run_dir']) or '.'}")
+    return "\n".join(lines)
+
+
+def load_summary(run_dir: str) -> dict:
+    with tf.io.gfile.GFile(os.path.join(run_dir, "summary.json")) as f:
+        return json.load(f)

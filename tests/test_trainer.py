@@ -1,0 +1,229 @@
+"""train.py end to end on synthetic shards: learning, artifacts, export, resume, strategies, bad flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from celeba_gender import archs, loop, pipeline, runs, trainer
+from celeba_gender.summaries import image_grid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(data_dir: str, run_dir: str, **changes) -> trainer.TrainConfig:
+    base = trainer.TrainConfig(arch="tiny", data_dir=data_dir, run_dir=run_dir, batch=16, epochs=1, lr=3e-3,
+                               precision="float32", progress=False, seed=1)
+    return dataclasses.replace(base, **changes)
+
+
+def event_tags(directory: str) -> dict[str, set]:
+    """{tag: {steps}} of every summary in the event files directly under ``directory``."""
+    tags: dict[str, set] = {}
+    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, set()).add(event.step)
+    return tags
+
+
+def dataset_loss(model: keras.Model, data_dir: str) -> float:
+    ds = pipeline.make_dataset(data_dir, "train", 64, training=False, image_size=(64, 52))
+    probs, labels = zip(*[(model(tf.cast(x, tf.float32), training=False).numpy(), y.numpy()) for x, y in ds])
+    return loop.eval_metrics(np.concatenate(probs), np.concatenate(labels))["loss"]
+
+
+@pytest.fixture(scope="module")
+def trained(shards, tmp_path_factory):
+    """One epoch of the tiny CNN with every optional artifact switched on."""
+    data_dir, _ = shards
+    run_dir = str(tmp_path_factory.mktemp("run") / "tiny-run")
+    config = tiny_config(data_dir, run_dir, profile_steps=(2, 4), checkpoint_steps=5, steps_per_execution=2)
+    return config, trainer.train(config, "--arch=tiny\n--run_dir=\n")
+
+
+def test_one_epoch_lowers_the_loss_and_writes_every_artifact(trained, shards):
+    config, result = trained
+    run_dir = result["run_dir"]
+    for name in ("flags.txt", "config.json", "history.csv", "test_metrics.json", "summary.json",
+                 "export/model.keras", "export/saved_model/saved_model.pb", "checkpoints/checkpoint",
+                 "checkpoints/best/checkpoint"):
+        assert os.path.exists(os.path.join(run_dir, name)), name
+    assert f"--run_dir={run_dir}" in open(os.path.join(run_dir, "flags.txt")).read()
+    assert json.load(open(os.path.join(run_dir, "config.json")))["arch"] == "tiny"
+    assert runs.status(run_dir)["status"] == "complete"
+    train_tags, val_tags = event_tags(os.path.join(run_dir, "train")), event_tags(os.path.join(run_dir, "validation"))
+    for tag in ("loss", "accuracy", "auc", "learning_rate", "images_per_sec", "input_wait_fraction",
+                "augmented_inputs"):
+        assert tag in train_tags, tag
+    for tag in ("loss", "accuracy", "auc", "confusion_matrix"):
+        assert tag in val_tags, tag
+    assert "_hparams_/session_start_info" in event_tags(run_dir)
+    assert glob.glob(os.path.join(run_dir, "train", "plugins", "profile", "*", "*.xplane.pb"))
+    # Learning: the exported model has a lower training loss than the same model untrained.
+    keras.utils.set_random_seed(config.seed)
+    untrained = archs.build_model(archs.ModelConfig(arch="tiny")).core
+    trained_model = keras.models.load_model(os.path.join(run_dir, "export", "model.keras"))
+    assert dataset_loss(trained_model, config.data_dir) < dataset_loss(untrained, config.data_dir) - 0.005
+    test = result["test"]
+    assert test["count"] == shards[1]["splits"]["test"]["count"] and sum(map(sum, test["confusion_matrix"])) == test["count"]
+
+
+def test_saved_model_from_jpeg_bytes_equals_the_keras_model(trained, shards):
+    _, result = trained
+    data_dir, manifest = shards
+    keras_model = keras.models.load_model(result["export"]["keras"])
+    serving = tf.saved_model.load(result["export"]["saved_model"])
+    files = [os.path.join(data_dir, s["file"]) for s in manifest["splits"]["test"]["shards"]]
+    parsed = [pipeline.records.parse_example(r, len(manifest["attribute_names"]))
+              for r in tf.data.TFRecordDataset(files).take(6)]
+    jpegs = tf.stack([p["image/encoded"] for p in parsed])
+    images = tf.stack([pipeline.fit_to_size(tf.io.decode_jpeg(j, channels=3), (64, 52)) for j in jpegs])
+    expected = keras_model(images, training=False).numpy()
+    from_jpeg = serving.signatures["serving_default"](jpeg=jpegs)
+    from_images = serving.signatures["serve_images"](images=images)
+    np.testing.assert_allclose(from_jpeg["probabilities"].numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(from_images["probabilities"].numpy(), expected, atol=1e-5)
+    names = [n.decode() for n in from_jpeg["class_name"].numpy()]
+    assert names == [("Female", "Male")[i] for i in expected.argmax(-1)]
+
+
+def test_summary_image_grid_shape():
+    grid = image_grid(np.zeros((10, 4, 3, 3), np.uint8), columns=4)
+    assert grid.shape == (1, 3 * 6, 4 * 5, 3) and grid.dtype == np.uint8
+
+
+# Runs train.py and kills it with SIGKILL in the middle of epoch 2 (after 3 of its steps).
+_KILL = textwrap.dedent("""
+    import os, signal, sys
+    from celeba_gender import loop
+    from celeba_gender.cli import train
+    calls, original = [], loop.TrainLoop.train
+    def train_steps(self, iterator, steps):
+        calls.append(steps)
+        out = original(self, iterator, steps)
+        if len(calls) == STEPS_PER_EPOCH + 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    loop.TrainLoop.train = train_steps
+    sys.argv[0] = "train.py"
+    train.run()
+""")
+
+
+def run_train(args: list[str], script: str | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), *args]
+    if script is not None:
+        cmd = [sys.executable, "-c", script, *args]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_checkpoint_when_the_command_is_rerun(shards, tmp_path):
+    data_dir, manifest = shards
+    batch = 16
+    steps = manifest["splits"]["train"]["count"] // batch
+    args = ["--arch=tiny", f"--data_dir={data_dir}", f"--runs_root={tmp_path}", f"--batch={batch}", "--epochs=3",
+            "--checkpoint_steps=2", "--precision=float32", "--progress=false", "--evaluate_test=false"]
+    killed = run_train(args, script=_KILL.replace("STEPS_PER_EPOCH", str(steps)))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (run_dir,) = glob.glob(str(tmp_path / "tiny-*"))
+    history = open(os.path.join(run_dir, "history.csv")).read().splitlines()
+    assert len(history) == 2  # header + epoch 1
+    resumed = run_train(args)  # the same command: it must find the run and continue it
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming run {run_dir}" in resumed.stdout
+    assert glob.glob(str(tmp_path / "tiny-*")) == [run_dir]
+    epochs = [line.split(",")[0] for line in open(os.path.join(run_dir, "history.csv")).read().splitlines()[1:]]
+    assert epochs == ["1", "2", "3"]  # each epoch counted once
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")))
+    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 3
+    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 3 * steps  # no step twice
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(shards, tmp_path):
+    data_dir, _ = shards
+    common = ["--arch=tiny", f"--data_dir={data_dir}", "--batch=32", "--epochs=2", "--precision=float32",
+              "--augment_on=none", "--dropout=0", "--deterministic", "--progress=false", "--lr=0.003",
+              "--evaluate_test=false", "--seed=3", "--cache=none"]
+    one = run_train(common + [f"--run_dir={tmp_path}/one", "--strategy=default"])
+    two = run_train(common + [f"--run_dir={tmp_path}/two", "--strategy=mirrored", "--num_cpu_devices=2"])
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "2 replica(s) (MirroredStrategy)" in two.stdout
+    models = [keras.models.load_model(f"{tmp_path}/{name}/export/model.keras") for name in ("one", "two")]
+    images = next(iter(pipeline.make_dataset(data_dir, "validation", 32, training=False, image_size=(64, 52))))[0]
+    p1, p2 = (m(images, training=False).numpy() for m in models)
+    untrained = archs.build_model(archs.ModelConfig(arch="tiny")).core(tf.cast(images, tf.float32)).numpy()
+    # BatchNorm sees 16 examples per replica instead of 32, so the runs differ slightly, not like a new model.
+    assert np.abs(p1 - p2).mean() < 0.02
+    assert np.abs(p1 - untrained).mean() > 5 * np.abs(p1 - p2).mean()
+
+
+def test_impossible_settings_fail_before_any_work(shards, tmp_path):
+    data_dir, manifest = shards
+    with pytest.raises(archs.ArchError, match="below inceptionv3's minimum of 75x75"):
+        trainer.train(tiny_config(data_dir, str(tmp_path / "a"), arch="inceptionv3", image_size=(64, 64)))
+    with pytest.raises(trainer.TrainError, match="larger than the training split"):
+        trainer.train(tiny_config(data_dir, str(tmp_path / "b"), batch=manifest["splits"]["train"]["count"] + 1))
+    with pytest.raises(pipeline.DataError, match="No manifest.json in .*convert CelebA first"):
+        trainer.train(tiny_config(str(tmp_path / "nothing"), str(tmp_path / "c")))
+    with pytest.raises(trainer.TrainError, match="--warmup_epochs needs --lr_schedule=cosine"):
+        trainer.train(tiny_config(data_dir, str(tmp_path / "d"), warmup_epochs=1, epochs=3))
+    with pytest.raises(archs.ArchError, match="alexnet has no ImageNet weights"):
+        trainer.train(tiny_config(data_dir, str(tmp_path / "e"), arch="alexnet", weights="imagenet"))
+    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")  # nothing was started
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path):
+    data_dir, _ = shards
+    config = tiny_config(data_dir, str(tmp_path / "nan"), optimizer="sgd", lr=1e35, momentum=0.0, epochs=2)
+    with pytest.raises(trainer.TrainError, match="the training loss became nan.*last good checkpoint"):
+        trainer.train(config)
+    assert runs.status(str(tmp_path / "nan"))["status"] == "running"
+
+
+def test_cli_errors_are_one_line(shards, tmp_path):
+    data_dir, _ = shards
+    bad_arch = run_train(["--arch=resnet", f"--data_dir={data_dir}"])
+    assert bad_arch.returncode == 1 and "value should be one of <alexnet|resnet50v2|" in bad_arch.stderr
+    too_small = run_train(["--arch=inceptionv3", "--image_size=64,64", f"--data_dir={data_dir}",
+                           f"--runs_root={tmp_path}"])
+    assert too_small.returncode == 2
+    assert "train: error: --image_size=64,64 is below inceptionv3's minimum of 75x75" in too_small.stderr
+    assert "Traceback" not in too_small.stderr + bad_arch.stderr
+
+
+def test_every_flagfile_parses():
+    """Every train flagfile in flags/ parses with train.py's flags (studies and convert have their own)."""
+    code = textwrap.dedent("""
+        import glob, sys
+        from absl import flags
+        from celeba_gender.cli import train
+        FLAGS = flags.FLAGS
+        files = [f for f in glob.glob("flags/**/*.flags", recursive=True)
+                 if not f.startswith(("flags/convert/", "flags/studies/"))]
+        for f in sorted(files):
+            FLAGS.unparse_flags()
+            FLAGS(["train.py", f"--flagfile={f}"])
+            assert FLAGS.arch or f.endswith("common.flags"), f
+            config = train.config_from_flags() if FLAGS.arch else None
+            print(f, FLAGS.arch, config.lr if config else "")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "flags/demo.flags small" in result.stdout and "flags/seed/alexnet.flags alexnet" in result.stdout
+    assert len(result.stdout.splitlines()) >= 14

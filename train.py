@@ -1,0 +1,20 @@
+#!/usr/bin/env python
+"""Train one architecture on the converter's shards.
+
+    python train.py --arch=inceptionv3 --batch=128
+    python train.py --flagfile=flags/resnet50v2.flags
+    python train.py --flagfile=flags/demo.flags          # the small CNN on the synthetic demo data, on a CPU
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines (oneDNN, CPU features)
+
+from absl import flags  # noqa: E402
+
+from celeba_gender.cli import train  # noqa: E402
+
+flags.adopt_module_key_flags(train)  # so that --help lists the trainer's flags
+
+if __name__ == "__main__":
+    train.run()
