@@ -22,6 +22,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) make_tfrecords.py --flagfile=flags/convert/demo.flags
+	$(PY) train.py --flagfile=flags/demo.flags
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2
