@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 .PHONY: demo test test-fast install clean-demo help
 
 help:
-	@echo "make demo       set up .venv, make a synthetic CelebA, convert it to shards, train briefly, report"
+	@echo "make demo       set up .venv, make a synthetic CelebA, convert it, train a small CNN, report, run a demo study"
 	@echo "make test       set up .venv and run the whole test suite (about 5-8 minutes on 2 CPU cores)"
 	@echo "make test-fast  the suite without tests marked slow"
 
@@ -23,6 +23,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) make_tfrecords.py --flagfile=flags/convert/demo.flags
 	$(PY) train.py --flagfile=flags/demo.flags
+	$(PY) study.py --flagfile=flags/studies/demo_epochs.flags
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2

@@ -49,3 +49,16 @@ def shards(celeba_original, tmp_path_factory) -> tuple[str, dict]:
     manifest = convert.convert(convert.ConvertConfig(celeba_dir=celeba_original, out_dir=out, workers=1,
                                                      progress=False))
     return out, manifest
+
+
+@pytest.fixture(scope="session")
+def trained_run(shards, tmp_path_factory):
+    """(config, result) of one epoch of the tiny CNN on :func:`shards`, with every optional artifact on."""
+    from celeba_gender import trainer
+
+    data_dir, _ = shards
+    run_dir = str(tmp_path_factory.mktemp("run") / "tiny-run")
+    config = trainer.TrainConfig(arch="tiny", data_dir=data_dir, run_dir=run_dir, batch=16, epochs=1, lr=3e-3,
+                                 precision="float32", progress=False, seed=1, profile_steps=(2, 4),
+                                 checkpoint_steps=5, steps_per_execution=2)
+    return config, trainer.train(config, "--arch=tiny\n--run_dir=\n")

@@ -284,3 +284,20 @@ def test_summary_table_lists_splits_and_drops(shards):
     text = convert.format_summary(manifest, out_dir)
     assert text.splitlines()[0].split() == ["split", "images", "Female", "Male", "shards", "MB"]
     assert "dropped: duplicate" in text
+
+
+def test_every_converter_flagfile_parses():
+    code = textwrap.dedent("""
+        import glob
+        from absl import flags
+        from celeba_gender.cli import convert
+        FLAGS = flags.FLAGS
+        for f in sorted(glob.glob("flags/convert/*.flags") + glob.glob("flags/studies/*_data.flags")):
+            FLAGS.unparse_flags()
+            FLAGS(["make_tfrecords.py", f"--flagfile={f}"])
+            print(f, convert.config_from_flags().split)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "flags/convert/seed.flags seed" in done.stdout and "flags/convert/demo.flags official" in done.stdout
+    assert len(done.stdout.splitlines()) == 5

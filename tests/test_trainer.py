@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from celeba_gender import archs, loop, pipeline, runs, trainer
+from celeba_gender import archs, evaluation, pipeline, runs, trainer
 from celeba_gender.summaries import image_grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,23 +41,14 @@ def event_tags(directory: str) -> dict[str, set]:
 def dataset_loss(model: keras.Model, data_dir: str) -> float:
     ds = pipeline.make_dataset(data_dir, "train", 64, training=False, image_size=(64, 52))
     probs, labels = zip(*[(model(tf.cast(x, tf.float32), training=False).numpy(), y.numpy()) for x, y in ds])
-    return loop.eval_metrics(np.concatenate(probs), np.concatenate(labels))["loss"]
+    return evaluation.compute_metrics(np.concatenate(probs), np.concatenate(labels), ["Female", "Male"])["log_loss"]
 
 
-@pytest.fixture(scope="module")
-def trained(shards, tmp_path_factory):
-    """One epoch of the tiny CNN with every optional artifact switched on."""
-    data_dir, _ = shards
-    run_dir = str(tmp_path_factory.mktemp("run") / "tiny-run")
-    config = tiny_config(data_dir, run_dir, profile_steps=(2, 4), checkpoint_steps=5, steps_per_execution=2)
-    return config, trainer.train(config, "--arch=tiny\n--run_dir=\n")
-
-
-def test_one_epoch_lowers_the_loss_and_writes_every_artifact(trained, shards):
-    config, result = trained
+def test_one_epoch_lowers_the_loss_and_writes_every_artifact(trained_run, shards):
+    config, result = trained_run
     run_dir = result["run_dir"]
-    for name in ("flags.txt", "config.json", "history.csv", "test_metrics.json", "summary.json",
-                 "export/model.keras", "export/saved_model/saved_model.pb", "checkpoints/checkpoint",
+    for name in ("flags.txt", "config.json", "history.csv", "report/report.json", "summary.json",
+                 "export/model.keras", "export/labels.json", "export/saved_model/saved_model.pb", "checkpoints/checkpoint",
                  "checkpoints/best/checkpoint"):
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert f"--run_dir={run_dir}" in open(os.path.join(run_dir, "flags.txt")).read()
@@ -80,8 +71,8 @@ def test_one_epoch_lowers_the_loss_and_writes_every_artifact(trained, shards):
     assert test["count"] == shards[1]["splits"]["test"]["count"] and sum(map(sum, test["confusion_matrix"])) == test["count"]
 
 
-def test_saved_model_from_jpeg_bytes_equals_the_keras_model(trained, shards):
-    _, result = trained
+def test_saved_model_from_jpeg_bytes_equals_the_keras_model(trained_run, shards):
+    _, result = trained_run
     data_dir, manifest = shards
     keras_model = keras.models.load_model(result["export"]["keras"])
     serving = tf.saved_model.load(result["export"]["saved_model"])
@@ -215,11 +206,11 @@ def test_every_flagfile_parses():
         from celeba_gender.cli import train
         FLAGS = flags.FLAGS
         files = [f for f in glob.glob("flags/**/*.flags", recursive=True)
-                 if not f.startswith(("flags/convert/", "flags/studies/"))]
+                 if not f.startswith(("flags/convert/", "flags/studies/")) or f.endswith("_train.flags")]
         for f in sorted(files):
             FLAGS.unparse_flags()
             FLAGS(["train.py", f"--flagfile={f}"])
-            assert FLAGS.arch or f.endswith("common.flags"), f
+            assert FLAGS.arch or f.endswith(("common.flags", "_train.flags")), f
             config = train.config_from_flags() if FLAGS.arch else None
             print(f, FLAGS.arch, config.lr if config else "")
     """)

@@ -171,13 +171,3 @@ class TrainLoop:
             probs.append(p.numpy()[keep])
             labels.append(y.numpy()[keep])
         return np.concatenate(probs), np.concatenate(labels)
-
-
-def eval_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
-    """Exact loss, accuracy and ROC AUC from predictions (scikit-learn's AUC)."""
-    from sklearn.metrics import roc_auc_score
-
-    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
-    auc = roc_auc_score(labels, probs[:, -1]) if len(np.unique(labels)) == 2 else float("nan")
-    return {"loss": float(-np.log(picked).mean()), "accuracy": float((probs.argmax(-1) == labels).mean()),
-            "auc": float(auc), "count": int(len(labels))}

@@ -20,7 +20,8 @@ STATUS = "status.json"
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 
 
-def _read_json(path: str) -> dict | None:
+def read_json(path: str) -> dict | None:
+    """A JSON file (local or tf.io.gfile), or None when it is absent or unreadable."""
     if not tf.io.gfile.exists(path):
         return None
     with tf.io.gfile.GFile(path) as f:
@@ -54,8 +55,8 @@ def find_resumable(runs_root: str, arch: str, config: dict) -> str | None:
                         reverse=True)
     for name in candidates:
         run_dir = os.path.join(runs_root, name.rstrip("/"))
-        recorded = _read_json(os.path.join(run_dir, CONFIG))
-        status = (_read_json(os.path.join(run_dir, STATUS)) or {}).get("status")
+        recorded = read_json(os.path.join(run_dir, CONFIG))
+        status = (read_json(os.path.join(run_dir, STATUS)) or {}).get("status")
         if recorded is not None and status != COMPLETE and comparable(recorded) == comparable(config):
             return run_dir
     return None
@@ -68,7 +69,7 @@ def new_run_dir(runs_root: str, arch: str) -> str:
 
 def status(run_dir: str) -> dict:
     """The run's status record ({} before the first write)."""
-    return _read_json(os.path.join(run_dir, STATUS)) or {}
+    return read_json(os.path.join(run_dir, STATUS)) or {}
 
 
 def set_status(run_dir: str, value: str, **extra) -> None:
@@ -86,7 +87,7 @@ def record(run_dir: str, config, flags_text: str) -> None:
 
 def read_config(run_dir: str) -> dict:
     """config.json of a run, or an error naming the directory."""
-    config = _read_json(os.path.join(run_dir, CONFIG))
+    config = read_json(os.path.join(run_dir, CONFIG))
     if config is None:
         raise FileNotFoundError(f"{run_dir} has no readable {CONFIG}: is it a train.py run directory?")
     return config

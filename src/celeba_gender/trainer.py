@@ -3,7 +3,7 @@
     result = train(TrainConfig(arch="tiny", data_dir="demo/tfrecords", epochs=2))
 
 The run directory (DESIGN.md): flags.txt and config.json (written first), TensorBoard events in train/ and
-validation/, checkpoints/ (latest few, and best/), history.csv, export/, and test_metrics.json.
+validation/, checkpoints/ (latest few, and best/), history.csv, export/, report/ (the test evaluation).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from celeba_gender import archs, distribute, export, loop, pipeline, runs
+from celeba_gender import archs, distribute, evaluation, export, loop, pipeline, runs
 from celeba_gender.augment import AugmentConfig, augment_batch_on_host, make_augmenter, mix_batch
 from celeba_gender.summaries import Summaries
 
@@ -216,12 +216,6 @@ def _write_history(run_dir: str, row: dict) -> None:
         writer.writerow(row)
 
 
-def _confusion(probs: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    matrix = np.zeros((n, n), np.int64)
-    np.add.at(matrix, (labels, probs.argmax(-1)), 1)
-    return matrix
-
-
 def train(config: TrainConfig, flags_text: str = "") -> dict:
     """Trains (or resumes) one run and returns its summary (also in RUN/summary.json)."""
     check_config(config)
@@ -302,7 +296,8 @@ def train(config: TrainConfig, flags_text: str = "") -> dict:
             row = _train_epoch(config, epoch, data, train_loop, iterator, epoch_var, step_var, manager, summaries,
                                optimizer)
             probs, labels = train_loop.predict(data.evaluation("validation"))
-            val = loop.eval_metrics(probs, labels)
+            metrics = evaluation.compute_metrics(probs, labels, data.class_names)
+            val = {"loss": metrics["log_loss"], "accuracy": metrics["accuracy"], "auc": metrics["roc_auc"]}
             epoch_var.assign(epoch + 1)
             step_var.assign(0)
             improved = val["accuracy"] > float(best_var.numpy())
@@ -312,7 +307,7 @@ def train(config: TrainConfig, flags_text: str = "") -> dict:
             if improved:
                 best_manager.save(checkpoint_number=epoch + 1)
             summaries.scalars("validation", epoch + 1, {k: val[k] for k in ("loss", "accuracy", "auc")})
-            summaries.confusion_matrix("validation", epoch + 1, _confusion(probs, labels, len(data.class_names)),
+            summaries.confusion_matrix("validation", epoch + 1, np.asarray(metrics["confusion_matrix"]),
                                        data.class_names)
             row.update({f"val_{k}": round(val[k], 6) for k in ("loss", "accuracy", "auc")})
             if chief:
@@ -337,17 +332,15 @@ def train(config: TrainConfig, flags_text: str = "") -> dict:
     result = {"run_dir": run_dir, "arch": config.arch, "epochs": config.epochs,
               "best_validation_accuracy": float(best_var.numpy()), "trainable_params": trainable,
               "frozen_params": frozen, "precision": policy, "replicas": strategy.num_replicas_in_sync}
-    if config.evaluate_test and data.has_test:
-        probs, labels = train_loop.predict(data.evaluation("test"))
-        test = loop.eval_metrics(probs, labels)
-        test["confusion_matrix"] = _confusion(probs, labels, len(data.class_names)).tolist()
-        test["class_names"] = data.class_names
-        result["test"] = test
-        if chief:
-            runs.write_json(os.path.join(run_dir, "test_metrics.json"), test)
     if chief:
         result["export"] = export.export(export.inference_model(model.core, image_size, augment_layer),
                                          os.path.join(run_dir, "export"), image_size, data.class_names)
+        if config.evaluate_test and data.has_test:
+            # The full report (evaluate.py's), on the chief alone: no collectives left to wait on.
+            report = evaluation.evaluate_run(run_dir, "test", "best" if best_manager.latest_checkpoint else "last")
+            result["test"] = {k: report[k] for k in ("count", "accuracy", "accuracy_ci95", "balanced_accuracy",
+                                                     "roc_auc", "log_loss", "confusion_matrix", "class_names")}
+            result["report"] = evaluation.report_dir(run_dir, "test", report["checkpoint"])
         runs.write_json(os.path.join(run_dir, "summary.json"), result)
         runs.set_status(run_dir, runs.COMPLETE)
     return result
@@ -406,12 +399,15 @@ def format_summary(result: dict) -> str:
     test = result.get("test")
     if test:
         names = test["class_names"]
-        lines.append(f"test: accuracy {test['accuracy']:.4f}, AUC {test['auc']:.4f}, loss {test['loss']:.4f} "
-                     f"on {test['count']:,} images")
+        lo, hi = test["accuracy_ci95"]
+        lines.append(f"test: accuracy {test['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}), balanced accuracy "
+                     f"{test['balanced_accuracy']:.4f}, ROC-AUC {test['roc_auc']:.4f} on {test['count']:,} images")
         width = max(len(n) for n in names) + 2
         lines.append(" " * (width + 8) + "predicted " + "".join(f"{n:>{width}}" for n in names))
         for name, row in zip(names, test["confusion_matrix"]):
             lines.append(f"{'actual ' + name:>{width + 17}}" + "".join(f"{v:>{width},}" for v in row))
+    if "report" in result:
+        lines.append(f"report: {result['report']}/report.md (galleries of errors, subgroups, curves)")
     if "export" in result:
         lines.append(f"exported: {result['export']['keras']} and {result['export']['saved_model']}")
     lines.append(f"tensorboard --logdir={os.path.dirname(result['run_dir']) or '.'}")

@@ -75,3 +75,7 @@ def main(argv: list[str]) -> None:
 def run() -> None:
     """Console-script entry point."""
     app.run(main)
+
+
+if __name__ == "__main__":  # python -m celeba_gender.cli.convert
+    run()

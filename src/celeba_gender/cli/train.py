@@ -127,3 +127,7 @@ def run() -> None:
     """Console-script entry point."""
     flags.mark_flag_as_required("arch")
     app.run(main)
+
+
+if __name__ == "__main__":  # python -m celeba_gender.cli.train
+    run()

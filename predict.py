@@ -1,0 +1,19 @@
+#!/usr/bin/env python
+"""Predict on your own photos with a trained run.
+
+    python predict.py --run_dir=runs/resnet50v2-... photo1.jpg photo2.png
+    python predict.py --run_dir=runs/... --detect_faces --output=predictions.csv my_photos/
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from absl import flags  # noqa: E402
+
+from celeba_gender.cli import predict  # noqa: E402
+
+flags.adopt_module_key_flags(predict)
+
+if __name__ == "__main__":
+    predict.run()

@@ -1,0 +1,191 @@
+"""Evaluation you can trust: every example of a split exactly once, metrics computed from the predictions,
+per-subgroup accuracy over the other CelebA attributes, error galleries, written to ``RUN/report/``.
+
+    report = evaluate_run("runs/resnet50v2-...", split="test", checkpoint="best")
+
+The class names follow the label ids (0 = Female, 1 = Male): scikit-learn's report is given
+``labels=[0, 1]`` and the names in that order, the mistake the source study made (SEED.md, bug 4).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn import metrics as skm
+
+from celeba_gender import archs, pipeline, plots, runs
+from celeba_gender.summaries import Summaries
+
+CHECKPOINTS = ("best", "last")
+
+
+class EvaluationError(ValueError):
+    """A run that cannot be evaluated as asked; the message says why."""
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (better than the normal one near 0 and 1)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (centre - half, centre + half)
+
+
+def compute_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
+    """Accuracy (with its 95% CI), balanced accuracy, per-class report, ROC-AUC, log loss, confusion matrix."""
+    preds = probs.argmax(-1)
+    ids = list(range(len(class_names)))
+    correct = int((preds == labels).sum())
+    report = skm.classification_report(labels, preds, labels=ids, target_names=class_names, output_dict=True,
+                                       zero_division=0)
+    two_classes = len(np.unique(labels)) == 2
+    return {
+        "count": int(len(labels)),
+        "accuracy": correct / max(len(labels), 1),
+        "accuracy_ci95": list(wilson_interval(correct, len(labels))),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(labels, preds)) if len(labels) else float("nan"),
+        "roc_auc": float(skm.roc_auc_score(labels, probs[:, 1])) if two_classes else float("nan"),
+        "log_loss": float(skm.log_loss(labels, np.clip(probs, 1e-7, 1), labels=ids)) if len(labels) else float("nan"),
+        "per_class": {name: {k: float(v) for k, v in report[name].items()} for name in class_names},
+        "confusion_matrix": skm.confusion_matrix(labels, preds, labels=ids).tolist(),
+        "class_names": list(class_names),
+    }
+
+
+def subgroup_accuracy(probs: np.ndarray, labels: np.ndarray, attributes: np.ndarray, attribute_names: list[str],
+                      label_attribute: str, min_support: int = 20) -> list[dict]:
+    """Accuracy of every attribute subgroup (attribute present / absent) with at least ``min_support``
+    examples, sorted by its gap to the overall accuracy, worst first."""
+    correct = probs.argmax(-1) == labels
+    overall = correct.mean() if len(correct) else float("nan")
+    rows = []
+    for j, name in enumerate(attribute_names):
+        if name == label_attribute:
+            continue
+        for value in (1, 0):
+            mask = attributes[:, j] == value
+            n = int(mask.sum())
+            if n < min_support:
+                continue
+            k = int(correct[mask].sum())
+            lo, hi = wilson_interval(k, n)
+            rows.append({"attribute": name, "value": value, "group": name if value else f"not {name}", "count": n,
+                         "accuracy": k / n, "gap": k / n - overall, "ci95": [lo, hi]})
+    return sorted(rows, key=lambda r: r["gap"])
+
+
+def worst_errors(probs: np.ndarray, labels: np.ndarray, filenames: list[str], actual: int, predicted: int,
+                 limit: int) -> list[dict]:
+    """Misclassified examples of class ``actual`` predicted as ``predicted``, most confident first."""
+    idx = np.flatnonzero((labels == actual) & (probs.argmax(-1) == predicted))
+    idx = idx[np.argsort(-probs[idx, predicted], kind="stable")][:limit]
+    return [{"filename": filenames[i], "probability": float(probs[i, predicted])} for i in idx]
+
+
+def load_model(run_dir: str, checkpoint: str = "best") -> tuple[keras.Model, dict]:
+    """The run's core model with the weights of its best (or last) checkpoint, and its config."""
+    if checkpoint not in CHECKPOINTS:
+        raise EvaluationError(f"--checkpoint={checkpoint}: choose best or last.")
+    config = runs.read_config(run_dir)
+    model = archs.build_model(archs.ModelConfig(
+        arch=config["arch"], image_size=tuple(config["image_size"]) if config.get("image_size") else None,
+        weights="none", head=config["head"], trainable_layers=config["trainable_layers"], dropout=config["dropout"]))
+    ckpt_dir = os.path.join(run_dir, "checkpoints", "best" if checkpoint == "best" else "")
+    path = tf.train.latest_checkpoint(ckpt_dir)
+    if path is None:
+        raise EvaluationError(f"No {checkpoint} checkpoint in {ckpt_dir}: has this run finished an epoch?")
+    tf.train.Checkpoint(model=model.core).restore(path).expect_partial()
+    return model.core, {**config, "image_size": list(model.image_size), "checkpoint_path": path}
+
+
+def predict_split(model: keras.Model, data_dir: str, split: str, image_size, batch: int):
+    """(probabilities, labels, file names, attributes) for every example of ``split``, in shard order."""
+    ds = pipeline.make_dataset(data_dir, split, batch, training=False, image_size=tuple(image_size),
+                               with_metadata=True)
+    out = ([], [], [], [])
+    for images, labels, names, attrs in ds:
+        out[0].append(np.asarray(model(tf.cast(images, tf.float32), training=False), np.float32))
+        out[1].append(labels.numpy())
+        out[2].extend(n.decode() for n in names.numpy())
+        out[3].append(attrs.numpy())
+    return np.concatenate(out[0]), np.concatenate(out[1]), out[2], np.concatenate(out[3])
+
+
+def fetch_images(data_dir: str, split: str, image_size, wanted: set[str]) -> dict[str, np.ndarray]:
+    """The decoded images of the named files of a split (a second pass, so predictions keep no images)."""
+    found = {}
+    size = tuple(image_size) if image_size else None
+    for images, _, names, _ in pipeline.make_dataset(data_dir, split, 256, training=False, image_size=size,
+                                                       with_metadata=True):
+        for image, name in zip(images.numpy(), names.numpy()):
+            if name.decode() in wanted:
+                found[name.decode()] = image
+    return found
+
+
+def report_dir(run_dir: str, split: str, checkpoint: str) -> str:
+    """``RUN/report`` for the default (test, best); ``RUN/report/<split>-<checkpoint>`` otherwise."""
+    base = os.path.join(run_dir, "report")
+    return base if (split, checkpoint) == ("test", "best") else os.path.join(base, f"{split}-{checkpoint}")
+
+
+def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", data_dir: str | None = None,
+                 batch: int = 64, gallery_size: int = 24, min_support: int = 20) -> dict:
+    """Evaluates a run and writes report.json, report.md, confusion_matrix.png, curves.png and the two
+    error galleries; returns the report."""
+    model, config = load_model(run_dir, checkpoint)
+    data_dir = data_dir or config["data_dir"]
+    manifest = pipeline.read_manifest(data_dir)
+    class_names = list(manifest["class_names"])
+    probs, labels, names, attrs = predict_split(model, data_dir, split, config["image_size"], batch)
+    report = {"run_dir": run_dir, "split": split, "checkpoint": checkpoint, "data_dir": data_dir,
+              "attribute": manifest["attribute"], **compute_metrics(probs, labels, class_names)}
+    report["subgroups"] = subgroup_accuracy(probs, labels, attrs, manifest["attribute_names"], manifest["attribute"],
+                                            min_support)
+    report["errors"] = {f"{class_names[a]}_as_{class_names[p]}": worst_errors(probs, labels, names, a, p, gallery_size)
+                        for a, p in ((1, 0), (0, 1))}
+    report["config"] = config
+
+    out = report_dir(run_dir, split, checkpoint)
+    tf.io.gfile.makedirs(out)
+    wanted = {e["filename"] for errors in report["errors"].values() for e in errors}
+    images = {}
+    if wanted:  # shown at the stored resolution (218x178 for CelebA), not the model's
+        try:
+            images = fetch_images(data_dir, split, None, wanted)
+        except pipeline.DataError:  # shards of mixed image sizes
+            images = fetch_images(data_dir, split, config["image_size"], wanted)
+    files = {"confusion_matrix": plots.save_confusion_matrix(report, os.path.join(out, "confusion_matrix.png"))}
+    history = os.path.join(run_dir, "history.csv")
+    if tf.io.gfile.exists(history):
+        files["curves"] = plots.save_curves(history, os.path.join(out, "curves.png"))
+    for key, errors in report["errors"].items():
+        actual, predicted = key.split("_as_")
+        files[key] = plots.save_gallery(errors, images, actual, predicted, os.path.join(out, f"errors_{key}.png"))
+    report["files"] = files
+    runs.write_json(os.path.join(out, "report.json"), report)
+    markdown = plots.report_markdown(report)
+    with tf.io.gfile.GFile(os.path.join(out, "report.md"), "w") as f:
+        f.write(markdown)
+    _log_to_tensorboard(run_dir, report, files, markdown)
+    return report
+
+
+def _log_to_tensorboard(run_dir: str, report: dict, files: dict, markdown: str) -> None:
+    summaries = Summaries(run_dir)
+    name = f"evaluation_{report['split']}_{report['checkpoint']}"
+    summaries.scalars(name, 0, {"accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
+                                "roc_auc": report["roc_auc"], "log_loss": report["log_loss"]})
+    for key, path in files.items():
+        if path:
+            with tf.io.gfile.GFile(path, "rb") as f:
+                summaries.figure(name, key, 0, f.read())
+    with summaries._writer(name).as_default():
+        tf.summary.text("report", markdown, step=0)
+    summaries.close()

@@ -1,0 +1,208 @@
+"""Comparison studies: grids of ordinary train.py runs (archs x one varied setting), resumable, tabulated.
+
+    run_study(StudyConfig(name="epochs", archs=("alexnet", "resnet50v2"), vary="epochs", values=(5, 10, 15)))
+
+Each run is a separate ``train.py`` process with its own run directory under ``STUDY/runs/``, so a study is
+exactly the runs a user could make by hand, and TensorFlow's global state (strategy, precision policy) never
+leaks from one run into the next. A rerun skips finished runs and resumes an interrupted one (train.py does
+the resuming). ``dataset_size`` studies convert the data once per size (``--limit``) into ``STUDY/data/``.
+Outputs: ``study.csv`` and ``study.md`` (rows: setting, columns: arch, like the source's tables),
+``study_runs.csv`` (every run), ``study.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from celeba_gender import runs
+
+VARY = ("epochs", "dataset_size", "batch", "none")
+
+
+class StudyError(RuntimeError):
+    """A study that cannot go on; the message says which run failed and where its log is."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """One study: which archs, which setting varies over which values, how each run is configured."""
+
+    name: str
+    archs: tuple[str, ...]
+    vary: str = "epochs"
+    values: tuple[int, ...] = (5,)
+    repeats: int = 1
+    seed: int = 42
+    study_dir: str = ""  # default studies/<name>
+    train_flagfile: str = ""  # flags of every run; "{arch}" is replaced by the arch name
+    data_dir: str = "tfrecords"  # shards of every run (not for dataset_size)
+    convert_flagfile: str = ""  # dataset_size: make_tfrecords flags; --limit and --out_dir are added
+    python: str = sys.executable
+
+    @property
+    def directory(self) -> str:
+        return self.study_dir or os.path.join("studies", self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    arch: str
+    value: int | None
+    seed: int
+    run_dir: str
+    data_dir: str
+
+
+def plan(config: StudyConfig) -> list[RunSpec]:
+    """Every run of the study, settings outermost (so a partial study already fills whole rows)."""
+    if config.vary not in VARY:
+        raise StudyError(f"--vary={config.vary}: choose one of {', '.join(VARY)}.")
+    values = config.values if config.vary != "none" else (None,)
+    specs = []
+    for value in values:
+        data_dir = (os.path.join(config.directory, "data", f"limit-{value}") if config.vary == "dataset_size"
+                    else config.data_dir)
+        for arch in config.archs:
+            for r in range(config.repeats):
+                seed = config.seed + r
+                tag = f"{arch}" + (f"-{config.vary}{value}" if value is not None else "") + f"-seed{seed}"
+                specs.append(RunSpec(arch, value, seed, os.path.join(config.directory, "runs", tag), data_dir))
+    return specs
+
+
+def train_command(config: StudyConfig, spec: RunSpec) -> list[str]:
+    """The train.py command of one run."""
+    cmd = [config.python, "-m", "celeba_gender.cli.train"]
+    if config.train_flagfile:
+        cmd.append(f"--flagfile={config.train_flagfile.format(arch=spec.arch)}")
+    cmd += [f"--arch={spec.arch}", f"--seed={spec.seed}", f"--run_dir={spec.run_dir}", f"--data_dir={spec.data_dir}",
+            "--progress=false"]
+    if config.vary in ("epochs", "batch"):
+        cmd.append(f"--{config.vary}={spec.value}")
+    return cmd
+
+
+def _run(cmd: list[str], log_path: str) -> int:
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _tail(path: str, lines: int = 8) -> str:
+    with open(path, errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
+
+
+def prepare_data(config: StudyConfig, echo=print) -> None:
+    """Converts the data once per dataset size (the converter itself skips what is already done)."""
+    if config.vary != "dataset_size":
+        return
+    if not config.convert_flagfile:
+        raise StudyError("--vary=dataset_size needs --convert_flagfile (make_tfrecords flags, e.g. --celeba_dir).")
+    for value in config.values:
+        out = os.path.join(config.directory, "data", f"limit-{value}")
+        cmd = [config.python, "-m", "celeba_gender.cli.convert", f"--flagfile={config.convert_flagfile}",
+               f"--limit={value}", f"--out_dir={out}", "--progress=false"]
+        log = os.path.join(config.directory, "logs", f"convert-limit-{value}.log")
+        if _run(cmd, log):
+            raise StudyError(f"converting {value:,} images failed; see {log}:\n{_tail(log)}")
+        echo(f"data for {value:,} images: {out}")
+
+
+def run_study(config: StudyConfig, echo=print) -> list[dict]:
+    """Runs (or resumes) every run of the study, then writes the tables; returns one row per run."""
+    prepare_data(config, echo)
+    specs = plan(config)
+    for i, spec in enumerate(specs, start=1):
+        label = f"[{i}/{len(specs)}] {spec.arch}" + (f" {config.vary}={spec.value}" if spec.value is not None else "") \
+            + f" seed {spec.seed}"
+        if runs.status(spec.run_dir).get("status") == runs.COMPLETE:
+            echo(f"{label}: done before, skipped")
+            continue
+        start = time.time()
+        log = os.path.join(config.directory, "logs", os.path.basename(spec.run_dir) + ".log")
+        if _run(train_command(config, spec), log):
+            raise StudyError(f"{label} failed; its log is {log}:\n{_tail(log)}\nFix it and run the same study "
+                             "command again: finished runs are kept.")
+        result = _result(spec)
+        echo(f"{label}: test accuracy {result['test_accuracy']:.4f} ({time.time() - start:.0f} s)")
+    rows = [_result(spec) for spec in specs]
+    write_tables(config, rows)
+    return rows
+
+
+def _result(spec: RunSpec) -> dict:
+    summary = runs.read_json(os.path.join(spec.run_dir, "summary.json")) or {}
+    test = summary.get("test", {})
+    return {"arch": spec.arch, "value": spec.value, "seed": spec.seed, "run_dir": spec.run_dir,
+            "test_accuracy": test.get("accuracy", float("nan")), "test_roc_auc": test.get("roc_auc", float("nan")),
+            "best_validation_accuracy": summary.get("best_validation_accuracy", float("nan"))}
+
+
+def tabulate(config: StudyConfig, rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the study table: one row per setting, one column per arch, mean (+- std)."""
+    header = [config.vary if config.vary != "none" else "setting", *config.archs]
+    values = sorted({r["value"] for r in rows}, key=lambda v: (v is None, v))
+    table = []
+    for value in values:
+        line = [str(value) if value is not None else "-"]
+        for arch in config.archs:
+            accs = [r["test_accuracy"] for r in rows if r["arch"] == arch and r["value"] == value]
+            if len(accs) > 1:
+                line.append(f"{statistics.mean(accs):.4f} ± {statistics.stdev(accs):.4f}")
+            else:
+                line.append(f"{accs[0]:.4f}" if accs else "")
+        table.append(line)
+    return header, table
+
+
+def write_tables(config: StudyConfig, rows: list[dict]) -> dict:
+    """study.csv, study.md, study_runs.csv and study.png in the study directory."""
+    os.makedirs(config.directory, exist_ok=True)
+    header, table = tabulate(config, rows)
+    paths = {name: os.path.join(config.directory, name)
+             for name in ("study.csv", "study.md", "study_runs.csv", "study.png")}
+    with open(paths["study.csv"], "w", newline="") as f:
+        csv.writer(f).writerows([header, *table])
+    with open(paths["study_runs.csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    repeats = f", mean ± std over {config.repeats} seeds" if config.repeats > 1 else ""
+    md = [f"# Study {config.name}: test accuracy by {config.vary}{repeats}", "",
+          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(line) + " |" for line in table]
+    with open(paths["study.md"], "w") as f:
+        f.write("\n".join(md) + "\n")
+    _plot(config, rows, paths["study.png"])
+    return paths
+
+
+def _plot(config: StudyConfig, rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    for arch in config.archs:
+        points = sorted(((r["value"] or 0), r["test_accuracy"]) for r in rows if r["arch"] == arch)
+        xs = sorted({x for x, _ in points})
+        means = [statistics.mean(a for x2, a in points if x2 == x) for x in xs]
+        ax.plot(xs, means, "o-", label=arch)
+    ax.set_xlabel(config.vary)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"study {config.name}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

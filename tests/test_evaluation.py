@@ -1,0 +1,129 @@
+"""Evaluation: numbers equal a direct computation, names follow label ids, galleries hold the right errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from celeba_gender import evaluation, pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAMES = ["Female", "Male"]
+
+
+def test_metrics_equal_a_direct_computation_and_class_names_follow_label_ids():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 0, 1, 0])
+    p_male = np.array([0.1, 0.2, 0.7, 0.4, 0.9, 0.3, 0.8, 0.6, 0.55, 0.05])
+    probs = np.stack([1 - p_male, p_male], axis=1)
+    m = evaluation.compute_metrics(probs, labels, NAMES)
+    preds = (p_male > 0.5).astype(int)  # 0 0 1 0 1 0 1 1 1 0
+    tp = int(((preds == 1) & (labels == 1)).sum())  # 3 Male right
+    tn = int(((preds == 0) & (labels == 0)).sum())  # 4 Female right
+    fp, fn = int(((preds == 1) & (labels == 0)).sum()), int(((preds == 0) & (labels == 1)).sum())
+    assert (tp, tn, fp, fn) == (3, 4, 2, 1)
+    assert m["accuracy"] == pytest.approx(0.7) and m["count"] == 10
+    assert m["confusion_matrix"] == [[tn, fp], [fn, tp]]  # rows actual Female, Male
+    assert m["per_class"]["Female"]["recall"] == pytest.approx(tn / (tn + fp))  # 4/6, not Male's 3/4
+    assert m["per_class"]["Male"]["recall"] == pytest.approx(tp / (tp + fn))
+    assert m["per_class"]["Male"]["precision"] == pytest.approx(tp / (tp + fp))
+    assert m["per_class"]["Female"]["support"] == 6 and m["per_class"]["Male"]["support"] == 4
+    assert m["balanced_accuracy"] == pytest.approx((4 / 6 + 3 / 4) / 2)
+    pairs = [(i, j) for i in np.flatnonzero(labels == 1) for j in np.flatnonzero(labels == 0)]
+    auc = np.mean([1.0 if p_male[i] > p_male[j] else 0.5 if p_male[i] == p_male[j] else 0.0 for i, j in pairs])
+    assert m["roc_auc"] == pytest.approx(auc)
+    assert m["log_loss"] == pytest.approx(-np.mean(np.log(probs[np.arange(10), labels])))
+    lo, hi = m["accuracy_ci95"]
+    assert lo < 0.7 < hi
+
+
+def test_wilson_interval_known_values():
+    lo, hi = evaluation.wilson_interval(8, 10)
+    assert (round(lo, 3), round(hi, 3)) == (0.490, 0.943)
+    lo, hi = evaluation.wilson_interval(5000, 5000)
+    assert hi == pytest.approx(1.0) and lo > 0.999
+
+
+def test_subgroups_are_sorted_worst_first_and_skip_small_groups():
+    labels = np.array([0, 1] * 20)
+    probs = np.tile([[0.9, 0.1], [0.1, 0.9]], (20, 1))
+    attrs = np.zeros((40, 3), int)
+    attrs[:10, 0] = 1  # group A: its first 10 examples, made half wrong below
+    probs[:10:2] = probs[:10:2][:, ::-1]
+    attrs[:3, 1] = 1  # group B: too small
+    rows = evaluation.subgroup_accuracy(probs, labels, attrs, ["A", "B", "Male"], "Male", min_support=5)
+    assert rows[0]["group"] == "A" and rows[0]["count"] == 10 and rows[0]["accuracy"] == pytest.approx(0.5)
+    assert rows[0]["gap"] == pytest.approx(0.5 - 35 / 40)
+    assert "B" not in {r["group"] for r in rows} and "Male" not in {r["attribute"] for r in rows}
+    assert [r["gap"] for r in rows] == sorted(r["gap"] for r in rows)
+
+
+def test_worst_errors_are_the_right_direction_most_confident_first():
+    labels = np.array([1, 1, 1, 0, 0])
+    p_male = np.array([0.2, 0.45, 0.9, 0.8, 0.1])
+    probs = np.stack([1 - p_male, p_male], 1)
+    names = [f"{i}.jpg" for i in range(5)]
+    male_as_female = evaluation.worst_errors(probs, labels, names, actual=1, predicted=0, limit=5)
+    assert [e["filename"] for e in male_as_female] == ["0.jpg", "1.jpg"]
+    assert male_as_female[0]["probability"] == pytest.approx(0.8)
+    assert [e["filename"] for e in evaluation.worst_errors(probs, labels, names, 0, 1, 5)] == ["3.jpg"]
+
+
+def test_evaluate_run_writes_a_report_that_matches_the_model(trained_run, shards):
+    _, result = trained_run
+    run_dir = result["run_dir"]
+    data_dir, manifest = shards
+    report = evaluation.evaluate_run(run_dir, "test", "best", gallery_size=50, min_support=5)
+    out = os.path.join(run_dir, "report")
+    for name in ("report.json", "report.md", "confusion_matrix.png", "curves.png", "errors_Male_as_Female.png",
+                 "errors_Female_as_Male.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    # Every test example exactly once, and the numbers are those of the model's own predictions.
+    model, config = evaluation.load_model(run_dir, "best")
+    probs, labels, names, _ = evaluation.predict_split(model, data_dir, "test", config["image_size"], 32)
+    assert report["count"] == manifest["splits"]["test"]["count"] == len(set(names))
+    assert report["accuracy"] == pytest.approx(float((probs.argmax(-1) == labels).mean()))
+    assert sum(map(sum, report["confusion_matrix"])) == report["count"]
+    truth = dict(zip(names, labels))
+    predicted = dict(zip(names, probs.argmax(-1)))
+    for key, actual, wrong in (("Male_as_Female", 1, 0), ("Female_as_Male", 0, 1)):
+        errors = report["errors"][key]
+        assert len(errors) == int(((labels == actual) & (probs.argmax(-1) == wrong)).sum())
+        assert all(truth[e["filename"]] == actual and predicted[e["filename"]] == wrong for e in errors)
+        assert [e["probability"] for e in errors] == sorted((e["probability"] for e in errors), reverse=True)
+    saved = json.load(open(os.path.join(out, "report.json")))
+    assert saved["accuracy"] == report["accuracy"] and saved["config"]["arch"] == "tiny"
+    markdown = open(os.path.join(out, "report.md")).read()
+    assert "| Female |" in markdown and "Where it fails" in markdown
+    events = [p for p in os.listdir(os.path.join(run_dir, "evaluation_test_best")) if "tfevents" in p]
+    assert events
+
+
+def test_evaluate_cli_other_split_and_checkpoint(trained_run):
+    _, result = trained_run
+    cmd = [sys.executable, os.path.join(ROOT, "evaluate.py"), f"--run_dir={result['run_dir']}",
+           "--split=validation", "--checkpoint=last", "--min_subgroup=5"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| accuracy |" in done.stdout
+    assert os.path.exists(os.path.join(result["run_dir"], "report", "validation-last", "report.json"))
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), "--run_dir=/nonexistent"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert bad.returncode == 2 and "is not a directory" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_evaluation_dataset_sees_every_example_with_its_metadata(shards):
+    data_dir, manifest = shards
+    ds = pipeline.make_dataset(data_dir, "test", 16, training=False, with_metadata=True)
+    names, attrs = [], []
+    for images, labels, batch_names, batch_attrs in ds:
+        assert images.dtype == tf.uint8
+        names += [n.decode() for n in batch_names.numpy()]
+        attrs.append(batch_attrs.numpy())
+    assert len(names) == len(set(names)) == manifest["splits"]["test"]["count"]
+    assert np.concatenate(attrs).shape[1] == len(manifest["attribute_names"])

@@ -1,0 +1,83 @@
+"""study.py: a real two-run study tabulates its runs, and a rerun skips them."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+
+from celeba_gender import runs, study
+
+
+def test_tables_show_mean_and_std_with_repeats():
+    config = study.StudyConfig(name="t", archs=("tiny", "small"), vary="epochs", values=(1, 2), repeats=2)
+    rows = [{"arch": a, "value": v, "test_accuracy": acc} for a, v, acc in (
+        ("tiny", 1, 0.6), ("tiny", 1, 0.8), ("small", 1, 0.9), ("small", 1, 0.9),
+        ("tiny", 2, 0.7), ("tiny", 2, 0.7), ("small", 2, 0.95), ("small", 2, 0.97))]
+    header, table = study.tabulate(config, rows)
+    assert header == ["epochs", "tiny", "small"]
+    assert table[0] == ["1", "0.7000 ± 0.1414", "0.9000 ± 0.0000"]
+    assert table[1][0] == "2" and table[1][2] == "0.9600 ± 0.0141"
+
+
+def test_plan_names_one_run_per_cell_and_seed(tmp_path):
+    config = study.StudyConfig(name="p", archs=("tiny", "plain4"), vary="dataset_size", values=(100, 200),
+                               repeats=2, seed=7, study_dir=str(tmp_path))
+    specs = study.plan(config)
+    assert len(specs) == 8 and len({s.run_dir for s in specs}) == 8
+    assert {s.data_dir for s in specs} == {str(tmp_path / "data" / "limit-100"), str(tmp_path / "data" / "limit-200")}
+    assert {s.seed for s in specs} == {7, 8}
+    with pytest.raises(study.StudyError, match="needs --convert_flagfile"):
+        study.prepare_data(config)
+
+
+@pytest.mark.slow
+def test_a_two_run_study_tabulates_and_a_rerun_skips_finished_runs(shards, tmp_path):
+    data_dir, _ = shards
+    flagfile = tmp_path / "train.flags"
+    flagfile.write_text("--batch=16\n--lr=0.003\n--precision=float32\n--image_size=32,26\n")
+    config = study.StudyConfig(name="two", archs=("tiny",), vary="epochs", values=(1, 2),
+                               study_dir=str(tmp_path / "study"), train_flagfile=str(flagfile), data_dir=data_dir)
+    lines: list[str] = []
+    rows = study.run_study(config, echo=lines.append)
+    assert len(rows) == 2 and all("test accuracy" in line for line in lines)
+    for row in rows:  # each cell is that run's own test accuracy
+        summary = runs.read_json(os.path.join(row["run_dir"], "summary.json"))
+        assert row["test_accuracy"] == summary["test"]["accuracy"]
+        assert runs.read_json(os.path.join(row["run_dir"], "config.json"))["epochs"] == row["value"]
+    table = list(csv.reader(open(tmp_path / "study" / "study.csv")))
+    assert table == [["epochs", "tiny"], ["1", f"{rows[0]['test_accuracy']:.4f}"],
+                     ["2", f"{rows[1]['test_accuracy']:.4f}"]]
+    assert "| epochs | tiny |" in open(tmp_path / "study" / "study.md").read()
+    assert os.path.getsize(tmp_path / "study" / "study.png") > 0
+    mtimes = [os.stat(os.path.join(r["run_dir"], "summary.json")).st_mtime_ns for r in rows]
+    again: list[str] = []
+    assert study.run_study(config, echo=again.append) == rows
+    assert again == ["[1/2] tiny epochs=1 seed 42: done before, skipped", "[2/2] tiny epochs=2 seed 42: done before, skipped"]
+    assert [os.stat(os.path.join(r["run_dir"], "summary.json")).st_mtime_ns for r in rows] == mtimes
+
+
+def test_every_study_flagfile_parses():
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import glob
+        from absl import flags
+        from celeba_gender.cli import study
+        FLAGS = flags.FLAGS
+        for f in sorted(glob.glob("flags/studies/*.flags")):
+            if f.endswith(("_train.flags", "_data.flags")):
+                continue
+            FLAGS.unparse_flags()
+            FLAGS(["study.py", f"--flagfile={f}"])
+            config = study.config_from_flags()
+            print(f, config.name, len(config.archs), config.values)
+    """)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "flags/studies/epochs.flags epochs 5 (5, 10, 15)" in done.stdout
+    assert "flags/studies/demo_epochs.flags demo_epochs 2 (1, 2, 4)" in done.stdout
