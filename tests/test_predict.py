@@ -107,9 +107,25 @@ def test_the_model_sees_the_same_pixels_as_in_training(trained_run, celeba_origi
     path = os.path.join(celeba_original, "img_align_celeba", "000005.jpg")
     (p,) = predictor.predict([path])
     model = keras.models.load_model(result["export"]["keras"])
-    image = fit_to_size(tf.io.decode_jpeg(open(path, "rb").read(), channels=3), predictor.image_size)
+    image = fit_to_size(tf.io.decode_jpeg(open(path, "rb").read(), channels=3), predictor.image_size).numpy()
+    ours = inference.centre_crop(inference.read_image(path), predictor.image_size)
+    np.testing.assert_array_equal(ours, image)  # the same decoder and the same crop/resize as training
     expected = model(image[None], training=False).numpy()[0]
-    assert p.probabilities["Male"] == pytest.approx(float(expected[1]), abs=2e-3)
+    assert p.probabilities["Male"] == pytest.approx(float(expected[1]), abs=1e-5)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from PIL import ImageOps
+
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    pixels[:10, :10] = 255  # a corner to follow
+    for orientation in (3, 6, 8):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"o{orientation}.png"
+        Image.fromarray(pixels).save(path, exif=exif)
+        expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+        np.testing.assert_array_equal(inference.read_image(str(path)), expected)
 
 
 def test_predict_cli_detects_faces_and_reports_files_without_one(trained_run, photos, celeba_original, tmp_path):

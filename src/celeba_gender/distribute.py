@@ -106,3 +106,11 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     spec = resolver.cluster_spec().as_dict()
     return task_type == "worker" and task_id == 0 and "chief" not in spec
+
+
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+    """Machines (worker processes) in the job: 1 unless MultiWorkerMirroredStrategy."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1
+    spec = strategy.cluster_resolver.cluster_spec().as_dict()
+    return len(spec.get("worker", [])) + len(spec.get("chief", []))

@@ -33,10 +33,10 @@ def inference_model(core: keras.Model, image_size: tuple[int, int], augment: ker
 def export(model: keras.Model, export_dir: str, image_size: tuple[int, int], class_names: list[str]) -> dict:
     """Writes ``model.keras``, ``labels.json`` (class names, input size) and ``saved_model/`` under
     ``export_dir``; returns their paths."""
-    os.makedirs(export_dir, exist_ok=True)
+    tf.io.gfile.makedirs(export_dir)  # local, or any tf.io.gfile URL
     keras_path = os.path.join(export_dir, "model.keras")
     model.save(keras_path)
-    with open(os.path.join(export_dir, "labels.json"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(export_dir, "labels.json"), "w") as f:
         json.dump({"class_names": list(class_names), "image_size": list(image_size)}, f)
     names = tf.constant(class_names)
 

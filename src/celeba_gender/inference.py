@@ -1,7 +1,7 @@
 """Prediction on your own photos with an exported model: any size, JPEG/PNG/BMP/..., optional face detection.
 
-Images are read with Pillow as RGB (the source study's demo fed OpenCV's BGR arrays to an RGB model) and
-rotated by their EXIF orientation. Without ``detect_faces`` a photo is taken to be a CelebA-like aligned crop
+Images are decoded to RGB as the training pipeline decodes them (the source study's demo fed OpenCV's BGR
+arrays to an RGB model) and turned upright by their EXIF orientation. Without ``detect_faces`` a photo is taken to be a CelebA-like aligned crop
 and centre-cropped to the model's aspect ratio; with it, OpenCV's bundled Haar cascade finds the faces and each
 is cropped the way CelebA's aligned images frame a face.
 """
@@ -51,20 +51,45 @@ def list_inputs(paths: list[str]) -> list[str]:
     return files
 
 
+# EXIF orientation -> how to turn the decoded pixels upright (Pillow's exif_transpose, in numpy).
+_ORIENT = {
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+# Formats TensorFlow decodes itself: decoded by tf.io.decode_image, exactly as the training pipeline decodes
+# (Pillow's JPEG decoder differs from it by a few units in red and blue).
+_TF_FORMATS = ("JPEG", "PNG", "BMP", "GIF")
+
+
 def read_image(path: str) -> np.ndarray:
-    """RGB uint8 [H, W, 3] of any image Pillow reads, EXIF-rotated; ValueError with a reason otherwise."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """RGB uint8 [H, W, 3] of any image Pillow can identify, turned upright by its EXIF orientation;
+    ValueError with a reason otherwise."""
+    import io
+
+    import tensorflow as tf
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB"))
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         raise ValueError("no such file") from None
+    except OSError as e:
+        raise ValueError(f"unreadable file ({e.strerror or e})") from None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt, orientation = im.format, im.getexif().get(0x0112, 1)
+            if fmt not in _TF_FORMATS:
+                image = np.asarray(im.convert("RGB"))
+        if fmt in _TF_FORMATS:
+            image = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
     except UnidentifiedImageError:
         raise ValueError("not an image (Pillow cannot identify it)") from None
-    except (OSError, SyntaxError) as e:
-        raise ValueError(f"unreadable or corrupt image ({e})") from None
+    except (OSError, SyntaxError, tf.errors.InvalidArgumentError) as e:
+        message = getattr(e, "message", None) or str(e)
+        raise ValueError(f"unreadable or corrupt image ({message.splitlines()[0][:120]})") from None
+    return np.ascontiguousarray(_ORIENT.get(orientation, lambda a: a)(image))
 
 
 def detect_faces(image: np.ndarray, min_size: int = 40) -> list[tuple[int, int, int, int]]:

@@ -68,6 +68,7 @@ class TrainLoop:
         self._compiled = tf.function(forward_backward, jit_compile=True) if config.jit_compile else forward_backward
         self._train = tf.function(self._train_many)
         self._eval = tf.function(self._eval_batch)
+        self._sync = tf.function(lambda: self.strategy.run(self._sync_replica))
 
     # --- one replica -----------------------------------------------------------------------------------
 
@@ -157,6 +158,23 @@ class TrainLoop:
         probs = tf.cast(self.model(tf.cast(images, tf.float32), training=False), tf.float32)
         return probs, labels
 
+    def _sync_replica(self):
+        context = tf.distribute.get_replica_context()
+        for v in self.model.non_trainable_variables:
+            if "float" in str(v.dtype):
+                v.assign(context.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(v.value)))
+
+    def sync_non_trainable(self) -> None:
+        """Averages the non-trainable variables (BatchNorm's moving statistics) over all replicas.
+
+        Each replica updates its own copy of the moving statistics from its own batches (Keras 3 creates them
+        without cross-replica aggregation), so replicas and workers drift apart. Averaging them before each
+        evaluation and checkpoint makes every worker hold the same model (what a read with MEAN
+        aggregation would give).
+        """
+        if self.strategy.num_replicas_in_sync > 1:
+            self._sync()
+
     def _eval_batch(self, batch):
         probs, labels = self.strategy.run(self._replica_eval_step, args=(batch,))
         return self.strategy.gather(probs, axis=0), self.strategy.gather(labels, axis=0)
@@ -166,7 +184,7 @@ class TrainLoop:
         padding examples (label -1, see pipeline.make_dataset's pad_to_steps) are dropped."""
         probs, labels = [np.zeros((0, self.config.num_classes), np.float32)], [np.zeros((0,), np.int32)]
         for batch in dataset:
-            p, y = self._eval_batch(batch)
+            p, y = self._eval(batch)
             keep = y.numpy() >= 0
             probs.append(p.numpy()[keep])
             labels.append(y.numpy()[keep])

@@ -201,7 +201,7 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool,
                  sample_weights: bool = False, host_augment: Callable | None = None,
                  verify_counts: bool = True, info: SplitInfo | None = None, replicas: int = 1,
                  max_examples: int | None = None, pad_to_steps: int | None = None,
-                 with_metadata: bool = False) -> tf.data.Dataset:
+                 with_metadata: bool = False, data_service: str = "") -> tf.data.Dataset:
     """Batches of ``(uint8 images [B, h, w, 3], int32 labels [B])`` (plus float32 weights [B] with
     ``sample_weights``) from the shards of ``split`` in ``data_dir``.
 
@@ -218,6 +218,9 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool,
     batches up to this many, so that under a strategy every replica of every worker runs the same number
     of steps on full batches (none gets an empty one); drop the examples whose label is -1 afterwards.
     ``with_metadata`` (evaluation): add each example's file name and attributes [B, attributes] to the batch.
+    ``data_service`` (training): a tf.data service dispatcher address (grpc://host:port); its workers read,
+    parse and decode, with files handed out dynamically (each example once a pass); this process shuffles
+    and batches. No cache then: the service decodes every pass.
     """
     if with_metadata and (training or sample_weights or host_augment or pad_to_steps):
         raise ValueError("with_metadata is for plain evaluation datasets")
@@ -228,10 +231,13 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool,
     if deterministic is None:
         deterministic = not training  # training order may vary run to run: faster, and shuffled anyway
     cache = None if cache in (None, "", "none") else cache
+    if data_service and (cache or not training):
+        raise DataError("--tf_data_service serves training data only and cannot be combined with --cache: "
+                        "use --cache=none.")
     check_cache(cache, info.count, size)
 
     files = tf.data.Dataset.from_tensor_slices(list(info.files))
-    if training:
+    if training and not data_service:  # the service hands files out itself
         files = files.shuffle(len(info.files), seed=seed, reshuffle_each_iteration=True)
     ds = files.interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
                           cycle_length=min(len(info.files), 16), block_length=1,
@@ -253,10 +259,17 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool,
 
     if max_examples is not None:
         ds = ds.take(max_examples)  # before the cache, so that the cache is complete after one pass
-    if cache is not None:
-        # The cache holds decoded images one by one, so that they can be reshuffled every epoch.
+    if cache is not None or data_service:
+        # Decoded images one by one, so that a cache can be reshuffled every epoch, or so that the service's
+        # workers decode and this process batches.
         ds = ds.batch(_DECODE_BATCH).map(decode_batch, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        ds = ds.unbatch().cache("" if cache == "memory" else cache)
+        ds = ds.unbatch()
+        if data_service:
+            # One service job per pass (each new iteration of this dataset starts one): exact passes.
+            ds = ds.apply(tf.data.experimental.service.distribute(
+                processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=data_service))
+        else:
+            ds = ds.cache("" if cache == "memory" else cache)
         if training:
             ds = ds.shuffle(min(shuffle_buffer, info.count), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=AUTOTUNE, deterministic=deterministic)

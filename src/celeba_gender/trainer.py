@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 
@@ -100,6 +102,9 @@ def check_config(c: TrainConfig) -> None:
         problems.append("--mixup/--cutmix need augmentation on: drop --augment_on=none")
     if c.strategy == "multi_worker" and c.num_cpu_devices > 1:
         problems.append("--num_cpu_devices is for trying MirroredStrategy on one machine, not with multi_worker")
+    if c.strategy == "multi_worker" and not c.run_dir:
+        problems.append("--strategy=multi_worker needs --run_dir: every worker must use the same run directory "
+                        "(a shared path or a gs:// URL)")
     if problems:
         raise TrainError("; ".join(problems) + ".")
 
@@ -145,7 +150,7 @@ class _Data:
     def __init__(self, config: TrainConfig, strategy: tf.distribute.Strategy, image_size: tuple[int, int]):
         self.config, self.strategy, self.image_size = config, strategy, image_size
         self.manifest = pipeline.read_manifest(config.data_dir)
-        self.workers = strategy.extended._num_workers if hasattr(strategy.extended, "_num_workers") else 1
+        self.workers = distribute.num_workers(strategy)
         replicas = strategy.num_replicas_in_sync
         if config.batch % replicas:
             raise TrainError(f"--batch={config.batch} does not split evenly over {replicas} replicas: use a "
@@ -171,6 +176,8 @@ class _Data:
             self.eval_steps[split] = max(pipeline.eval_steps(i, self.worker_batch) for i in split_infos)
         self.class_names = list(self.manifest["class_names"])
         cache = config.cache
+        if cache == "auto" and config.tf_data_service:
+            cache = "none"  # the service workers decode every pass
         if cache == "auto":  # memory when the decoded training split fits comfortably, else none
             try:
                 pipeline.check_cache("memory", infos[0].count, image_size)
@@ -189,7 +196,8 @@ class _Data:
                 deterministic=c.deterministic or not training, seed=c.seed, shuffle_buffer=c.shuffle_buffer,
                 sample_weights=c.class_weights and training, host_augment=host_augment,
                 replicas=self.local_replicas, max_examples=self.max_examples if training else None,
-                pad_to_steps=None if training else self.eval_steps[split])
+                pad_to_steps=None if training else self.eval_steps[split],
+                data_service=c.tf_data_service if training else "")
         return dataset_fn
 
     def train(self, host_augment=None):
@@ -261,16 +269,19 @@ def train(config: TrainConfig, flags_text: str = "") -> dict:
                                                 measure_input_wait=not config.deterministic),
                                 augment=augment_layer, mix=mix)
 
-    # Checkpoints: the chief writes to the run directory; other workers to a temporary one (TF's rule).
-    ckpt_dir = os.path.join(run_dir, "checkpoints") if chief else tempfile.mkdtemp(prefix="ckpt-worker-")
+    # Checkpoints: every worker saves (saving may need collectives), the chief into the run directory and the
+    # others into temporary directories (TF's multi-worker rule); every worker restores the chief's.
+    chief_dir = os.path.join(run_dir, "checkpoints")
+    ckpt_dir = chief_dir if chief else tempfile.mkdtemp(prefix="ckpt-worker-")
     checkpoint = tf.train.Checkpoint(model=model.core, optimizer=optimizer, epoch=epoch_var, step=step_var,
                                      best=best_var)
     manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)
     best_manager = tf.train.CheckpointManager(checkpoint, os.path.join(ckpt_dir, "best"), max_to_keep=1,
                                               checkpoint_name="best")
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        logging.info("resumed from %s", manager.latest_checkpoint)
+    latest = tf.train.latest_checkpoint(chief_dir)
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        logging.info("resumed from %s", latest)
 
     summaries = Summaries(run_dir, enabled=chief)
     trainable, frozen = archs.count_params(model.core)
@@ -286,7 +297,7 @@ def train(config: TrainConfig, flags_text: str = "") -> dict:
               f"{image_size[1]}, {strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), "
               f"{policy}, batch {config.batch}, {data.steps_per_epoch} steps/epoch, cache {data.cache}, "
               f"augmentation {config.augment_on}")
-    print(("resuming " if resumed and manager.latest_checkpoint else "") + f"run {run_dir}\n{header}", flush=True)
+    print(("resuming " if resumed and latest else "") + f"run {run_dir}\n{header}", flush=True)
 
     iterator = data.train(host_augment)
     start_epoch = int(epoch_var.numpy())
@@ -295,6 +306,7 @@ def train(config: TrainConfig, flags_text: str = "") -> dict:
         for epoch in range(start_epoch, config.epochs):
             row = _train_epoch(config, epoch, data, train_loop, iterator, epoch_var, step_var, manager, summaries,
                                optimizer)
+            train_loop.sync_non_trainable()
             probs, labels = train_loop.predict(data.evaluation("validation"))
             metrics = evaluation.compute_metrics(probs, labels, data.class_names)
             val = {"loss": metrics["log_loss"], "accuracy": metrics["accuracy"], "auc": metrics["roc_auc"]}
@@ -316,8 +328,17 @@ def train(config: TrainConfig, flags_text: str = "") -> dict:
                        f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f} auc {val['auc']:.4f} | "
                        f"{row['images_per_sec']:,.0f} img/s, input wait {row['input_wait_fraction']:.0%}"
                        + ("  *best*" if improved else ""))
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as e:
+        if data.workers == 1:
+            raise
+        # A peer died (killed, preempted): collectives fail on the others. The job resumes from the last
+        # checkpoint when every worker is started again with the same command (what TFJob/Slurm restarts do).
+        raise TrainError(f"a worker of the {data.workers}-worker job stopped responding ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:160]}). The last checkpoint is in {chief_dir}; start every "
+                         "worker again with the same command to resume from it.") from None
     except KeyboardInterrupt:
         interrupted = True
+        train_loop.sync_non_trainable()
         manager.save()
         print(f"\ninterrupted: checkpoint saved in {ckpt_dir}; run the same command again to resume.", flush=True)
     finally:
@@ -327,23 +348,37 @@ def train(config: TrainConfig, flags_text: str = "") -> dict:
             runs.set_status(run_dir, runs.RUNNING, note="interrupted")
         raise KeyboardInterrupt
 
-    if best_manager.latest_checkpoint:  # test and export the best validation epoch
-        checkpoint.restore(best_manager.latest_checkpoint).expect_partial()
+    fingerprint = weights_fingerprint(model.core)  # the same on every worker, or training went wrong
+    if not chief:  # the chief alone exports and evaluates
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        return {"run_dir": run_dir, "arch": config.arch, "epochs": config.epochs, "chief": False,
+                "final_weights_sha256": fingerprint}
+    best = tf.train.latest_checkpoint(os.path.join(chief_dir, "best"))
+    if best:  # test and export the best validation epoch
+        checkpoint.restore(best).expect_partial()
     result = {"run_dir": run_dir, "arch": config.arch, "epochs": config.epochs,
               "best_validation_accuracy": float(best_var.numpy()), "trainable_params": trainable,
-              "frozen_params": frozen, "precision": policy, "replicas": strategy.num_replicas_in_sync}
-    if chief:
-        result["export"] = export.export(export.inference_model(model.core, image_size, augment_layer),
-                                         os.path.join(run_dir, "export"), image_size, data.class_names)
-        if config.evaluate_test and data.has_test:
-            # The full report (evaluate.py's), on the chief alone: no collectives left to wait on.
-            report = evaluation.evaluate_run(run_dir, "test", "best" if best_manager.latest_checkpoint else "last")
-            result["test"] = {k: report[k] for k in ("count", "accuracy", "accuracy_ci95", "balanced_accuracy",
-                                                     "roc_auc", "log_loss", "confusion_matrix", "class_names")}
-            result["report"] = evaluation.report_dir(run_dir, "test", report["checkpoint"])
-        runs.write_json(os.path.join(run_dir, "summary.json"), result)
-        runs.set_status(run_dir, runs.COMPLETE)
+              "frozen_params": frozen, "precision": policy, "replicas": strategy.num_replicas_in_sync,
+              "workers": data.workers, "final_weights_sha256": fingerprint}
+    result["export"] = export.export(export.inference_model(model.core, image_size, augment_layer),
+                                     os.path.join(run_dir, "export"), image_size, data.class_names)
+    if config.evaluate_test and data.has_test:
+        # The full report (evaluate.py's), on the chief alone: no collectives left to wait on.
+        report = evaluation.evaluate_run(run_dir, "test", "best" if best else "last")
+        result["test"] = {k: report[k] for k in ("count", "accuracy", "accuracy_ci95", "balanced_accuracy",
+                                                 "roc_auc", "log_loss", "confusion_matrix", "class_names")}
+        result["report"] = evaluation.report_dir(run_dir, "test", report["checkpoint"])
+    runs.write_json(os.path.join(run_dir, "summary.json"), result)
+    runs.set_status(run_dir, runs.COMPLETE)
     return result
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """sha256 of every weight's bytes: equal on all workers of a multi-worker run."""
+    sha = hashlib.sha256()
+    for w in model.weights:
+        sha.update(np.ascontiguousarray(keras.ops.convert_to_numpy(w)).tobytes())
+    return sha.hexdigest()
 
 
 def _train_epoch(config, epoch, data, train_loop, iterator, epoch_var, step_var, manager, summaries, optimizer):
@@ -371,6 +406,7 @@ def _train_epoch(config, epoch, data, train_loop, iterator, epoch_var, step_var,
         step_var.assign(done)
         totals = stats if totals is None else {k: totals[k] + stats[k] for k in stats}
         if config.checkpoint_steps and global_step % config.checkpoint_steps < n and done < steps:
+            train_loop.sync_non_trainable()
             manager.save()
         m = loop.summarize(totals)
         bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.3f}",
@@ -393,6 +429,9 @@ def _train_epoch(config, epoch, data, train_loop, iterator, epoch_var, step_var,
 
 def format_summary(result: dict) -> str:
     """The one-screen summary printed at the end of a run."""
+    if result.get("chief") is False:
+        return (f"worker done (final weights sha256 {result['final_weights_sha256'][:16]}): the chief writes the summary, "
+                f"the export and the report of {result['run_dir']}")
     lines = [f"run {result['run_dir']} ({result['arch']}, {result['epochs']} epochs, {result['precision']}, "
              f"{result['replicas']} replica(s))",
              f"best validation accuracy {result['best_validation_accuracy']:.4f}"]
@@ -410,6 +449,8 @@ def format_summary(result: dict) -> str:
         lines.append(f"report: {result['report']}/report.md (galleries of errors, subgroups, curves)")
     if "export" in result:
         lines.append(f"exported: {result['export']['keras']} and {result['export']['saved_model']}")
+    if result.get("workers", 1) > 1:
+        lines.append(f"{result['workers']} workers; final weights sha256 {result['final_weights_sha256'][:16]}")
     lines.append(f"tensorboard --logdir={os.path.dirname(result['run_dir']) or '.'}")
     return "\n".join(lines)
 

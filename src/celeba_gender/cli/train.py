@@ -60,6 +60,8 @@ flags.DEFINE_integer("keep_checkpoints", 3, "Latest checkpoints kept (the best o
 flags.DEFINE_list("profile_steps", [], "START,STOP global steps to trace with the TensorFlow profiler.")
 flags.DEFINE_bool("deterministic", False, "Deterministic ops and input order (slower; for exact comparisons).")
 flags.DEFINE_integer("shuffle_buffer", 4096, "Shuffle buffer (examples) after the cache.", lower_bound=1)
+flags.DEFINE_string("tf_data_service", "", "grpc://host:port of a tf.data service dispatcher: its workers read "
+                    "and decode the training data (python -m celeba_gender.data_service ...).")
 flags.DEFINE_bool("evaluate_test", True, "Evaluate the best checkpoint on the test split at the end.")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 
@@ -92,7 +94,7 @@ def config_from_flags() -> trainer.TrainConfig:
         class_weights=FLAGS.class_weights, checkpoint_steps=FLAGS.checkpoint_steps,
         keep_checkpoints=FLAGS.keep_checkpoints, profile_steps=_pair(FLAGS.profile_steps, "profile_steps") or (0, 0),
         deterministic=FLAGS.deterministic, shuffle_buffer=FLAGS.shuffle_buffer, evaluate_test=FLAGS.evaluate_test,
-        progress=FLAGS.progress)
+        tf_data_service=FLAGS.tf_data_service, progress=FLAGS.progress)
 
 
 def flags_text() -> str:

@@ -1,0 +1,85 @@
+"""Try multi-worker training on one machine: N worker processes on 127.0.0.1, each with its TF_CONFIG.
+
+    python -m celeba_gender.launch_local --workers=2 -- train.py --arch=tiny --strategy=multi_worker ...
+
+Worker i gets ``{"cluster": {"worker": [127.0.0.1:<free port>, ...]}, "task": {"type": "worker",
+"index": i}}``; worker 0 is the chief. Each worker's output is printed with a ``[worker i]`` prefix. The
+launcher exits with the first non-zero exit status, and Ctrl-C stops every worker. On real clusters the job
+scheduler (Kubernetes TFJob, Vertex AI, Slurm) sets TF_CONFIG instead; see README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports that are free on 127.0.0.1 right now."""
+    sockets = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def tf_configs(n: int, ports: list[int] | None = None) -> list[dict]:
+    """The TF_CONFIG of each of ``n`` local workers."""
+    ports = ports or free_ports(n)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    return [{"cluster": cluster, "task": {"type": "worker", "index": i}} for i in range(n)]
+
+
+def _pump(stream, prefix: str) -> None:
+    for line in iter(stream.readline, ""):
+        sys.stdout.write(f"{prefix} {line}")
+        sys.stdout.flush()
+
+
+def launch(command: list[str], workers: int, env: dict | None = None) -> int:
+    """Runs ``command`` (a script and its flags, run with this Python) once per worker; returns the exit code."""
+    if command and command[0].endswith(".py"):
+        command = [sys.executable, *command]
+    procs, pumps = [], []
+    for i, config in enumerate(tf_configs(workers)):
+        worker_env = {**os.environ, **(env or {}), "TF_CONFIG": json.dumps(config)}
+        proc = subprocess.Popen(command, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        pump = threading.Thread(target=_pump, args=(proc.stdout, f"[worker {i}]"), daemon=True)
+        pump.start()
+        procs.append(proc)
+        pumps.append(pump)
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGINT)
+        codes = [p.wait() for p in procs]
+    for pump in pumps:
+        pump.join(timeout=5)
+    return next((c for c in codes if c), 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes to start (>= 1)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the script and its flags")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command or args.workers < 1:
+        parser.error("give --workers=N (>= 1), then -- and the command, e.g. -- train.py --arch=tiny ...")
+    sys.exit(launch(command, args.workers))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""MultiWorkerMirroredStrategy with real worker processes on 127.0.0.1, the tf.data service, gfile URLs."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from celeba_gender import data_service, distribute, launch_local, pipeline, runs, trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def train_args(data_dir: str, run_dir: str, *extra: str) -> list[str]:
+    return ["train.py", "--arch=tiny", f"--data_dir={data_dir}", f"--run_dir={run_dir}", "--batch=32",
+            "--precision=float32", "--progress=false", "--augment_on=none", "--dropout=0", "--lr=0.003",
+            "--seed=5", "--cache=none", *extra]
+
+
+def test_local_tf_configs_name_every_worker_once():
+    configs = launch_local.tf_configs(3)
+    workers = configs[0]["cluster"]["worker"]
+    assert len(set(workers)) == 3 and all(w.startswith("127.0.0.1:") for w in workers)
+    assert [c["task"] for c in configs] == [{"type": "worker", "index": i} for i in range(3)]
+    assert all(c["cluster"] == configs[0]["cluster"] for c in configs)
+
+
+def test_multi_worker_without_a_cluster_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    with pytest.raises(distribute.DistributeError, match=r"needs TF_CONFIG \(or a Slurm job\).*celeba_gender.launch_local"):
+        distribute.make_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(distribute.DistributeError, match="not valid JSON"):
+        distribute.make_strategy("multi_worker")
+    with pytest.raises(trainer.TrainError, match="needs --run_dir"):
+        trainer.check_config(trainer.TrainConfig(arch="tiny", strategy="multi_worker"))
+
+
+@pytest.mark.slow
+def test_two_workers_train_identical_weights_and_only_the_chief_writes(shards, tmp_path):
+    data_dir, _ = shards
+    run_dir = str(tmp_path / "mw")
+    cmd = [sys.executable, "-m", "celeba_gender.launch_local", "--workers=2", "--",
+           *train_args(data_dir, run_dir, "--epochs=2", "--strategy=multi_worker")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT, env=ENV)
+    assert done.returncode == 0, done.stdout[-3000:]
+    fingerprints = re.findall(r"\[worker (\d)\] .*final weights sha256 ([0-9a-f]{16})", done.stdout)
+    assert {w for w, _ in fingerprints} == {"0", "1"}
+    assert len({fp for _, fp in fingerprints}) == 1  # both workers hold the same weights
+    assert "2 replica(s) (CollectiveAllReduceStrategy)" in done.stdout
+    for sub in ("train", "validation"):  # one writer: the chief's
+        assert len(glob.glob(os.path.join(run_dir, sub, "events.out.tfevents.*"))) == 1
+    assert len(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))) == 1
+    assert os.path.exists(os.path.join(run_dir, "export", "model.keras"))
+    summary = runs.read_json(os.path.join(run_dir, "summary.json"))
+    assert summary["workers"] == 2 and summary["replicas"] == 2
+    assert not glob.glob(os.path.join(run_dir, "checkpoints", "*worker*"))
+
+    single = subprocess.run([sys.executable, *train_args(data_dir, str(tmp_path / "one"), "--epochs=2")],
+                            capture_output=True, text=True, timeout=180, cwd=ROOT, env=ENV)
+    assert single.returncode == 0, single.stderr[-3000:]
+    images = next(iter(pipeline.make_dataset(data_dir, "validation", 64, training=False, image_size=(64, 52))))[0]
+    p_multi, p_single = (keras.models.load_model(os.path.join(d, "export", "model.keras"))(images).numpy()
+                         for d in (run_dir, str(tmp_path / "one")))
+    untrained_gap = np.abs(p_single - 0.5).mean()
+    # Same global batch and seed; each worker reads its own half of the files, so the batches differ in
+    # composition and the two runs agree closely, not bit for bit.
+    assert np.abs(p_multi - p_single).mean() < 0.05
+    assert untrained_gap > 0.02
+
+
+@pytest.mark.slow
+def test_a_killed_worker_restarted_with_the_job_resumes_from_the_checkpoint(shards, tmp_path):
+    data_dir, _ = shards
+    run_dir = str(tmp_path / "mw")
+    args = [sys.executable, *train_args(data_dir, run_dir, "--epochs=3", "--strategy=multi_worker")]
+    configs = launch_local.tf_configs(2)
+
+    def start(i):
+        return subprocess.Popen(args, cwd=ROOT, env={**ENV, "TF_CONFIG": json.dumps(configs[i])},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    chief, worker = start(0), start(1)
+    deadline = time.time() + 120
+    while not os.path.exists(os.path.join(run_dir, "checkpoints", "ckpt-1.index")):
+        assert time.time() < deadline and chief.poll() is None, "no checkpoint after epoch 1"
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGKILL)
+    out, _ = chief.communicate(timeout=120)
+    assert chief.returncode == 2
+    assert "a worker of the 2-worker job stopped responding" in out and "start every worker again" in out
+    # The cluster manager restarts the job: the same command on every worker.
+    chief, worker = start(0), start(1)
+    out, _ = chief.communicate(timeout=180)
+    worker.communicate(timeout=60)
+    assert chief.returncode == 0, out[-3000:]
+    assert f"resuming run {run_dir}" in out
+    epochs = [line.split(",")[0] for line in open(os.path.join(run_dir, "history.csv")).read().splitlines()[1:]]
+    assert epochs[0] == "1" and epochs[-1] == "3" and len(epochs) == len(set(epochs))  # none counted twice
+    assert runs.status(run_dir)["status"] == "complete"
+
+
+def test_tf_data_service_on_loopback_serves_exact_passes(shards):
+    data_dir, _ = shards
+    dispatcher = data_service.start_dispatcher()
+    workers = [data_service.start_worker(dispatcher.target) for _ in range(2)]
+    assert dispatcher.target.startswith("grpc://localhost:") and len(workers) == 2
+    info = pipeline.split_info(data_dir, "train")
+    steps = pipeline.steps_per_epoch(info, 32)
+    it = iter(pipeline.make_dataset(data_dir, "train", 32, training=True, data_service=dispatcher.target))
+    every = set()
+    for _ in range(2):
+        epoch = []
+        for _ in range(steps):
+            images, _ = next(it)
+            assert images.dtype == tf.uint8 and images.shape[1:] == (218, 178, 3)
+            epoch += [hash(image.tobytes()) for image in images.numpy()]
+        assert len(epoch) == len(set(epoch)) == steps * 32  # each example at most once a pass
+        every |= set(epoch)
+    assert len(every) <= info.count
+    with pytest.raises(pipeline.DataError, match="cannot be combined with --cache"):
+        pipeline.make_dataset(data_dir, "train", 32, training=True, data_service=dispatcher.target, cache="memory")
+    result = trainer.train(trainer.TrainConfig(arch="tiny", data_dir=data_dir, run_dir="", runs_root="ram://svc",
+                                               batch=32, epochs=1, precision="float32", progress=False,
+                                               tf_data_service=dispatcher.target, evaluate_test=False))
+    assert result["best_validation_accuracy"] >= 0
+    assert runs.read_json(os.path.join(result["run_dir"], "config.json"))["tf_data_service"] == dispatcher.target
+
+
+def test_data_and_run_directories_can_be_gfile_urls(shards):
+    # ram:// is TensorFlow's in-memory filesystem: it goes through the same tf.io.gfile code as gs://.
+    data_dir, manifest = shards
+    url = "ram://shared/shards"
+    tf.io.gfile.makedirs(url)
+    for name in os.listdir(data_dir):
+        tf.io.gfile.copy(os.path.join(data_dir, name), f"{url}/{name}", overwrite=True)
+    result = trainer.train(trainer.TrainConfig(arch="tiny", data_dir=url, run_dir="ram://shared/runs/tiny",
+                                               batch=32, epochs=1, precision="float32", progress=False))
+    listing = set(tf.io.gfile.listdir("ram://shared/runs/tiny"))
+    assert {"config.json", "flags.txt", "history.csv", "summary.json", "export/", "report/", "checkpoints/"} <= \
+        {n if "." in n else f"{n.rstrip('/')}/" for n in listing}
+    assert tf.io.gfile.exists("ram://shared/runs/tiny/export/model.keras")
+    assert result["test"]["count"] == manifest["splits"]["test"]["count"]
+    assert not os.path.exists(os.path.join(ROOT, "ram:"))  # nothing leaked onto the local disk
