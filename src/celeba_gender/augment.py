@@ -289,8 +289,18 @@ def _is_training(training) -> bool:
 # Layers.
 
 
+class _Float32ImageLayer(keras.layers.Layer):
+    """Images in, float32 images of the same shape out (training or not)."""
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def compute_output_spec(self, inputs, training=None):
+        return keras.KerasTensor(inputs.shape, dtype="float32")
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class SeedAugment(keras.layers.Layer):
+class SeedAugment(_Float32ImageLayer):
     """The seed's ImageDataGenerator augmentation as ONE projective warp per batch (the fast path).
 
     ``call(images, training=None)``: in training, draws one matrix per image (:func:`sample_transforms`) and
@@ -317,12 +327,6 @@ class SeedAugment(keras.layers.Layer):
         seed = _with_replica(self.seed_generator.next())
         transforms = sample_transforms(batch, height, width, self.config, seed)
         return apply_transforms(images, transforms, self.config.fill_mode, self.config.interpolation)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def compute_output_spec(self, inputs, training=None):
-        return keras.KerasTensor(inputs.shape, dtype="float32")
 
     def get_config(self):
         config = super().get_config()
@@ -386,7 +390,7 @@ def _random_erasing(probability: float, seed: int | None) -> keras.layers.Layer:
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class Augmenter(keras.layers.Layer):
+class Augmenter(_Float32ImageLayer):
     """The model's augmentation block: geometric warp (fused or stacked) + optional RandAugment / erasing.
 
     Active only in training (``training`` False or None returns the input cast to float32); always returns
@@ -433,12 +437,6 @@ class Augmenter(keras.layers.Layer):
         if self.eraser is not None:
             images = tf.cast(self.eraser(images, training=True), tf.float32)
         return images
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def compute_output_spec(self, inputs, training=None):
-        return keras.KerasTensor(inputs.shape, dtype="float32")
 
     def get_config(self):
         config = super().get_config()

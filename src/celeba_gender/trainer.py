@@ -158,22 +158,21 @@ class _Data:
         self.worker_batch = config.batch // self.workers
         self.local_replicas = replicas // self.workers
         contexts = [tf.distribute.InputContext(self.workers, i, replicas) for i in range(self.workers)]
-        infos = [pipeline.split_info(config.data_dir, "train", ctx if self.workers > 1 else None,
-                                     manifest=self.manifest) for ctx in contexts]
+        self.has_test = bool(self.manifest["splits"].get("test", {}).get("shards"))
+        # What each worker's input pipeline reads of each split, checked against the manifest once here.
+        self.infos = {split: [pipeline.split_info(config.data_dir, split, ctx if self.workers > 1 else None,
+                                                  manifest=self.manifest) for ctx in contexts]
+                      for split in ("train", "validation", "test")[:3 if self.has_test else 2]}
+        infos = self.infos["train"]
         if self.worker_batch > min(i.count for i in infos):
             raise TrainError(f"--batch={config.batch} is larger than the training split ({infos[0].count:,} "
                              f"examples{' per worker' if self.workers > 1 else ''}): lower --batch.")
         # Every worker must run the same number of steps (collectives would wait forever otherwise).
         self.steps_per_epoch = min(pipeline.steps_per_epoch(i, self.worker_batch) for i in infos)
-        self.train_count = sum(i.count for i in infos)
         self.max_examples = self.steps_per_epoch * self.worker_batch if self.workers > 1 else None
-        self.has_test = bool(self.manifest["splits"].get("test", {}).get("shards"))
         # Evaluation: as many (padded) steps on every worker as the worker with the most examples needs.
-        self.eval_steps = {}
-        for split in ("validation", "test") if self.has_test else ("validation",):
-            split_infos = [pipeline.split_info(config.data_dir, split, ctx if self.workers > 1 else None,
-                                               manifest=self.manifest) for ctx in contexts]
-            self.eval_steps[split] = max(pipeline.eval_steps(i, self.worker_batch) for i in split_infos)
+        self.eval_steps = {split: max(pipeline.eval_steps(i, self.worker_batch) for i in self.infos[split])
+                           for split in self.infos if split != "train"}
         self.class_names = list(self.manifest["class_names"])
         cache = config.cache
         if cache == "auto" and config.tf_data_service:
@@ -192,7 +191,7 @@ class _Data:
         def dataset_fn(ctx: tf.distribute.InputContext):
             return pipeline.make_dataset(
                 c.data_dir, split, self.worker_batch, training=training, image_size=self.image_size,
-                cache=self.cache if training else None, input_context=ctx if self.workers > 1 else None,
+                cache=self.cache if training else None, info=self.infos[split][ctx.input_pipeline_id],
                 deterministic=c.deterministic or not training, seed=c.seed, shuffle_buffer=c.shuffle_buffer,
                 sample_weights=c.class_weights and training, host_augment=host_augment,
                 replicas=self.local_replicas, max_examples=self.max_examples if training else None,
@@ -210,7 +209,7 @@ class _Data:
     def sample_batch(self, n: int = 16) -> np.ndarray:
         """A few training images (before augmentation) for the TensorBoard grid."""
         ds = pipeline.make_dataset(self.config.data_dir, "train", n, training=True, image_size=self.image_size,
-                                   seed=self.config.seed)
+                                   seed=self.config.seed, info=self.infos["train"][0])
         return next(iter(ds))[0]
 
 

@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Training-step throughput per arch: does the input pipeline keep up, and what do bfloat16 and XLA buy?
+
+    python benchmarks/train_step.py                                   # all archs, batch 16, on the CPU
+    python benchmarks/train_step.py --archs=resnet50v2,small --steps=10
+
+For each arch, images/s of the engine's own training step (TrainLoop: device augmentation, forward,
+backward, Adam) fed by:
+  synthetic  random uint8 batches already in memory (the model step alone)
+  shards     the real pipeline from TFRecord shards, uncached (decode every step)
+and the synthetic source again with mixed_bfloat16 and with --jit_compile. shards/synthetic near 1.0 means
+the input keeps up. Each configuration runs in its own process (precision policies are global), first
+steps (tracing, 5-50 s) excluded. Writes benchmarks/results/train_step.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ARCHS = ("alexnet", "resnet50v2", "inceptionv3", "vgg16", "densenet201", "efficientnetv2b0", "small", "tiny")
+CONFIGS = (("synthetic", "float32", False), ("shards", "float32", False), ("synthetic", "mixed_bfloat16", False),
+           ("synthetic", "float32", True))
+
+
+def measure(arch: str, source: str, precision: str, jit: bool, batch: int, steps: int, warmup: int,
+            data_dir: str) -> float:
+    """images/s of ``steps`` training steps after ``warmup`` (runs inside a fresh process)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    from celeba_gender import archs, loop, pipeline
+    from celeba_gender.augment import AugmentConfig, make_augmenter
+
+    keras.mixed_precision.set_global_policy(precision)
+    strategy = tf.distribute.get_strategy()
+    model = archs.build_model(archs.ModelConfig(arch=arch, weights="none"))
+    augment = make_augmenter(AugmentConfig(), seed=0)
+    optimizer = keras.optimizers.Adam(1e-4)
+    train_loop = loop.TrainLoop(strategy, model.core, optimizer, loop.LoopConfig(batch, jit_compile=jit),
+                                augment=augment)
+    if source == "synthetic":
+        ds = pipeline.synthetic_dataset(batch, model.image_size)
+    else:
+        ds = pipeline.make_dataset(data_dir, "train", batch, training=True, image_size=model.image_size)
+    iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: ds))
+    train_loop.train(iterator, warmup)
+    start = time.perf_counter()
+    train_loop.train(iterator, steps)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archs", default=",".join(ARCHS))
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--data_dir", default=os.path.join(HERE, "_data", "shards_20000"),
+                        help="shards (made by benchmarks/input_pipeline.py)")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "train_step.json"))
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one configuration
+    args = parser.parse_args()
+
+    if args.one:
+        arch, source, precision, jit = args.one.split(":")
+        print(json.dumps({"images_per_s": measure(arch, source, precision, jit == "1", args.batch, args.steps,
+                                                  args.warmup, args.data_dir)}))
+        return
+    if not os.path.exists(os.path.join(args.data_dir, "manifest.json")):
+        sys.exit(f"no shards in {args.data_dir}: run python benchmarks/input_pipeline.py first (it makes them)")
+    sys.path.insert(0, HERE)
+    import machine
+
+    rows = []
+    for arch in args.archs.split(","):
+        row = {"arch": arch}
+        for source, precision, jit in CONFIGS:
+            key = f"{source}/{precision}" + ("/jit" if jit else "")
+            cmd = [sys.executable, __file__, f"--one={arch}:{source}:{precision}:{int(jit)}", f"--batch={args.batch}",
+                   f"--steps={args.steps}", f"--warmup={args.warmup}", f"--data_dir={args.data_dir}"]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            try:
+                row[key] = round(json.loads(done.stdout.strip().splitlines()[-1])["images_per_s"], 1)
+            except (IndexError, ValueError, KeyError):
+                row[key] = None
+                print(f"{arch} {key} failed:\n{done.stderr[-1500:]}", file=sys.stderr)
+            print(f"{arch:<17}{key:<26}{row[key]}", flush=True)
+        rows.append(row)
+
+    info = machine.describe(("tensorflow", "keras"))
+    print(f"\nmachine: {machine.one_line(info)}; batch {args.batch}; images/s of training steps")
+    keys = [f"{s}/{p}" + ("/jit" if j else "") for s, p, j in CONFIGS]
+    print(f"{'arch':<17}" + "".join(f"{k:>26}" for k in keys) + f"{'shards/synth':>14}")
+    for row in rows:
+        ratio = (row[keys[1]] / row[keys[0]]) if row[keys[0]] and row[keys[1]] else None
+        row["shards_over_synthetic"] = round(ratio, 2) if ratio else None
+        print(f"{row['arch']:<17}" + "".join(f"{row[k] if row[k] is not None else '-':>26}" for k in keys)
+              + f"{row['shards_over_synthetic'] or '-':>14}")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"benchmark": "train_step", "command": " ".join(sys.argv), "machine": info, "batch": args.batch,
+                   "steps": args.steps, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}, f, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
