@@ -197,3 +197,16 @@ def test_conversion_to_pipeline_round_trip_with_kaggle_layout(celeba_kaggle, tmp
     convert.convert(convert.ConvertConfig(celeba_dir=celeba_kaggle, out_dir=out, workers=1, progress=False))
     n = sum(len(l) for _, l in pipeline.make_dataset(out, "validation", 4, training=False))
     assert n == json.load(open(os.path.join(out, FILENAME)))["splits"]["validation"]["count"]
+
+
+def test_padded_evaluation_runs_fixed_full_batches_and_keeps_every_example_once(shards):
+    data_dir, manifest = shards
+    n = manifest["splits"]["test"]["count"]
+    info = pipeline.split_info(data_dir, "test")
+    steps = pipeline.eval_steps(info, 16) + 2  # two batches of pure padding, as another worker may need
+    batches = list(pipeline.make_dataset(data_dir, "test", 16, training=False, pad_to_steps=steps, replicas=2))
+    assert len(batches) == 2 * steps and all(b[0].shape[0] == 8 for b in batches)  # per-replica halves
+    labels = np.concatenate([b[1].numpy() for b in batches])
+    assert (labels >= 0).sum() == n and set(labels[labels < 0]) == {-1}
+    real = [hash(img.tobytes()) for b in batches for img, y in zip(b[0].numpy(), b[1].numpy()) if y >= 0]
+    assert len(set(real)) == n

@@ -168,7 +168,7 @@ def convert(config: ConvertConfig) -> dict:
     attribute_names = attribute_columns(table)
     table["label"] = table[config.attribute].astype(np.int64)
 
-    seed_info = None
+    seed_info, balanced_out = None, []
     if config.split == "seed":
         candidates, balanced_out, seed_info = curation.seed_split(table, config.limit, config.balance, config.seed)
     else:
@@ -186,22 +186,8 @@ def convert(config: ConvertConfig) -> dict:
     problems.append(_check_bad_fraction(int(bad.sum()), len(candidates), "image files", config))
     usable = candidates[~bad]
 
-    if config.split == "seed":
-        # The draws above saw every row, as the source's did; copies are resolved after them, so that no
-        # two copies of an image can sit in different splits while the drawn ids stay the source's.
-        plan, dup_dropped = curation.drop_duplicates(usable, config.dedupe, config.near_threshold)
-        dropped += balanced_out + dup_dropped
-    else:
-        deduped, dup_dropped = curation.drop_duplicates(usable, config.dedupe, config.near_threshold)
-        if config.split == "official":
-            plan, split_dropped = curation.official_split(deduped)
-        else:
-            plan, split_dropped = curation.identity_split(deduped, config.split_fractions, config.seed)
-        dropped += dup_dropped + split_dropped
-        if config.balance:
-            plan, bal_dropped = curation.balance_per_split(plan, config.seed)
-            dropped += bal_dropped
-        plan = curation.order_within_splits(plan, config.seed)
+    plan, curated = _curate(config, usable, balanced_out)
+    dropped += curated
 
     names = class_names(config.attribute)
     manifest = {
@@ -253,6 +239,26 @@ def convert(config: ConvertConfig) -> dict:
     bar.close()
     manifest["seconds"] = round(time.perf_counter() - started, 2)
     return manifest
+
+
+def _curate(config: ConvertConfig, usable: pd.DataFrame, balanced_out: list[Dropped]
+            ) -> tuple[pd.DataFrame, list[Dropped]]:
+    """Duplicates, split and balance of the usable rows: the plan (rows with a ``split``) and what it drops."""
+    if config.split == "seed":
+        # The draws saw every row, as the source's did; copies are resolved after them, so that no two copies
+        # of an image can sit in different splits while the drawn ids stay the source's.
+        plan, dup_dropped = curation.drop_duplicates(usable, config.dedupe, config.near_threshold)
+        return plan, balanced_out + dup_dropped
+    deduped, dropped = curation.drop_duplicates(usable, config.dedupe, config.near_threshold)
+    if config.split == "official":
+        plan, split_dropped = curation.official_split(deduped)
+    else:
+        plan, split_dropped = curation.identity_split(deduped, config.split_fractions, config.seed)
+    dropped += split_dropped
+    if config.balance:
+        plan, bal_dropped = curation.balance_per_split(plan, config.seed)
+        dropped += bal_dropped
+    return curation.order_within_splits(plan, config.seed), dropped
 
 
 def _straddling_copies(plan: pd.DataFrame, config: ConvertConfig) -> list[str]:

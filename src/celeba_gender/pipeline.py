@@ -205,8 +205,8 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool,
     """Batches of ``(uint8 images [B, h, w, 3], int32 labels [B])`` (plus float32 weights [B] with
     ``sample_weights``) from the shards of ``split`` in ``data_dir``.
 
-    ``batch_size`` is per input pipeline (under a strategy: the per-replica batch on one worker; use
-    ``input_context.get_per_replica_batch_size(global_batch)``). Training: shuffled, ``drop_remainder``,
+    ``batch_size`` is this input pipeline's batch: the global batch divided by the workers (each worker has
+    one pipeline; see ``replicas`` for its local replicas). Training: shuffled, ``drop_remainder``,
     repeated; take :func:`steps_per_epoch` batches per epoch. Evaluation: deterministic order, every
     example once, last batch partial, not repeated. ``cache``: None/"" (none), "memory", or a file path.
     ``host_augment(images, labels) -> (images, labels)`` is mapped after batching (``--augment_on=host``).
@@ -282,7 +282,7 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool,
         ds = ds.map(lambda images, labels, *w: (*host_augment(images, labels), *w),
                     num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if pad_to_steps is not None and not training:
-        ds = _pad_batches(ds, batch_size, pad_to_steps, sample_weights)
+        ds = _pad_batches(ds, batch_size, pad_to_steps)
     if replicas > 1:
         if batch_size % replicas:
             raise DataError(f"A batch of {batch_size} cannot be cut into {replicas} equal per-replica batches.")
@@ -296,7 +296,7 @@ def make_dataset(data_dir: str, split: str, batch_size: int, training: bool,
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
-def _pad_batches(ds: tf.data.Dataset, batch_size: int, steps: int, weighted: bool) -> tf.data.Dataset:
+def _pad_batches(ds: tf.data.Dataset, batch_size: int, steps: int) -> tf.data.Dataset:
     """Pads each batch to ``batch_size`` (label -1, weight 0) and appends padding batches up to ``steps``."""
     def pad(images, labels, *weights):
         extra = batch_size - tf.shape(labels)[0]
