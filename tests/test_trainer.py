@@ -218,3 +218,33 @@ def test_every_flagfile_parses():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "flags/demo.flags small" in result.stdout and "flags/seed/alexnet.flags alexnet" in result.stdout
     assert len(result.stdout.splitlines()) >= 14
+
+
+@pytest.mark.parametrize("changes", [
+    {"augment_on": "host"},
+    {"precision": "mixed_float16", "jit_compile": True, "steps_per_execution": 3},
+    {"augment_on": "none", "lr_schedule": "cosine", "warmup_epochs": 0.5, "epochs": 2, "optimizer": "adamw",
+     "label_smoothing": 0.1, "class_weights": True, "mixup": True},
+], ids=["host-augmentation", "float16-loss-scaling-xla", "cosine-adamw-smoothing-weights-mixup"])
+def test_other_training_paths_run(shards, tmp_path, changes):
+    data_dir, _ = shards
+    from celeba_gender.augment import AugmentConfig
+
+    mixup = changes.pop("mixup", False)
+    config = tiny_config(data_dir, str(tmp_path / "run"), evaluate_test=False, **changes)
+    if mixup:
+        config = dataclasses.replace(config, augment_on="device", augment=AugmentConfig(mixup=0.2))
+    result = trainer.train(config)
+    history = open(os.path.join(result["run_dir"], "history.csv")).read().splitlines()
+    row = dict(zip(history[0].split(","), history[1].split(",")))
+    assert np.isfinite(float(row["loss"])) and 0 <= float(row["val_accuracy"]) <= 1
+    assert result["precision"] == config.precision
+    if config.lr_schedule == "cosine":
+        assert 0 < float(row["lr"]) < config.lr  # after epoch 1 of 2: past the warm-up peak, decaying
+        assert float(history[2].split(",")[history[0].split(",").index("lr")]) < 1e-9  # decayed to 0 at the end
+
+
+def test_float16_wraps_the_optimizer_in_loss_scaling():
+    config = trainer.TrainConfig(arch="tiny")
+    assert isinstance(trainer.make_optimizer(config, 10, "mixed_float16"), keras.optimizers.LossScaleOptimizer)
+    assert not isinstance(trainer.make_optimizer(config, 10, "float32"), keras.optimizers.LossScaleOptimizer)
