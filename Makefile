@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 help:
 	@echo "make demo       set up .venv, make a synthetic CelebA, convert it, train a small CNN, report, run a demo study"
-	@echo "make test       set up .venv and run the whole test suite (about 5-8 minutes on 2 CPU cores)"
+	@echo "make test       set up .venv and run the whole test suite (about 2-3 minutes on 2 CPU cores)"
 	@echo "make test-fast  the suite without tests marked slow"
 
 # Reinstall when the package metadata changes.

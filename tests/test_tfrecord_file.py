@@ -1,6 +1,7 @@
 """The TensorFlow-free TFRecord writer must produce exactly what TensorFlow writes and reads."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from celeba_gender import records, tfrecord_file
@@ -43,6 +44,17 @@ def test_framing_equals_tf_writer_and_reads_back_with_crc_checks(tmp_path):
             w.write(p)
     assert ours.read_bytes() == theirs.read_bytes()
     assert [r.numpy() for r in tf.data.TFRecordDataset(str(ours))] == payloads
+
+
+def test_records_are_counted_from_the_headers_and_truncation_is_caught(tmp_path):
+    path = tmp_path / "shard.tfrecord"
+    data = b"".join(tfrecord_file.frame_record(p) for p in (b"", b"a", bytes(range(256)) * 40))
+    path.write_bytes(data)
+    assert tfrecord_file.count_records(str(path)) == 3
+    for cut, where in ((len(data) - 1, "ends inside a record:"), (len(data) - 1 - 10240 - 12 - 4 + 3, "header")):
+        path.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=where):
+            tfrecord_file.count_records(str(path))
 
 
 def test_a_flipped_bit_is_caught_by_tensorflow(tmp_path):

@@ -39,8 +39,8 @@ images both settings are the same distribution.
 Why one fused transform: every Keras ``Random*`` layer resamples the whole batch (one
 ``ImageProjectiveTransformV3`` each), so five stacked layers do five full-image bilinear passes and blur the
 image five times. Composing the five matrices first and warping once does one pass. On the 2-core CPU this
-project was measured on, ImageDataGenerator ran ~355-511 images/s, stacked Keras layers ~410-530/s and one
-fused transform ~1,000-1,430/s. ``ImageProjectiveTransformV3`` has no XLA kernel, so the layers here must run
+project was measured on (SEED.md), ImageDataGenerator ran ~355-511 images/s, stacked Keras layers
+~410-530/s and one fused transform ~1,000-1,430/s; benchmarks/README.md has this engine's latest figures. ``ImageProjectiveTransformV3`` has no XLA kernel, so the layers here must run
 outside any jit-compiled function (they declare ``supports_jit = False``; the training step calls them before
 its compiled part, or tf.data runs them on the host).
 
@@ -290,7 +290,15 @@ def _is_training(training) -> bool:
 
 
 class _Float32ImageLayer(keras.layers.Layer):
-    """Images in, float32 images of the same shape out (training or not)."""
+    """Images in, float32 images of the same shape out: augmented by :meth:`_augment` in training, only cast
+    to float32 at inference (``training`` False or None)."""
+
+    def call(self, images, training=None):
+        images = tf.cast(images, tf.float32)
+        return self._augment(images) if _is_training(training) else images
+
+    def _augment(self, images: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -319,10 +327,7 @@ class SeedAugment(_Float32ImageLayer):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_jit = False
 
-    def call(self, images, training=None):
-        images = tf.cast(images, tf.float32)
-        if not _is_training(training):
-            return images
+    def _augment(self, images):
         batch, height, width = _image_dims(images)
         seed = _with_replica(self.seed_generator.next())
         transforms = sample_transforms(batch, height, width, self.config, seed)
@@ -427,10 +432,7 @@ class Augmenter(_Float32ImageLayer):
                 layer.build(input_shape)
         self.built = True
 
-    def call(self, images, training=None):
-        images = tf.cast(images, tf.float32)
-        if not _is_training(training):
-            return images
+    def _augment(self, images):
         images = tf.cast(self.geometric(images, training=True), tf.float32)
         if self.randaugment is not None:
             images = tf.cast(self.randaugment(images, training=True), tf.float32)

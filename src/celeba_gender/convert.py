@@ -244,12 +244,11 @@ def convert(config: ConvertConfig) -> dict:
 def _curate(config: ConvertConfig, usable: pd.DataFrame, balanced_out: list[Dropped]
             ) -> tuple[pd.DataFrame, list[Dropped]]:
     """Duplicates, split and balance of the usable rows: the plan (rows with a ``split``) and what it drops."""
+    deduped, dropped = curation.drop_duplicates(usable, config.dedupe, config.near_threshold)
     if config.split == "seed":
         # The draws saw every row, as the source's did; copies are resolved after them, so that no two copies
         # of an image can sit in different splits while the drawn ids stay the source's.
-        plan, dup_dropped = curation.drop_duplicates(usable, config.dedupe, config.near_threshold)
-        return plan, balanced_out + dup_dropped
-    deduped, dropped = curation.drop_duplicates(usable, config.dedupe, config.near_threshold)
+        return deduped, balanced_out + dropped
     if config.split == "official":
         plan, split_dropped = curation.official_split(deduped)
     else:

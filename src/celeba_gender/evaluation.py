@@ -186,6 +186,5 @@ def _log_to_tensorboard(run_dir: str, report: dict, files: dict, markdown: str) 
         if path:
             with tf.io.gfile.GFile(path, "rb") as f:
                 summaries.figure(name, key, 0, f.read())
-    with summaries._writer(name).as_default():
-        tf.summary.text("report", markdown, step=0)
+    summaries.text(name, "report", 0, markdown)
     summaries.close()

@@ -29,7 +29,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from celeba_gender import manifest as manifest_lib
-from celeba_gender import records
+from celeba_gender import records, tfrecord_file
 
 AUTOTUNE = tf.data.AUTOTUNE
 # libjpeg can decode straight to 1/2, 1/4 or 1/8 scale, far cheaper than decoding and resizing.
@@ -78,25 +78,7 @@ def read_manifest(data_dir: str) -> dict:
     return manifest
 
 
-def count_records(path: str) -> int:
-    """Records in a local TFRecord file, by walking the length headers (no data is read or parsed)."""
-    n = 0
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        pos = 0
-        while pos < size:
-            header = f.read(8)
-            if len(header) < 8:
-                raise DataError(f"{path} ends inside a record header: the file is truncated. Convert again.")
-            pos += 8 + 4 + int.from_bytes(header, "little") + 4
-            f.seek(pos)
-            n += 1
-    if pos != size:
-        raise DataError(f"{path} ends inside a record: the file is truncated. Convert again.")
-    return n
-
-
-def _check_shards(data_dir: str, split: str, shards: list[dict], verify_counts: bool) -> None:
+def _check_shards(data_dir: str, shards: list[dict], verify_counts: bool) -> None:
     """Every shard exists with the manifest's size (and, for local files, its record count)."""
     for entry in shards:
         path = _join(data_dir, entry["file"])
@@ -108,7 +90,10 @@ def _check_shards(data_dir: str, split: str, shards: list[dict], verify_counts: 
             raise DataError(f"Shard {path} has {size:,} bytes but the manifest says {entry['bytes']:,}: it was "
                             "changed or truncated. Rerun make_tfrecords.py to rewrite it.")
         if verify_counts and "://" not in path:
-            found = count_records(path)
+            try:
+                found = tfrecord_file.count_records(path)
+            except ValueError as e:
+                raise DataError(f"{e} Rerun make_tfrecords.py to rewrite it.") from None
             if found != entry["records"]:
                 raise DataError(f"Shard {path} holds {found:,} records but the manifest says "
                                 f"{entry['records']:,}. Rerun make_tfrecords.py to rewrite it.")
@@ -124,7 +109,7 @@ def split_info(data_dir: str, split: str, input_context: tf.distribute.InputCont
     shards = info["shards"]
     if not shards:
         raise DataError(f"The {split} split of {data_dir} is empty: convert with more images or other options.")
-    _check_shards(data_dir, split, shards, verify_counts)
+    _check_shards(data_dir, shards, verify_counts)
     if input_context is not None and input_context.num_input_pipelines > 1:
         n, i = input_context.num_input_pipelines, input_context.input_pipeline_id
         if len(shards) < n:

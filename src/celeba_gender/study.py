@@ -121,20 +121,21 @@ def run_study(config: StudyConfig, echo=print) -> list[dict]:
     """Runs (or resumes) every run of the study, then writes the tables; returns one row per run."""
     prepare_data(config, echo)
     specs = plan(config)
+    rows = []
     for i, spec in enumerate(specs, start=1):
         label = f"[{i}/{len(specs)}] {spec.arch}" + (f" {config.vary}={spec.value}" if spec.value is not None else "") \
             + f" seed {spec.seed}"
         if runs.status(spec.run_dir).get("status") == runs.COMPLETE:
             echo(f"{label}: done before, skipped")
+            rows.append(_result(spec))
             continue
         start = time.time()
         log = os.path.join(config.directory, "logs", os.path.basename(spec.run_dir) + ".log")
         if _run(train_command(config, spec), log):
             raise StudyError(f"{label} failed; its log is {log}:\n{_tail(log)}\nFix it and run the same study "
                              "command again: finished runs are kept.")
-        result = _result(spec)
-        echo(f"{label}: test accuracy {result['test_accuracy']:.4f} ({time.time() - start:.0f} s)")
-    rows = [_result(spec) for spec in specs]
+        rows.append(_result(spec))
+        echo(f"{label}: test accuracy {rows[-1]['test_accuracy']:.4f} ({time.time() - start:.0f} s)")
     write_tables(config, rows)
     return rows
 

@@ -100,6 +100,14 @@ class Summaries:
             tf.summary.image(name, tf.image.decode_png(png)[None], step=step)
         self._writer(split).flush()
 
+    def text(self, split: str, name: str, step: int, markdown: str) -> None:
+        """Markdown text (TensorBoard's Text dashboard renders it)."""
+        if not self.enabled:
+            return
+        with self._writer(split).as_default():
+            tf.summary.text(name, markdown, step=step)
+        self._writer(split).flush()
+
     def confusion_matrix(self, split: str, step: int, matrix: np.ndarray, class_names: list[str]) -> None:
         self.figure(split, "confusion_matrix", step,
                     figure_png(confusion_matrix_figure(matrix, class_names, f"{split}, epoch {step}")))

@@ -78,7 +78,7 @@ ARCHS: dict[str, ArchSpec] = {spec.name: spec for spec in (
              description="two convolutions, for smoke tests"),
 )}
 ARCH_NAMES = tuple(ARCHS)
-HEAD_CHOICES = ("auto", *HEADS, "fc4096")
+HEAD_CHOICES = ("auto", *HEADS)
 
 
 def get(name: str) -> ArchSpec:
@@ -167,24 +167,13 @@ def build_model(config: ModelConfig) -> Model:
     spec = get(config.arch)
     size = image_size(config)
     head = spec.default_head if config.head == "auto" else config.head
-    if head not in HEAD_CHOICES[1:]:
+    if head not in HEADS:
         raise ArchError(f"--head={config.head}: choose one of {', '.join(HEAD_CHOICES)}.")
     backbone = build_backbone(spec, size, config.weights)
     set_trainable_layers(backbone, config.trainable_layers)
     inputs = keras.Input((*size, 3), dtype="float32", name="image")
     x = Preprocess(spec.preprocess, name="preprocess")(inputs)
-    features = backbone(x)
-    if head == "fc4096":
-        # AlexNet's classifier: flatten, then 4096 -> 4096 with dropout 0.5.
-        x = keras.layers.Flatten(name="flatten")(features)
-        for i in (1, 2):
-            x = keras.layers.Dense(4096, activation="relu", name=f"fc{i}")(x)
-            x = keras.layers.Dropout(0.5, name=f"fc{i}_dropout")(x)
-        logits = keras.layers.Dense(config.num_classes, name="logits")(x)
-        outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    else:
-        pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
-        outputs = classification_head(pooled, head, config.num_classes, config.dropout)
+    outputs = classification_head(backbone(x), head, config.num_classes, config.dropout)
     core = keras.Model(inputs, outputs, name=spec.name)
     return Model(core, backbone, spec, size)
 

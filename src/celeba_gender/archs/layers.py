@@ -20,8 +20,8 @@ class Preprocess(keras.layers.Layer):
     """An arch's own ``preprocess_input`` inside the model: RGB values in [0, 255] in, what it expects out.
 
     Modes (keras.applications' names): ``tf`` -> [-1, 1] (ResNetV2, InceptionV3); ``torch`` -> ImageNet
-    mean/std (DenseNet); ``caffe`` -> BGR minus ImageNet means (VGG16); ``rescale`` -> [0, 1] (AlexNet and
-    the small CNNs, as the source rescaled); ``none`` (EfficientNetV2 preprocesses itself).
+    mean/std (DenseNet); ``caffe`` -> BGR minus ImageNet means (VGG16); ``rescale`` -> [0, 1] (AlexNet, as
+    the source rescaled); ``none`` (EfficientNetV2 preprocesses itself).
     """
 
     def __init__(self, mode: str, **kwargs):
@@ -48,23 +48,30 @@ class Preprocess(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-HEADS = ("seed", "linear")
+HEADS = ("seed", "linear", "fc4096")
 
 
 def classification_head(features, head: str, num_classes: int = 2, dropout: float = 0.2):
-    """Pooled features -> class probabilities. The softmax is float32 even under mixed precision.
+    """Backbone feature maps -> class probabilities. The softmax is float32 even under mixed precision.
 
-    ``seed``: the source study's head, Dense 1024 -> 256 -> 64 -> 32 (ReLU, dropout 0.2 after each) -> 2.
-    ``linear``: dropout -> one Dense layer.
+    ``seed``: global average pooling, then the source study's Dense 1024 -> 256 -> 64 -> 32 (ReLU, dropout
+    ``dropout`` after each) -> classes. ``linear``: global average pooling, dropout, one Dense layer.
+    ``fc4096``: AlexNet's classifier: flatten, then 4096 -> 4096 (ReLU, dropout 0.5 after each) -> classes.
     """
-    x = features
-    if head == "seed":
-        for units in (1024, 256, 64, 32):
-            x = keras.layers.Dense(units, activation="relu", name=f"head_dense_{units}")(x)
-            x = keras.layers.Dropout(dropout, name=f"head_dropout_{units}")(x)
-    elif head == "linear":
-        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    else:
+    if head not in HEADS:
         raise ValueError(f"Unknown head {head!r}; choose from {HEADS}.")
+    if head == "fc4096":
+        x = keras.layers.Flatten(name="flatten")(features)
+        for i in (1, 2):
+            x = keras.layers.Dense(4096, activation="relu", name=f"fc{i}")(x)
+            x = keras.layers.Dropout(0.5, name=f"fc{i}_dropout")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+        if head == "seed":
+            for units in (1024, 256, 64, 32):
+                x = keras.layers.Dense(units, activation="relu", name=f"head_dense_{units}")(x)
+                x = keras.layers.Dropout(dropout, name=f"head_dropout_{units}")(x)
+        else:
+            x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     logits = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)

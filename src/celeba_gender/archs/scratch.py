@@ -47,14 +47,22 @@ def tiny(input_shape: tuple[int, int, int]) -> keras.Model:
     return keras.Model(inputs, x, name="tiny")
 
 
-def plain4(input_shape: tuple[int, int, int]) -> keras.Model:
-    """The reference the small CNN is measured against: 4 x (conv 3x3, BN, ReLU, max-pool), 32-64-128-256."""
-    inputs = keras.Input(input_shape, name="plain4_input")
+def _four_stages(input_shape: tuple[int, int, int], name: str, residual: bool) -> keras.Model:
+    """4 x (conv 3x3, BN, ReLU, max-pool) with 32-64-128-256 filters, each stage followed by a
+    :func:`_separable_residual` block when ``residual``: plain4 and small share everything else."""
+    inputs = keras.Input(input_shape, name=f"{name}_input")
     x = inputs
     for i, filters in enumerate((32, 64, 128, 256), start=1):
         x = _conv_bn_relu(x, filters, name=f"block{i}")
         x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
-    return keras.Model(inputs, x, name="plain4")
+        if residual:
+            x = _separable_residual(x, name=f"block{i}_res")
+    return keras.Model(inputs, x, name=name)
+
+
+def plain4(input_shape: tuple[int, int, int]) -> keras.Model:
+    """The reference the small CNN is measured against: 4 x (conv 3x3, BN, ReLU, max-pool), 32-64-128-256."""
+    return _four_stages(input_shape, "plain4", residual=False)
 
 
 def _separable_residual(x, name: str):
@@ -78,10 +86,4 @@ def small(input_shape: tuple[int, int, int]) -> keras.Model:
     what plain4 computes and training can only add to it; depthwise-separable convolutions add depth for
     about 7% more arithmetic. Measured against plain4 trained the same way in benchmarks/README.md.
     """
-    inputs = keras.Input(input_shape, name="small_input")
-    x = inputs
-    for i, filters in enumerate((32, 64, 128, 256), start=1):
-        x = _conv_bn_relu(x, filters, name=f"block{i}")
-        x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
-        x = _separable_residual(x, name=f"block{i}_res")
-    return keras.Model(inputs, x, name="small")
+    return _four_stages(input_shape, "small", residual=True)

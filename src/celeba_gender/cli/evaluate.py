@@ -7,7 +7,7 @@ import sys
 
 from absl import app, flags, logging
 
-from celeba_gender import evaluation
+from celeba_gender import evaluation, plots
 from celeba_gender.manifest import ManifestError
 from celeba_gender.pipeline import DataError
 
@@ -38,9 +38,7 @@ def main(argv: list[str]) -> None:
         print(f"evaluate: error: {e}", file=sys.stderr)
         sys.exit(2)
     out = evaluation.report_dir(FLAGS.run_dir, FLAGS.split, FLAGS.checkpoint)
-    with open(os.path.join(out, "report.md")) as f:
-        text = f.read()
-    print(text.split("## Most confident errors")[0].rstrip())
+    print(plots.report_markdown(report).split("## Most confident errors")[0].rstrip())
     print(f"\nreport.json, report.md, confusion_matrix.png, curves.png and the error galleries are in {out}")
 
 

@@ -10,7 +10,7 @@ from celeba_gender import archs, distribute, trainer
 from celeba_gender.archs.applications import WeightsError
 from celeba_gender.augment import AugmentConfig
 from celeba_gender.manifest import ManifestError
-from celeba_gender.pipeline import DataError
+from celeba_gender.pipeline import DEFAULT_SHUFFLE_BUFFER, DataError
 
 flags.DEFINE_enum("arch", None, archs.ARCH_NAMES, "Architecture (required): the source's five are alexnet, "
                   "resnet50v2, inceptionv3, vgg16, densenet201; also efficientnetv2b0, small (CPU demos), "
@@ -51,7 +51,8 @@ flags.DEFINE_string("weights", "auto", "auto (imagenet where available, else non
 flags.DEFINE_integer("trainable_layers", -1, "Train only the last N backbone layers (the rest frozen, BatchNorm "
                      "in inference mode); -1 trains all.", lower_bound=-1)
 flags.DEFINE_enum("head", "auto", archs.HEAD_CHOICES, "Classifier head: auto (the arch's: seed for the transfer "
-                  "backbones, fc4096 for alexnet, linear for the small CNNs), seed (GAP-1024-256-64-32-2), linear.")
+                  "backbones, fc4096 for alexnet, linear for the small CNNs), seed (GAP-1024-256-64-32-2), linear "
+                  "(GAP, dropout, dense) or fc4096 (flatten-4096-4096-2).")
 flags.DEFINE_float("dropout", 0.2, "Dropout of the seed and linear heads.", lower_bound=0, upper_bound=0.95)
 flags.DEFINE_bool("class_weights", False, "Weight examples so both classes count equally (when not --balance'd).")
 flags.DEFINE_integer("checkpoint_steps", 0, "Also checkpoint every N steps (0: at the end of each epoch only).",
@@ -59,7 +60,8 @@ flags.DEFINE_integer("checkpoint_steps", 0, "Also checkpoint every N steps (0: a
 flags.DEFINE_integer("keep_checkpoints", 3, "Latest checkpoints kept (the best one is kept apart).", lower_bound=1)
 flags.DEFINE_list("profile_steps", [], "START,STOP global steps to trace with the TensorFlow profiler.")
 flags.DEFINE_bool("deterministic", False, "Deterministic ops and input order (slower; for exact comparisons).")
-flags.DEFINE_integer("shuffle_buffer", 4096, "Shuffle buffer (examples) after the cache.", lower_bound=1)
+flags.DEFINE_integer("shuffle_buffer", DEFAULT_SHUFFLE_BUFFER, "Shuffle buffer (examples) after the cache.",
+                     lower_bound=1)
 flags.DEFINE_string("tf_data_service", "", "grpc://host:port of a tf.data service dispatcher: its workers read "
                     "and decode the training data (python -m celeba_gender.data_service ...).")
 flags.DEFINE_bool("evaluate_test", True, "Evaluate the best checkpoint on the test split at the end.")
