@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 
@@ -88,7 +89,9 @@ def read_image(path: str) -> np.ndarray:
         raise ValueError("not an image (Pillow cannot identify it)") from None
     except (OSError, SyntaxError, tf.errors.InvalidArgumentError) as e:
         message = getattr(e, "message", None) or str(e)
-        raise ValueError(f"unreadable or corrupt image ({message.splitlines()[0][:120]})") from None
+        # TensorFlow wraps its op errors in "{{function_node ...}} ... [Op:DecodeImage]": keep the reason only.
+        message = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*", "", message.splitlines()[0])
+        raise ValueError(f"unreadable or corrupt image ({message[:120]})") from None
     return np.ascontiguousarray(_ORIENT.get(orientation, lambda a: a)(image))
 
 
