@@ -220,6 +220,19 @@ def test_every_flagfile_parses():
     assert len(result.stdout.splitlines()) >= 14
 
 
+def test_train_py_defaults_are_the_configs_defaults():
+    """train.py with only --arch builds exactly TrainConfig(arch=...): the flags repeat no default wrongly."""
+    code = textwrap.dedent("""
+        from absl import flags
+        from celeba_gender import trainer
+        from celeba_gender.cli import train
+        flags.FLAGS(["train.py", "--arch=tiny"])
+        assert train.config_from_flags() == trainer.TrainConfig(arch="tiny"), train.config_from_flags()
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 @pytest.mark.parametrize("changes", [
     {"augment_on": "host"},
     {"precision": "mixed_float16", "jit_compile": True, "steps_per_execution": 3},
