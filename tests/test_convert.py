@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from celeba_gender import convert, records, tfrecord_file
+from celeba_gender import convert, records, writer
 from celeba_gender.celeba import detect_layout, read_celeba
-from celeba_gender.manifest import FILENAME
+from celeba_gender.storage import MANIFEST as FILENAME
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,7 +57,7 @@ def test_shards_hold_exactly_the_plan_and_the_source_bytes(celeba_original, shar
         assert {"Female": labels.count(0), "Male": labels.count(1)} == info["class_counts"]
         for shard in info["shards"]:  # the manifest's checksums and sizes are the files'
             path = os.path.join(out_dir, shard["file"])
-            assert tfrecord_file.file_sha256(path) == shard["sha256"] and os.path.getsize(path) == shard["bytes"]
+            assert writer.file_sha256(path) == shard["sha256"] and os.path.getsize(path) == shard["bytes"]
         assert sum(s["records"] for s in info["shards"]) == info["count"]
         for r in recs:
             image_id = r[records.FILENAME].decode()
@@ -148,10 +148,10 @@ def test_too_much_bad_input_fails_after_writing_the_report(celeba_copy, tmp_path
 # Runs the converter in this process and kills it with `signal` in the middle of shard number 3.
 _INTERRUPT = textwrap.dedent("""
     import os, signal, sys
-    from celeba_gender import tfrecord_file
+    from celeba_gender import writer
     from celeba_gender.cli import convert
-    original_commit, commits = tfrecord_file.ShardWriter.commit, []
-    def write(self, data, _original=tfrecord_file.ShardWriter.write):
+    original_commit, commits = writer.ShardWriter.commit, []
+    def write(self, data, _original=writer.ShardWriter.write):
         _original(self, data)
         if len(commits) == 3:
             self._file.flush()
@@ -159,7 +159,7 @@ _INTERRUPT = textwrap.dedent("""
     def commit(self):
         commits.append(self.path)
         return original_commit(self)
-    tfrecord_file.ShardWriter.write, tfrecord_file.ShardWriter.commit = write, commit
+    writer.ShardWriter.write, writer.ShardWriter.commit = write, commit
     sys.argv[0] = "make_tfrecords.py"
     convert.run()
 """)
@@ -263,7 +263,7 @@ def test_cli_whole_input_errors_are_one_clear_line(celeba_copy, tmp_path):
     no_attr = run_cli(f"--celeba_dir={celeba_copy}", f"--out_dir={tmp_path}/d")
     assert no_attr.returncode == 2 and "No attribute file" in no_attr.stderr
     bad_flag = run_cli(f"--celeba_dir={celeba_copy}", "--dedupe=fuzzy")
-    assert bad_flag.returncode == 1 and "value should be one of <none|exact|near>" in bad_flag.stderr
+    assert bad_flag.returncode == 2 and "value should be one of <none|exact|near>" in bad_flag.stderr
     for r in (bad_attr, no_partition, empty, no_attr, bad_flag):
         assert "Traceback" not in r.stderr
 
@@ -290,12 +290,14 @@ def test_every_converter_flagfile_parses():
     code = textwrap.dedent("""
         import glob
         from absl import flags
-        from celeba_gender.cli import convert
+        from celeba_gender import convert
+        from celeba_gender.cli import config_flags, convert as _  # defines the flags
         FLAGS = flags.FLAGS
         for f in sorted(glob.glob("flags/convert/*.flags") + glob.glob("flags/studies/*_data.flags")):
             FLAGS.unparse_flags()
-            FLAGS(["make_tfrecords.py", f"--flagfile={f}"])
-            print(f, convert.config_from_flags().split)
+            argv = ["make_tfrecords.py", f"--flagfile={f}"]
+            FLAGS(argv)
+            print(f, config_flags.build(convert.ConvertConfig, argv=argv)[0].split)
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -119,7 +119,7 @@ def test_evaluate_cli_other_split_and_checkpoint(trained_run):
 
 def test_evaluation_dataset_sees_every_example_with_its_metadata(shards):
     data_dir, manifest = shards
-    ds = pipeline.make_dataset(data_dir, "test", 16, training=False, with_metadata=True)
+    ds = pipeline.eval_dataset(pipeline.DataConfig(data_dir, batch=16), "test", with_metadata=True)
     names, attrs = [], []
     for images, labels, batch_names, batch_attrs in ds:
         assert images.dtype == tf.uint8

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from celeba_gender import data_service, distribute, launch_local, pipeline, runs, trainer
+from celeba_gender import data_service, distribute, launch_local, pipeline, runs, storage, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -64,14 +64,14 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(shards, t
         assert len(glob.glob(os.path.join(run_dir, sub, "events.out.tfevents.*"))) == 1
     assert len(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))) == 1
     assert os.path.exists(os.path.join(run_dir, "export", "model.keras"))
-    summary = runs.read_json(os.path.join(run_dir, "summary.json"))
+    summary = storage.read_json(os.path.join(run_dir, "summary.json"))
     assert summary["workers"] == 2 and summary["replicas"] == 2
     assert not glob.glob(os.path.join(run_dir, "checkpoints", "*worker*"))
 
     single = subprocess.run([sys.executable, *train_args(data_dir, str(tmp_path / "one"), "--epochs=2")],
                             capture_output=True, text=True, timeout=180, cwd=ROOT, env=ENV)
     assert single.returncode == 0, single.stderr[-3000:]
-    images = next(iter(pipeline.make_dataset(data_dir, "validation", 64, training=False, image_size=(64, 52))))[0]
+    images = next(iter(pipeline.eval_dataset(pipeline.DataConfig(data_dir, (64, 52), 64), "validation")))[0]
     p_multi, p_single = (keras.models.load_model(os.path.join(d, "export", "model.keras"))(images).numpy()
                          for d in (run_dir, str(tmp_path / "one")))
     untrained_gap = np.abs(p_single - 0.5).mean()
@@ -119,7 +119,7 @@ def test_tf_data_service_on_loopback_serves_exact_passes(shards):
     assert dispatcher.target.startswith("grpc://localhost:") and len(workers) == 2
     info = pipeline.split_info(data_dir, "train")
     steps = pipeline.steps_per_epoch(info, 32)
-    it = iter(pipeline.make_dataset(data_dir, "train", 32, training=True, data_service=dispatcher.target))
+    it = iter(pipeline.train_dataset(pipeline.DataConfig(data_dir, batch=32, data_service=dispatcher.target)))
     every = set()
     for _ in range(2):
         epoch = []
@@ -131,12 +131,12 @@ def test_tf_data_service_on_loopback_serves_exact_passes(shards):
         every |= set(epoch)
     assert len(every) <= info.count
     with pytest.raises(pipeline.DataError, match="cannot be combined with --cache"):
-        pipeline.make_dataset(data_dir, "train", 32, training=True, data_service=dispatcher.target, cache="memory")
+        pipeline.train_dataset(pipeline.DataConfig(data_dir, batch=32, data_service=dispatcher.target, cache="memory"))
     result = trainer.train(trainer.TrainConfig(arch="tiny", data_dir=data_dir, run_dir="", runs_root="ram://svc",
                                                batch=32, epochs=1, precision="float32", progress=False,
                                                tf_data_service=dispatcher.target, evaluate_test=False))
     assert result["best_validation_accuracy"] >= 0
-    assert runs.read_json(os.path.join(result["run_dir"], "config.json"))["tf_data_service"] == dispatcher.target
+    assert storage.read_json(os.path.join(result["run_dir"], "config.json"))["tf_data_service"] == dispatcher.target
 
 
 def test_data_and_run_directories_can_be_gfile_urls(shards):

@@ -11,7 +11,16 @@ import pytest
 import tensorflow as tf
 
 from celeba_gender import convert, pipeline
-from celeba_gender.manifest import FILENAME
+from celeba_gender.pipeline import DataConfig
+from celeba_gender.storage import MANIFEST as FILENAME
+
+
+def train_ds(data_dir, batch, **options):
+    return pipeline.train_dataset(DataConfig(data_dir, batch=batch, **options))
+
+
+def eval_ds(data_dir, split, batch, **options):
+    return pipeline.eval_dataset(DataConfig(data_dir, batch=batch, **options), split)
 
 
 def ids_of(ds, n_batches=None) -> list[int]:
@@ -26,18 +35,18 @@ def ids_of(ds, n_batches=None) -> list[int]:
 
 def test_shapes_dtypes_and_value_ranges(shards):
     data_dir, manifest = shards
-    ds = pipeline.make_dataset(data_dir, "train", batch_size=16, training=True, seed=1)
+    ds = train_ds(data_dir, 16, seed=1)
     images, labels = next(iter(ds))
     assert images.dtype == tf.uint8 and images.shape == (16, 218, 178, 3)
     assert labels.dtype == tf.int32 and set(labels.numpy()) <= {0, 1}
     assert images.numpy().max() > 100 and images.numpy().min() < 60  # real pictures, not blank
-    half = pipeline.make_dataset(data_dir, "validation", 8, training=False, image_size=(109, 89))
+    half = eval_ds(data_dir, "validation", 8, image_size=(109, 89))
     images, _ = next(iter(half))
     assert images.shape[1:] == (109, 89, 3) and images.dtype == tf.uint8  # decoded at 1/2 scale
-    square = pipeline.make_dataset(data_dir, "validation", 8, training=False, image_size=(64, 64))
+    square = eval_ds(data_dir, "validation", 8, image_size=(64, 64))
     images, _ = next(iter(square))
     assert images.shape[1:] == (64, 64, 3) and images.dtype == tf.uint8  # centre crop + resize
-    weighted = pipeline.make_dataset(data_dir, "train", 8, training=True, sample_weights=True)
+    weighted = train_ds(data_dir, 8, class_weights=True)
     _, labels, weights = next(iter(weighted))
     info = pipeline.split_info(data_dir, "train")
     expected = np.array(pipeline.class_weights(info))[labels.numpy()]
@@ -47,17 +56,15 @@ def test_shapes_dtypes_and_value_ranges(shards):
 
 def test_half_scale_decode_matches_a_resize_closely(shards):
     data_dir, _ = shards
-    full = next(iter(pipeline.make_dataset(data_dir, "test", 4, training=False)))[0]
-    half = next(iter(pipeline.make_dataset(data_dir, "test", 4, training=False, image_size=(109, 89))))[0]
+    full = next(iter(eval_ds(data_dir, "test", 4)))[0]
+    half = next(iter(eval_ds(data_dir, "test", 4, image_size=(109, 89))))[0]
     resized = tf.image.resize(tf.cast(full, tf.float32), (109, 89), antialias=True)
     assert float(tf.reduce_mean(tf.abs(resized - tf.cast(half, tf.float32)))) < 6.0
 
 
-@pytest.mark.parametrize("cache", ["none", "memory", "file"])
-def test_evaluation_sees_every_example_exactly_once(shards, cache, tmp_path):
+def test_evaluation_sees_every_example_exactly_once(shards):
     data_dir, manifest = shards
-    cache_arg = str(tmp_path / "cache") if cache == "file" else cache
-    ds = pipeline.make_dataset(data_dir, "test", batch_size=7, training=False, cache=cache_arg)
+    ds = eval_ds(data_dir, "test", 7)
     labels = np.concatenate([l.numpy() for _, l in ds])
     n = manifest["splits"]["test"]["count"]
     assert len(labels) == n and np.bincount(labels).tolist() == list(manifest["splits"]["test"]["class_counts"].values())
@@ -65,15 +72,16 @@ def test_evaluation_sees_every_example_exactly_once(shards, cache, tmp_path):
     assert len(set(first)) == n and first == second  # deterministic order, no repeats
 
 
-@pytest.mark.parametrize("cache", ["none", "memory"])
-def test_each_training_epoch_is_one_exact_pass(shards, cache):
+@pytest.mark.parametrize("cache", ["none", "memory", "file"])
+def test_each_training_epoch_is_one_exact_pass(shards, cache, tmp_path):
     data_dir, manifest = shards
+    cache = str(tmp_path / "cache") if cache == "file" else cache
     n, batch = manifest["splits"]["train"]["count"], 32
     info = pipeline.split_info(data_dir, "train")
     steps = pipeline.steps_per_epoch(info, batch)
     assert steps == n // batch
-    every = set(ids_of(pipeline.make_dataset(data_dir, "train", n, training=False)))
-    it = iter(pipeline.make_dataset(data_dir, "train", batch, training=True, seed=3, cache=cache))
+    every = set(ids_of(eval_ds(data_dir, "train", n)))
+    it = iter(train_ds(data_dir, batch, seed=3, cache=cache))
     epochs = []
     for _ in range(3):
         epoch = []
@@ -87,14 +95,28 @@ def test_each_training_epoch_is_one_exact_pass(shards, cache):
     assert epochs[0] != epochs[1]  # reshuffled every epoch
 
 
+def test_a_file_cache_is_keyed_by_what_it_holds(shards, tmp_path):
+    # One --cache prefix shared by runs of other sizes, splits, workers or data must never serve their images.
+    data_dir, _ = shards
+    prefix = str(tmp_path / "cache")
+    for size in ((64, 52), (109, 89)):
+        images, _ = next(iter(train_ds(data_dir, 8, image_size=size, cache=prefix)))
+        assert images.shape[1:3] == size
+    halves = [pipeline.split_info(data_dir, "train", pipeline_id=i, num_pipelines=2) for i in range(2)]
+    names = {pipeline.cache_file(prefix, info, (64, 52), None) for info in halves}
+    names |= {pipeline.cache_file(prefix, halves[0], (64, 52), 100), pipeline.cache_file(prefix, halves[0], (55, 45), None)}
+    assert len(names) == 4
+    written = {f.split(".")[0] for f in os.listdir(tmp_path) if f.startswith("cache-")}
+    assert len(written) == 2 and all("-train-" in f for f in written)
+
+
 def test_two_input_pipelines_read_disjoint_files_that_cover_the_split(shards):
     data_dir, manifest = shards
-    infos = [pipeline.split_info(data_dir, "train", tf.distribute.InputContext(2, i, 2)) for i in range(2)]
+    infos = [pipeline.split_info(data_dir, "train", pipeline_id=i, num_pipelines=2) for i in range(2)]
     assert not set(infos[0].files) & set(infos[1].files)
     assert sorted(infos[0].files + infos[1].files) == sorted(
         os.path.join(data_dir, s["file"]) for s in manifest["splits"]["train"]["shards"])
-    seen = [set(ids_of(pipeline.make_dataset(data_dir, "train", 8, training=False,
-                                             input_context=tf.distribute.InputContext(2, i, 2)))) for i in range(2)]
+    seen = [set(ids_of(eval_ds(data_dir, infos[i], 8))) for i in range(2)]
     assert not seen[0] & seen[1]
     assert len(seen[0]) + len(seen[1]) == manifest["splits"]["train"]["count"]
 
@@ -104,8 +126,9 @@ def test_distributed_dataset_splits_the_global_batch_across_replicas(shards):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
 
     def dataset_fn(ctx):
-        return pipeline.make_dataset(data_dir, "train", ctx.get_per_replica_batch_size(16), training=True,
-                                     input_context=ctx)
+        info = pipeline.split_info(data_dir, "train", pipeline_id=ctx.input_pipeline_id,
+                                   num_pipelines=ctx.num_input_pipelines)
+        return pipeline.train_dataset(DataConfig(data_dir, batch=ctx.get_per_replica_batch_size(16)), info)
 
     dist = strategy.distribute_datasets_from_function(dataset_fn)
     images, labels = next(iter(dist))
@@ -125,10 +148,10 @@ def test_missing_shard_and_mismatched_shards_fail_clearly(shard_copy):
     data = open(os.path.join(shard_copy, victim), "rb").read()
     os.remove(os.path.join(shard_copy, victim))
     with pytest.raises(pipeline.DataError, match=rf"Shard .*{victim} listed in the manifest is missing"):
-        pipeline.make_dataset(shard_copy, "train", 8, training=True)
+        train_ds(shard_copy, 8)
     open(os.path.join(shard_copy, victim), "wb").write(data[:-10])
     with pytest.raises(pipeline.DataError, match="bytes but the manifest says"):
-        pipeline.make_dataset(shard_copy, "train", 8, training=True)
+        train_ds(shard_copy, 8)
     # Same size, one record fewer: only the record count can tell.
     manifest["splits"]["train"]["shards"][0]["records"] += 1
     json.dump(manifest, open(os.path.join(shard_copy, FILENAME), "w"))
@@ -139,7 +162,7 @@ def test_missing_shard_and_mismatched_shards_fail_clearly(shard_copy):
 
 def test_unfinished_or_absent_manifest_and_small_splits_fail_clearly(shard_copy, tmp_path):
     with pytest.raises(pipeline.DataError, match="No manifest.json in .*convert CelebA first"):
-        pipeline.make_dataset(str(tmp_path / "nothing"), "train", 8, training=True)
+        train_ds(str(tmp_path / "nothing"), 8)
     manifest = json.load(open(os.path.join(shard_copy, FILENAME)))
     info = pipeline.split_info(shard_copy, "test")
     with pytest.raises(pipeline.DataError, match="fewer than one batch"):
@@ -147,18 +170,17 @@ def test_unfinished_or_absent_manifest_and_small_splits_fail_clearly(shard_copy,
     with pytest.raises(pipeline.DataError, match="has no 'holdout' split"):
         pipeline.split_info(shard_copy, "holdout")
     with pytest.raises(pipeline.DataError, match="shard files for 99 input pipelines"):
-        pipeline.split_info(shard_copy, "test", tf.distribute.InputContext(99, 0, 1))
+        pipeline.split_info(shard_copy, "test", num_pipelines=99)
     manifest["status"] = "in_progress"
     json.dump(manifest, open(os.path.join(shard_copy, FILENAME), "w"))
     with pytest.raises(pipeline.DataError, match="not complete: run the same make_tfrecords.py command again"):
-        pipeline.make_dataset(shard_copy, "train", 8, training=True)
+        train_ds(shard_copy, 8)
 
 
 def test_memory_cache_that_cannot_fit_is_refused():
     with pytest.raises(pipeline.DataError, match="--cache=memory needs"):
-        pipeline.check_cache("memory", 10**9, (218, 178))
-    pipeline.check_cache("memory", 10, (218, 178))
-    pipeline.check_cache(None, 10**9, (218, 178))
+        pipeline.check_memory_cache(10**9, (218, 178))
+    pipeline.check_memory_cache(10, (218, 178))
 
 
 def test_host_augmentation_is_mapped_after_batching(shards):
@@ -169,7 +191,7 @@ def test_host_augmentation_is_mapped_after_batching(shards):
         seen_shapes.append(images.shape.rank)
         return tf.cast(images, tf.float32) / 2.0, labels
 
-    ds = pipeline.make_dataset(data_dir, "train", 8, training=True, host_augment=augment)
+    ds = pipeline.train_dataset(DataConfig(data_dir, batch=8), host_augment=augment)
     images, labels = next(iter(ds))
     assert seen_shapes == [4] and images.dtype == tf.float32 and float(tf.reduce_max(images)) <= 127.5
 
@@ -186,16 +208,16 @@ def test_gfile_urls_are_read_through_tf_io_gfile(shards):
     tf.io.gfile.makedirs(url)
     for name in [FILENAME] + [s["file"] for s in manifest["splits"]["test"]["shards"]]:
         tf.io.gfile.copy(os.path.join(data_dir, name), f"{url}/{name}", overwrite=True)
-    labels = np.concatenate([l.numpy() for _, l in pipeline.make_dataset(url, "test", 16, training=False)])
+    labels = np.concatenate([l.numpy() for _, l in eval_ds(url, "test", 16)])
     assert len(labels) == manifest["splits"]["test"]["count"]
     with pytest.raises(pipeline.DataError, match="is missing"):
-        pipeline.make_dataset(url, "train", 8, training=True)
+        train_ds(url, 8)
 
 
 def test_conversion_to_pipeline_round_trip_with_kaggle_layout(celeba_kaggle, tmp_path):
     out = str(tmp_path / "k")
     convert.convert(convert.ConvertConfig(celeba_dir=celeba_kaggle, out_dir=out, workers=1, progress=False))
-    n = sum(len(l) for _, l in pipeline.make_dataset(out, "validation", 4, training=False))
+    n = sum(len(l) for _, l in eval_ds(out, "validation", 4))
     assert n == json.load(open(os.path.join(out, FILENAME)))["splits"]["validation"]["count"]
 
 
@@ -204,7 +226,7 @@ def test_padded_evaluation_runs_fixed_full_batches_and_keeps_every_example_once(
     n = manifest["splits"]["test"]["count"]
     info = pipeline.split_info(data_dir, "test")
     steps = pipeline.eval_steps(info, 16) + 2  # two batches of pure padding, as another worker may need
-    batches = list(pipeline.make_dataset(data_dir, "test", 16, training=False, pad_to_steps=steps, replicas=2))
+    batches = list(pipeline.eval_dataset(DataConfig(data_dir, batch=16), info, pad_to_steps=steps, replicas=2))
     assert len(batches) == 2 * steps and all(b[0].shape[0] == 8 for b in batches)  # per-replica halves
     labels = np.concatenate([b[1].numpy() for b in batches])
     assert (labels >= 0).sum() == n and set(labels[labels < 0]) == {-1}

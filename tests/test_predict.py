@@ -100,7 +100,7 @@ def test_the_model_sees_the_same_pixels_as_in_training(trained_run, celeba_origi
     import keras
     import tensorflow as tf
 
-    from celeba_gender.pipeline import fit_to_size
+    from celeba_gender.decode import fit_to_size
 
     _, result = trained_run
     predictor = inference.Predictor(result["run_dir"])

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from celeba_gender import runs, study
+from celeba_gender import runs, storage, study
 
 
 def test_tables_show_mean_and_std_with_repeats():
@@ -43,9 +43,9 @@ def test_a_two_run_study_tabulates_and_a_rerun_skips_finished_runs(shards, tmp_p
     rows = study.run_study(config, echo=lines.append)
     assert len(rows) == 2 and all("test accuracy" in line for line in lines)
     for row in rows:  # each cell is that run's own test accuracy
-        summary = runs.read_json(os.path.join(row["run_dir"], "summary.json"))
+        summary = storage.read_json(os.path.join(row["run_dir"], "summary.json"))
         assert row["test_accuracy"] == summary["test"]["accuracy"]
-        assert runs.read_json(os.path.join(row["run_dir"], "config.json"))["epochs"] == row["value"]
+        assert storage.read_json(os.path.join(row["run_dir"], "config.json"))["epochs"] == row["value"]
     table = list(csv.reader(open(tmp_path / "study" / "study.csv")))
     assert table == [["epochs", "tiny"], ["1", f"{rows[0]['test_accuracy']:.4f}"],
                      ["2", f"{rows[1]['test_accuracy']:.4f}"]]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from celeba_gender import archs, evaluation, pipeline, runs, trainer
+from celeba_gender import archs, decode, evaluation, pipeline, runs, trainer
 from celeba_gender.summaries import image_grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +39,7 @@ def event_tags(directory: str) -> dict[str, set]:
 
 
 def dataset_loss(model: keras.Model, data_dir: str) -> float:
-    ds = pipeline.make_dataset(data_dir, "train", 64, training=False, image_size=(64, 52))
+    ds = pipeline.eval_dataset(pipeline.DataConfig(data_dir, (64, 52), 64), "train")
     probs, labels = zip(*[(model(tf.cast(x, tf.float32), training=False).numpy(), y.numpy()) for x, y in ds])
     return evaluation.compute_metrics(np.concatenate(probs), np.concatenate(labels), ["Female", "Male"])["log_loss"]
 
@@ -80,7 +80,7 @@ def test_saved_model_from_jpeg_bytes_equals_the_keras_model(trained_run, shards)
     parsed = [pipeline.records.parse_example(r, len(manifest["attribute_names"]))
               for r in tf.data.TFRecordDataset(files).take(6)]
     jpegs = tf.stack([p["image/encoded"] for p in parsed])
-    images = tf.stack([pipeline.fit_to_size(tf.io.decode_jpeg(j, channels=3), (64, 52)) for j in jpegs])
+    images = tf.stack([decode.fit_to_size(tf.io.decode_jpeg(j, channels=3), (64, 52)) for j in jpegs])
     expected = keras_model(images, training=False).numpy()
     from_jpeg = serving.signatures["serving_default"](jpeg=jpegs)
     from_images = serving.signatures["serve_images"](images=images)
@@ -156,7 +156,7 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(shards, tmp_pat
     assert two.returncode == 0, two.stderr[-2000:]
     assert "2 replica(s) (MirroredStrategy)" in two.stdout
     models = [keras.models.load_model(f"{tmp_path}/{name}/export/model.keras") for name in ("one", "two")]
-    images = next(iter(pipeline.make_dataset(data_dir, "validation", 32, training=False, image_size=(64, 52))))[0]
+    images = next(iter(pipeline.eval_dataset(pipeline.DataConfig(data_dir, (64, 52), 32), "validation")))[0]
     p1, p2 = (m(images, training=False).numpy() for m in models)
     untrained = archs.build_model(archs.ModelConfig(arch="tiny")).core(tf.cast(images, tf.float32)).numpy()
     # BatchNorm sees 16 examples per replica instead of 32, so the runs differ slightly, not like a new model.
@@ -168,7 +168,7 @@ def test_impossible_settings_fail_before_any_work(shards, tmp_path):
     data_dir, manifest = shards
     with pytest.raises(archs.ArchError, match="below inceptionv3's minimum of 75x75"):
         trainer.train(tiny_config(data_dir, str(tmp_path / "a"), arch="inceptionv3", image_size=(64, 64)))
-    with pytest.raises(trainer.TrainError, match="larger than the training split"):
+    with pytest.raises(pipeline.DataError, match="larger than the training split"):
         trainer.train(tiny_config(data_dir, str(tmp_path / "b"), batch=manifest["splits"]["train"]["count"] + 1))
     with pytest.raises(pipeline.DataError, match="No manifest.json in .*convert CelebA first"):
         trainer.train(tiny_config(str(tmp_path / "nothing"), str(tmp_path / "c")))

@@ -1,4 +1,4 @@
-"""CelebA's 40 attribute names and the label naming rule: the one place they are written down."""
+"""CelebA's 40 attribute names, its image size and the label naming rule: the one place they are written down."""
 
 # The column order of CelebA's list_attr_celeba.txt / .csv.
 ATTRIBUTE_NAMES = (
@@ -11,8 +11,9 @@ ATTRIBUTE_NAMES = (
     "Wearing_Necktie", "Young",
 )
 
-# CelebA's aligned-and-cropped images are all this size (height, width).
-IMAGE_HEIGHT, IMAGE_WIDTH = 218, 178
+# CelebA's aligned-and-cropped images are all this size: (height, width).
+CELEBA_SIZE = (218, 178)
+IMAGE_HEIGHT, IMAGE_WIDTH = CELEBA_SIZE
 
 
 def class_names(attribute: str) -> tuple[str, str]:

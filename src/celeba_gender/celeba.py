@@ -23,14 +23,14 @@ import os
 import numpy as np
 import pandas as pd
 
+from celeba_gender.errors import UserError
+
 ATTR_FILES = ("list_attr_celeba.txt", "list_attr_celeba.csv")
 PARTITION_FILES = ("list_eval_partition.txt", "list_eval_partition.csv")
 IDENTITY_FILES = ("identity_CelebA.txt", "identity_CelebA.csv")
-# Partition ids in list_eval_partition and the split names they stand for.
-PARTITION_NAMES = ("train", "validation", "test")
 
 
-class CelebaError(ValueError):
+class CelebaError(UserError):
     """A problem with the whole input (not one row): the message names it and the fix."""
 
 

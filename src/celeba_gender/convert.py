@@ -18,18 +18,14 @@ import pandas as pd
 from tqdm import tqdm
 
 import celeba_gender
-from celeba_gender import curation, manifest as manifest_lib, parallel, records, scan, writer
+from celeba_gender import curation, options, parallel, records, scan, storage, writer
 from celeba_gender.attributes import class_names
 from celeba_gender.celeba import (CelebaError, Dropped, attribute_columns, check_attribute, detect_layout,
                                   read_celeba)
+from celeba_gender.errors import UserError
+from celeba_gender.options import option
 
-# Reasons that mean the input itself is damaged (they count towards --max_bad_fraction); the others
-# (duplicate, near_duplicate, balanced_out, no_partition, no_identity) are curation choices.
-BAD_INPUT_REASONS = ("malformed_row", "bad_label", "unsafe_path", "duplicate_row", scan.MISSING,
-                     scan.UNREADABLE, scan.NOT_JPEG, scan.CORRUPT, scan.UNSUPPORTED)
-
-
-class ConvertError(RuntimeError):
+class ConvertError(UserError):
     """The conversion cannot go on; the message says why and what to do."""
 
 
@@ -37,23 +33,34 @@ class ConvertError(RuntimeError):
 class ConvertConfig:
     """Options of one conversion (the flags of make_tfrecords.py)."""
 
-    celeba_dir: str | None = None
-    out_dir: str = "tfrecords"
-    attribute: str = "Male"
-    split: str = "official"
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    limit: int = 0
-    balance: bool = False
-    dedupe: str = "exact"
-    near_threshold: int = curation.NEAR_THRESHOLD
-    num_shards: int = 0
-    shard_mb: float = 100.0
-    workers: int = 0  # 0: one per CPU
-    seed: int = 42
-    overwrite: bool = False
-    max_bad_fraction: float = 0.01
-    synthetic: int = 0  # >0: generate a synthetic CelebA of this many images into celeba_dir first
-    progress: bool = True
+    celeba_dir: str | None = option(None, "CelebA folder: list_attr_celeba.txt (or Kaggle's .csv) and "
+                                    "img_align_celeba/. Required unless --synthetic is set (then it is where the "
+                                    "synthetic dataset is written).")
+    out_dir: str = option("tfrecords", "Where shards and manifest.json go.")
+    attribute: str = option("Male", "The attribute to classify (any column of the attribute file).")
+    split: str = option("official", "official: CelebA's identity-disjoint list_eval_partition; identity: a random "
+                        "identity-disjoint split by --split_fractions (needs identity_CelebA.txt); seed: the source "
+                        "study's random split, replayed draw for draw (leaks identities; for reproduction only).",
+                        choices=curation.SPLIT_MODES)
+    split_fractions: tuple[float, float, float] = option((0.8, 0.1, 0.1), "train,validation,test fractions for "
+                                                         "--split=identity.", lower=0)
+    limit: int = option(0, "Use this many rows drawn at random (df.sample with --seed); 0 = all.", lower=0)
+    balance: bool = option(False, "Undersample the majority class (per split; before the split for --split=seed).")
+    dedupe: str = option("exact", "Drop copies before splitting: exact = byte-identical files; near = also "
+                         "perceptual-hash near-copies (slower); none = keep them (copies may leak).",
+                         choices=curation.DEDUPE_MODES)
+    near_threshold: int = option(curation.NEAR_THRESHOLD, "Max differing bits of the 256-bit perceptual hashes for "
+                                 "--dedupe=near.", lower=0, upper=31)
+    num_shards: int = option(0, "Shards per split; 0 = enough for --shard_mb each (at least 8).", lower=0)
+    shard_mb: float = option(100.0, "Target shard size in MB when --num_shards=0.", lower=0.001)
+    workers: int = option(0, "Worker processes for reading and writing; 0 = one per CPU.", lower=0)
+    seed: int = option(42, "Seed of every random draw (sampling, balancing, splits, shard order).")
+    overwrite: bool = option(False, "Replace shards in --out_dir that were made with other options.")
+    max_bad_fraction: float = option(0.01, "Fail (after writing the report) when more than this fraction of rows "
+                                     "or files is unusable.", lower=0.0, upper=1.0)
+    synthetic: int = option(0, "Generate a synthetic CelebA of this many images (into --celeba_dir, or beside "
+                            "--out_dir) and convert it.", lower=0)
+    progress: bool = option(True, "Show progress bars.")
 
     def plan_options(self) -> dict:
         """The options that decide the shards' content (and so the plan fingerprint)."""
@@ -64,15 +71,8 @@ class ConvertConfig:
         return out
 
     def __post_init__(self):
-        if self.split not in curation.SPLIT_MODES:
-            raise ConvertError(f"--split={self.split}: choose one of {', '.join(curation.SPLIT_MODES)}.")
-        if self.dedupe not in curation.DEDUPE_MODES:
-            raise ConvertError(f"--dedupe={self.dedupe}: choose one of {', '.join(curation.DEDUPE_MODES)}.")
-        if self.limit < 0 or self.num_shards < 0 or self.shard_mb <= 0 or self.workers < 0:
-            raise ConvertError("--limit, --num_shards and --workers must be >= 0 and --shard_mb > 0.")
-        if not 0 <= self.max_bad_fraction <= 1:
-            raise ConvertError("--max_bad_fraction is a fraction between 0 and 1 (0.01 = 1%).")
-        if len(self.split_fractions) != 3 or min(self.split_fractions) < 0 or sum(self.split_fractions) <= 0:
+        options.validate(self)
+        if len(self.split_fractions) != 3 or sum(self.split_fractions) <= 0:
             raise ConvertError("--split_fractions takes three non-negative numbers: train,validation,test.")
 
 
@@ -100,8 +100,8 @@ def ensure_synthetic(directory: str, num_images: int, seed: int, workers: int) -
 def check_out_dir(config: ConvertConfig) -> None:
     """Refuses, before any work, to mix shards made with other options into ``out_dir``."""
     try:
-        previous = manifest_lib.read_local(config.out_dir)
-    except manifest_lib.ManifestError:
+        previous = storage.find_manifest(config.out_dir)
+    except storage.ManifestError:
         previous = {"options": "unreadable"}
     if previous and previous.get("options") != config.plan_options() and not config.overwrite:
         raise ConvertError(
@@ -191,8 +191,8 @@ def convert(config: ConvertConfig) -> dict:
 
     names = class_names(config.attribute)
     manifest = {
-        "format_version": manifest_lib.FORMAT_VERSION,
-        "status": manifest_lib.IN_PROGRESS,
+        "format_version": storage.FORMAT_VERSION,
+        "status": storage.IN_PROGRESS,
         "created_by": f"celeba_gender {celeba_gender.__version__}",
         "source": {"dir": layout.root, "form": layout.form, "attribute_file": os.path.basename(layout.attr_file),
                    "rows": rows_in_file, "scanned": len(candidates), "synthetic": config.synthetic or None},
@@ -213,10 +213,10 @@ def convert(config: ConvertConfig) -> dict:
         manifest["seed_protocol"] = seed_info
     failures = [p for p in problems if p]
     if failures or plan.empty:
-        manifest["status"] = manifest_lib.FAILED
+        manifest["status"] = storage.FAILED
         os.makedirs(config.out_dir, exist_ok=True)
-        manifest_lib.write_atomic(config.out_dir, manifest)
-        where = os.path.join(config.out_dir, manifest_lib.FILENAME)
+        storage.write_json(os.path.join(config.out_dir, storage.MANIFEST), manifest)
+        where = os.path.join(config.out_dir, storage.MANIFEST)
         if failures:
             raise ConvertError("; ".join(failures) + f". Every bad row and its reason is listed in {where} "
                                "('dropped'). Fix or remove them, or raise --max_bad_fraction.")
@@ -282,7 +282,7 @@ def format_summary(manifest: dict, out_dir: str) -> str:
     lines.append(f"{'total':<11}{total:>9,}")
     if manifest["dropped_counts"]:
         lines.append("dropped: " + ", ".join(f"{k} {v:,}" for k, v in manifest["dropped_counts"].items())
-                     + f"  (each listed in {os.path.join(out_dir, manifest_lib.FILENAME)})")
+                     + f"  (each listed in {os.path.join(out_dir, storage.MANIFEST)})")
     else:
         lines.append("dropped: none")
     if "seed_protocol" in manifest:

@@ -17,13 +17,14 @@ import numpy as np
 import tensorflow as tf
 from sklearn import metrics as skm
 
-from celeba_gender import archs, pipeline, plots, runs
+from celeba_gender import archs, pipeline, plots, runs, storage
+from celeba_gender.errors import UserError
 from celeba_gender.summaries import Summaries
 
 CHECKPOINTS = ("best", "last")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError):
     """A run that cannot be evaluated as asked; the message says why."""
 
 
@@ -104,10 +105,16 @@ def load_model(run_dir: str, checkpoint: str = "best") -> tuple[keras.Model, dic
     return model.core, {**config, "image_size": list(model.image_size), "checkpoint_path": path}
 
 
-def predict_split(model: keras.Model, data_dir: str, split: str, image_size, batch: int):
+def _metadata_batches(data_dir: str, split: str, image_size, batch: int, manifest: dict | None):
+    info = pipeline.split_info(data_dir, split, manifest)
+    config = pipeline.DataConfig(data_dir, tuple(image_size) if image_size else None, batch)
+    return pipeline.eval_dataset(config, info, with_metadata=True)
+
+
+def predict_split(model: keras.Model, data_dir: str, split: str, image_size, batch: int,
+                  manifest: dict | None = None):
     """(probabilities, labels, file names, attributes) for every example of ``split``, in shard order."""
-    ds = pipeline.make_dataset(data_dir, split, batch, training=False, image_size=tuple(image_size),
-                               with_metadata=True)
+    ds = _metadata_batches(data_dir, split, image_size, batch, manifest)
     out = ([], [], [], [])
     for images, labels, names, attrs in ds:
         out[0].append(np.asarray(model(tf.cast(images, tf.float32), training=False), np.float32))
@@ -117,12 +124,10 @@ def predict_split(model: keras.Model, data_dir: str, split: str, image_size, bat
     return np.concatenate(out[0]), np.concatenate(out[1]), out[2], np.concatenate(out[3])
 
 
-def fetch_images(data_dir: str, split: str, image_size, wanted: set[str]) -> dict[str, np.ndarray]:
+def fetch_images(data_dir: str, split: str, image_size, wanted: set[str], manifest: dict) -> dict[str, np.ndarray]:
     """The decoded images of the named files of a split (a second pass, so predictions keep no images)."""
     found = {}
-    size = tuple(image_size) if image_size else None
-    for images, _, names, _ in pipeline.make_dataset(data_dir, split, 256, training=False, image_size=size,
-                                                       with_metadata=True):
+    for images, _, names, _ in _metadata_batches(data_dir, split, image_size, 256, manifest):
         for image, name in zip(images.numpy(), names.numpy()):
             if name.decode() in wanted:
                 found[name.decode()] = image
@@ -141,9 +146,9 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
     error galleries; returns the report."""
     model, config = load_model(run_dir, checkpoint)
     data_dir = data_dir or config["data_dir"]
-    manifest = pipeline.read_manifest(data_dir)
+    manifest = storage.read_manifest(data_dir)
     class_names = list(manifest["class_names"])
-    probs, labels, names, attrs = predict_split(model, data_dir, split, config["image_size"], batch)
+    probs, labels, names, attrs = predict_split(model, data_dir, split, config["image_size"], batch, manifest)
     report = {"run_dir": run_dir, "split": split, "checkpoint": checkpoint, "data_dir": data_dir,
               "attribute": manifest["attribute"], **compute_metrics(probs, labels, class_names)}
     report["subgroups"] = subgroup_accuracy(probs, labels, attrs, manifest["attribute_names"], manifest["attribute"],
@@ -157,10 +162,8 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
     wanted = {e["filename"] for errors in report["errors"].values() for e in errors}
     images = {}
     if wanted:  # shown at the stored resolution (218x178 for CelebA), not the model's
-        try:
-            images = fetch_images(data_dir, split, None, wanted)
-        except pipeline.DataError:  # shards of mixed image sizes
-            images = fetch_images(data_dir, split, config["image_size"], wanted)
+        stored = storage.stored_size(manifest)  # None: shards of mixed image sizes
+        images = fetch_images(data_dir, split, stored or config["image_size"], wanted, manifest)
     files = {"confusion_matrix": plots.save_confusion_matrix(report, os.path.join(out, "confusion_matrix.png"))}
     history = os.path.join(run_dir, "history.csv")
     if tf.io.gfile.exists(history):
@@ -169,7 +172,7 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
         actual, predicted = key.split("_as_")
         files[key] = plots.save_gallery(errors, images, actual, predicted, os.path.join(out, f"errors_{key}.png"))
     report["files"] = files
-    runs.write_json(os.path.join(out, "report.json"), report)
+    storage.write_json(os.path.join(out, "report.json"), report)
     markdown = plots.report_markdown(report)
     with tf.io.gfile.GFile(os.path.join(out, "report.md"), "w") as f:
         f.write(markdown)

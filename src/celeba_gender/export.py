@@ -3,8 +3,8 @@
 Both take the images as the pipeline gives them (uint8 RGB, any batch): the arch's preprocessing is
 inside the model, so what is exported is what was trained. The SavedModel has two signatures:
 
-- ``serving_default`` (alias of ``serve_jpeg``): a batch of encoded JPEG/PNG strings; each is decoded,
-  centre-cropped to the model's aspect ratio and resized like the training pipeline does;
+- ``serving_default`` (alias of ``serve_jpeg``): a batch of encoded JPEG/PNG strings; each is decoded to the
+  model's size by :func:`celeba_gender.decode.decode_image`, the training pipeline's own rule;
 - ``serve_images``: uint8 images ``[N, height, width, 3]``.
 
 Both return ``probabilities`` [N, classes], ``class_id`` [N] and ``class_name`` [N].
@@ -18,7 +18,7 @@ import os
 import keras
 import tensorflow as tf
 
-from celeba_gender.pipeline import fit_to_size
+from celeba_gender.decode import decode_image
 
 
 def inference_model(core: keras.Model, image_size: tuple[int, int], augment: keras.layers.Layer | None = None
@@ -49,10 +49,9 @@ def export(model: keras.Model, export_dir: str, image_size: tuple[int, int], cla
         return outputs(model(images, training=False))
 
     def serve_jpeg(encoded):
-        def decode(e):  # JPEG, PNG, BMP or GIF (first frame), any size
-            return fit_to_size(tf.io.decode_image(e, channels=3, expand_animations=False), image_size)
-
-        images = tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec((*image_size, 3), tf.uint8))
+        # JPEG, PNG, BMP or GIF (first frame), any size: decoded exactly as training and evaluation decode.
+        images = tf.map_fn(lambda e: decode_image(e, image_size), encoded,
+                           fn_output_signature=tf.TensorSpec((*image_size, 3), tf.uint8))
         return serve_images(images)
 
     archive = keras.export.ExportArchive()

@@ -132,7 +132,7 @@ def crop_like_celeba(image: np.ndarray, box: tuple[int, int, int, int], size: tu
 
 def centre_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The largest central crop with the model's aspect ratio, resized (what the training pipeline does)."""
-    from celeba_gender.pipeline import fit_to_size
+    from celeba_gender.decode import fit_to_size
 
     return np.asarray(fit_to_size(image, size))
 

@@ -181,7 +181,7 @@ class TrainLoop:
 
     def predict(self, dataset) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities [N, classes] and labels [N] for every example of a (distributed) eval dataset;
-        padding examples (label -1, see pipeline.make_dataset's pad_to_steps) are dropped."""
+        padding examples (label -1, see pipeline.eval_dataset's pad_to_steps) are dropped."""
         probs, labels = [np.zeros((0, self.config.num_classes), np.float32)], [np.zeros((0,), np.int32)]
         for batch in dataset:
             p, y = self._eval(batch)

@@ -14,30 +14,12 @@ import os
 
 import tensorflow as tf
 
+from celeba_gender import storage
+
 CONFIG = "config.json"
 FLAGS = "flags.txt"
 STATUS = "status.json"
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
-
-
-def read_json(path: str) -> dict | None:
-    """A JSON file (local or tf.io.gfile), or None when it is absent or unreadable."""
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError:
-            return None
-
-
-def write_json(path: str, value: dict) -> None:
-    """Writes JSON atomically (temporary file + rename), locally or through tf.io.gfile."""
-    tmp = f"{path}.tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump(value, f, indent=1, default=str)
-        f.write("\n")
-    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def comparable(config: dict) -> dict:
@@ -55,8 +37,8 @@ def find_resumable(runs_root: str, arch: str, config: dict) -> str | None:
                         reverse=True)
     for name in candidates:
         run_dir = os.path.join(runs_root, name.rstrip("/"))
-        recorded = read_json(os.path.join(run_dir, CONFIG))
-        status = (read_json(os.path.join(run_dir, STATUS)) or {}).get("status")
+        recorded = storage.read_json(os.path.join(run_dir, CONFIG))
+        status = (storage.read_json(os.path.join(run_dir, STATUS)) or {}).get("status")
         if recorded is not None and status != COMPLETE and comparable(recorded) == comparable(config):
             return run_dir
     return None
@@ -69,17 +51,17 @@ def new_run_dir(runs_root: str, arch: str) -> str:
 
 def status(run_dir: str) -> dict:
     """The run's status record ({} before the first write)."""
-    return read_json(os.path.join(run_dir, STATUS)) or {}
+    return storage.read_json(os.path.join(run_dir, STATUS)) or {}
 
 
 def set_status(run_dir: str, value: str, **extra) -> None:
-    write_json(os.path.join(run_dir, STATUS), {"status": value, **extra})
+    storage.write_json(os.path.join(run_dir, STATUS), {"status": value, **extra})
 
 
 def record(run_dir: str, config, flags_text: str) -> None:
     """Writes config.json and flags.txt (a flagfile that reruns, or resumes, this run) before training."""
     tf.io.gfile.makedirs(run_dir)
-    write_json(os.path.join(run_dir, CONFIG), dataclasses.asdict(config))
+    storage.write_json(os.path.join(run_dir, CONFIG), dataclasses.asdict(config))
     lines = [f"--run_dir={run_dir}" if line.startswith("--run_dir=") else line for line in flags_text.splitlines()]
     with tf.io.gfile.GFile(os.path.join(run_dir, FLAGS), "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -87,7 +69,7 @@ def record(run_dir: str, config, flags_text: str) -> None:
 
 def read_config(run_dir: str) -> dict:
     """config.json of a run, or an error naming the directory."""
-    config = read_json(os.path.join(run_dir, CONFIG))
+    config = storage.read_json(os.path.join(run_dir, CONFIG))
     if config is None:
         raise FileNotFoundError(f"{run_dir} has no readable {CONFIG}: is it a train.py run directory?")
     return config

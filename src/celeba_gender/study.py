@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from celeba_gender import runs
+from celeba_gender import runs, storage
 
 VARY = ("epochs", "dataset_size", "batch", "none")
 
@@ -141,7 +141,7 @@ def run_study(config: StudyConfig, echo=print) -> list[dict]:
 
 
 def _result(spec: RunSpec) -> dict:
-    summary = runs.read_json(os.path.join(spec.run_dir, "summary.json")) or {}
+    summary = storage.read_json(os.path.join(spec.run_dir, "summary.json")) or {}
     test = summary.get("test", {})
     return {"arch": spec.arch, "value": spec.value, "seed": spec.seed, "run_dir": spec.run_dir,
             "test_accuracy": test.get("accuracy", float("nan")), "test_roc_auc": test.get("roc_auc", float("nan")),

@@ -13,7 +13,6 @@ Record framing (tensorflow/core/lib/io/record_writer.cc):
 from __future__ import annotations
 
 import functools
-import hashlib
 import numbers
 import os
 import struct
@@ -117,58 +116,3 @@ def encode_example(features: Mapping[str, bytes | str | int | float | Sequence])
     """
     entries = b"".join(_field(1, _key(key) + _field(2, _feature(features[key]))) for key in sorted(features))
     return _field(1, entries)
-
-
-class ShardWriter:
-    """Writes framed records to ``path`` through a temporary name; :meth:`commit` renames it into place.
-
-    The sha256 of the file is computed while writing, so the manifest's checksum costs no second read.
-    A writer that is not committed (an exception, Ctrl-C, kill -9) leaves only a temporary file, which the
-    next run removes: a file with the final name is always complete.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        self.tmp_path = temporary_name(path)
-        self._file = open(self.tmp_path, "wb")
-        self._sha = hashlib.sha256()
-        self.records = 0
-        self.bytes = 0
-
-    def write(self, serialized: bytes) -> None:
-        framed = frame_record(serialized)
-        self._file.write(framed)
-        self._sha.update(framed)
-        self.records += 1
-        self.bytes += len(framed)
-
-    def commit(self) -> str:
-        """Flushes to disk, renames to the final name and returns the file's sha256."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self.tmp_path, self.path)
-        return self._sha.hexdigest()
-
-    def abort(self) -> None:
-        self._file.close()
-        if os.path.exists(self.tmp_path):
-            os.remove(self.tmp_path)
-
-
-TMP_MARK = ".tmp-"
-
-
-def temporary_name(path: str) -> str:
-    """Where a shard is written before it is complete: hidden, and tagged with the writing process."""
-    head, tail = os.path.split(path)
-    return os.path.join(head, f".{tail}{TMP_MARK}{os.getpid()}")
-
-
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            sha.update(block)
-    return sha.hexdigest()

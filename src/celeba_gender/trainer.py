@@ -24,8 +24,11 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from celeba_gender import archs, distribute, evaluation, export, loop, pipeline, runs
+from celeba_gender import archs, distribute, evaluation, export, loop, pipeline, runs, storage
+from celeba_gender.feed import Feed
+from celeba_gender.pipeline import DataConfig
 from celeba_gender.augment import AugmentConfig, augment_batch_on_host, make_augmenter, mix_batch
+from celeba_gender.errors import UserError
 from celeba_gender.summaries import Summaries
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -33,7 +36,7 @@ LR_SCHEDULES = ("constant", "cosine")
 AUGMENT_ON = ("device", "host", "none")
 
 
-class TrainError(RuntimeError):
+class TrainError(UserError):
     """The run cannot start or go on; the message says why and what to do."""
 
 
@@ -144,75 +147,6 @@ def current_lr(optimizer, step: int) -> float:
     return float(keras.ops.convert_to_numpy(lr))
 
 
-class _Data:
-    """The run's datasets and their sizes, for a strategy (one input pipeline per worker)."""
-
-    def __init__(self, config: TrainConfig, strategy: tf.distribute.Strategy, image_size: tuple[int, int]):
-        self.config, self.strategy, self.image_size = config, strategy, image_size
-        self.manifest = pipeline.read_manifest(config.data_dir)
-        self.workers = distribute.num_workers(strategy)
-        replicas = strategy.num_replicas_in_sync
-        if config.batch % replicas:
-            raise TrainError(f"--batch={config.batch} does not split evenly over {replicas} replicas: use a "
-                             f"multiple of {replicas}.")
-        self.worker_batch = config.batch // self.workers
-        self.local_replicas = replicas // self.workers
-        contexts = [tf.distribute.InputContext(self.workers, i, replicas) for i in range(self.workers)]
-        self.has_test = bool(self.manifest["splits"].get("test", {}).get("shards"))
-        # What each worker's input pipeline reads of each split, checked against the manifest once here.
-        self.infos = {split: [pipeline.split_info(config.data_dir, split, ctx if self.workers > 1 else None,
-                                                  manifest=self.manifest) for ctx in contexts]
-                      for split in ("train", "validation", "test")[:3 if self.has_test else 2]}
-        infos = self.infos["train"]
-        if self.worker_batch > min(i.count for i in infos):
-            raise TrainError(f"--batch={config.batch} is larger than the training split ({infos[0].count:,} "
-                             f"examples{' per worker' if self.workers > 1 else ''}): lower --batch.")
-        # Every worker must run the same number of steps (collectives would wait forever otherwise).
-        self.steps_per_epoch = min(pipeline.steps_per_epoch(i, self.worker_batch) for i in infos)
-        self.max_examples = self.steps_per_epoch * self.worker_batch if self.workers > 1 else None
-        # Evaluation: as many (padded) steps on every worker as the worker with the most examples needs.
-        self.eval_steps = {split: max(pipeline.eval_steps(i, self.worker_batch) for i in self.infos[split])
-                           for split in self.infos if split != "train"}
-        self.class_names = list(self.manifest["class_names"])
-        cache = config.cache
-        if cache == "auto" and config.tf_data_service:
-            cache = "none"  # the service workers decode every pass
-        if cache == "auto":  # memory when the decoded training split fits comfortably, else none
-            try:
-                pipeline.check_cache("memory", infos[0].count, image_size)
-                cache = "memory"
-            except pipeline.DataError:
-                cache = "none"
-        self.cache = cache
-
-    def _fn(self, split: str, training: bool, host_augment=None):
-        c = self.config
-
-        def dataset_fn(ctx: tf.distribute.InputContext):
-            return pipeline.make_dataset(
-                c.data_dir, split, self.worker_batch, training=training, image_size=self.image_size,
-                cache=self.cache if training else None, info=self.infos[split][ctx.input_pipeline_id],
-                deterministic=c.deterministic or not training, seed=c.seed, shuffle_buffer=c.shuffle_buffer,
-                sample_weights=c.class_weights and training, host_augment=host_augment,
-                replicas=self.local_replicas, max_examples=self.max_examples if training else None,
-                pad_to_steps=None if training else self.eval_steps[split],
-                data_service=c.tf_data_service if training else "")
-        return dataset_fn
-
-    def train(self, host_augment=None):
-        ds = self.strategy.distribute_datasets_from_function(self._fn("train", True, host_augment))
-        return iter(ds)
-
-    def evaluation(self, split: str):
-        return self.strategy.distribute_datasets_from_function(self._fn(split, False))
-
-    def sample_batch(self, n: int = 16) -> np.ndarray:
-        """A few training images (before augmentation) for the TensorBoard grid."""
-        ds = pipeline.make_dataset(self.config.data_dir, "train", n, training=True, image_size=self.image_size,
-                                   seed=self.config.seed, info=self.infos["train"][0])
-        return next(iter(ds))[0]
-
-
 def _write_history(run_dir: str, row: dict) -> None:
     path = os.path.join(run_dir, "history.csv")
     new = not tf.io.gfile.exists(path)
@@ -239,7 +173,9 @@ def train(config: TrainConfig, flags_text: str = "") -> dict:
                                      head=config.head, trainable_layers=config.trainable_layers,
                                      dropout=config.dropout)
     image_size = archs.image_size(model_config)
-    data = _Data(config, strategy, image_size)
+    data = Feed(DataConfig(config.data_dir, batch=config.batch, cache=config.cache, shuffle_buffer=config.shuffle_buffer,
+                           seed=config.seed, deterministic=config.deterministic, class_weights=config.class_weights,
+                           data_service=config.tf_data_service), strategy, image_size)
     run_dir = config.run_dir or runs.find_resumable(config.runs_root, config.arch, dataclasses.asdict(config)) \
         or runs.new_run_dir(config.runs_root, config.arch)
     resumed = bool(runs.status(run_dir))
@@ -261,7 +197,7 @@ def train(config: TrainConfig, flags_text: str = "") -> dict:
         mix = lambda images, labels: mix_batch(images, labels, model_config.num_classes, config.augment)  # noqa: E731
     host_augment = None
     if config.augment_on == "host":
-        host_augment = lambda images, labels: augment_batch_on_host(images, labels, config.augment)  # noqa: E731
+        host_augment = lambda images, labels, *rest: (*augment_batch_on_host(images, labels, config.augment), *rest)  # noqa: E731
     train_loop = loop.TrainLoop(strategy, model.core, optimizer,
                                 loop.LoopConfig(config.batch, config.steps_per_execution, config.jit_compile,
                                                 config.label_smoothing, model_config.num_classes,
@@ -367,7 +303,7 @@ def train(config: TrainConfig, flags_text: str = "") -> dict:
         result["test"] = {k: report[k] for k in ("count", "accuracy", "accuracy_ci95", "balanced_accuracy",
                                                  "roc_auc", "log_loss", "confusion_matrix", "class_names")}
         result["report"] = evaluation.report_dir(run_dir, "test", report["checkpoint"])
-    runs.write_json(os.path.join(run_dir, "summary.json"), result)
+    storage.write_json(os.path.join(run_dir, "summary.json"), result)
     runs.set_status(run_dir, runs.COMPLETE)
     return result
 

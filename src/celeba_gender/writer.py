@@ -1,6 +1,6 @@
 """Writes a plan into TFRecord shards: in parallel processes, atomically, resumably; keeps manifest.json.
 
-Atomic: a shard is written under a temporary name and renamed when complete (tfrecord_file.ShardWriter).
+Atomic: a shard is written under a temporary name and renamed when complete (:class:`ShardWriter`).
 Resumable: after each finished shard the manifest (status ``in_progress``) records its checksum; a rerun
 with the same plan keeps every shard whose file still has that checksum and writes only the rest, so an
 interrupted run (Ctrl-C, kill -9) ends with exactly the files a clean run makes.
@@ -16,11 +16,11 @@ import math
 import os
 from collections.abc import Callable, Sequence
 
-from celeba_gender import manifest as manifest_lib
-from celeba_gender import parallel, records, tfrecord_file
+from celeba_gender import parallel, records, storage, tfrecord_file
+from celeba_gender.errors import UserError
 
 
-class ChangedFileError(RuntimeError):
+class ChangedFileError(UserError):
     """An image file changed between the scan and the write."""
 
 
@@ -35,7 +35,62 @@ class ShardSpec:
 
     @property
     def file(self) -> str:
-        return manifest_lib.shard_name(self.split, self.index, self.num_shards)
+        return storage.shard_name(self.split, self.index, self.num_shards)
+
+
+class ShardWriter:
+    """Writes framed records to ``path`` through a temporary name; :meth:`commit` renames it into place.
+
+    The sha256 of the file is computed while writing, so the manifest's checksum costs no second read.
+    A writer that is not committed (an exception, Ctrl-C, kill -9) leaves only a temporary file, which the
+    next run removes: a file with the final name is always complete.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.tmp_path = temporary_name(path)
+        self._file = open(self.tmp_path, "wb")
+        self._sha = hashlib.sha256()
+        self.records = 0
+        self.bytes = 0
+
+    def write(self, serialized: bytes) -> None:
+        framed = tfrecord_file.frame_record(serialized)
+        self._file.write(framed)
+        self._sha.update(framed)
+        self.records += 1
+        self.bytes += len(framed)
+
+    def commit(self) -> str:
+        """Flushes to disk, renames to the final name and returns the file's sha256."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.tmp_path, self.path)
+        return self._sha.hexdigest()
+
+    def abort(self) -> None:
+        self._file.close()
+        if os.path.exists(self.tmp_path):
+            os.remove(self.tmp_path)
+
+
+TMP_MARK = ".tmp-"
+
+
+def temporary_name(path: str) -> str:
+    """Where a shard is written before it is complete: hidden, and tagged with the writing process."""
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}{TMP_MARK}{os.getpid()}")
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            sha.update(block)
+    return sha.hexdigest()
 
 
 def num_shards_for(count: int, nbytes: int, num_shards: int, shard_mb: float, min_shards: int = 8) -> int:
@@ -68,13 +123,14 @@ def plan_fingerprint(options: dict, specs: Sequence[ShardSpec]) -> str:
 def write_shard(job: tuple[ShardSpec, str]) -> dict:
     """Writes one shard (in a worker process) and returns its manifest entry."""
     spec, out_dir = job
-    writer = tfrecord_file.ShardWriter(os.path.join(out_dir, spec.file))
+    writer = ShardWriter(os.path.join(out_dir, spec.file))
     try:
         for path, fields in spec.items:
             with open(path, "rb") as f:
                 data = f.read()
             if hashlib.sha256(data).hexdigest() != fields.sha256:
-                raise ChangedFileError(f"{path} changed while the conversion ran; run it again.")
+                raise ChangedFileError(f"{path} changed while the conversion ran (its sha256 is not the one "
+                                       "scanned): run the same command again; finished shards are kept.")
             writer.write(records.encode_example(data, fields))
         sha = writer.commit()
     except BaseException:
@@ -85,15 +141,15 @@ def write_shard(job: tuple[ShardSpec, str]) -> dict:
 
 def remove_temporary_files(out_dir: str) -> None:
     """Deletes what interrupted runs left half-written (never a complete shard)."""
-    for path in glob.glob(os.path.join(out_dir, f".*{tfrecord_file.TMP_MARK}*")):
+    for path in glob.glob(os.path.join(out_dir, f".*{TMP_MARK}*")):
         os.remove(path)
 
 
 def remove_shards(out_dir: str, keep: set[str] = frozenset()) -> None:
     """Deletes shard files (by the converter's naming) that are not in ``keep``."""
-    for path in glob.glob(os.path.join(out_dir, "*-of-*.tfrecord")):
-        if os.path.basename(path) not in keep:
-            os.remove(path)
+    for name in storage.local_shard_files(out_dir):
+        if name not in keep:
+            os.remove(os.path.join(out_dir, name))
 
 
 def reusable_shards(out_dir: str, previous: dict | None, fingerprint: str) -> dict[str, dict]:
@@ -104,7 +160,7 @@ def reusable_shards(out_dir: str, previous: dict | None, fingerprint: str) -> di
     for split in previous.get("splits", {}).values():
         for entry in split.get("shards", []):
             path = os.path.join(out_dir, entry["file"])
-            if os.path.exists(path) and tfrecord_file.file_sha256(path) == entry["sha256"]:
+            if os.path.exists(path) and file_sha256(path) == entry["sha256"]:
                 reusable[entry["file"]] = entry
     return reusable
 
@@ -116,15 +172,15 @@ def write_shards(specs: Sequence[ShardSpec], out_dir: str, manifest: dict, worke
     """
     os.makedirs(out_dir, exist_ok=True)
     remove_temporary_files(out_dir)
-    done = reusable_shards(out_dir, manifest_lib.read_local(out_dir), manifest["plan_fingerprint"])
+    done = reusable_shards(out_dir, storage.find_manifest(out_dir), manifest["plan_fingerprint"])
     remove_shards(out_dir, keep=set(done))
-    manifest["status"] = manifest_lib.IN_PROGRESS
+    manifest["status"] = storage.IN_PROGRESS
 
     def record(entry: dict) -> None:
         done[entry["file"]] = entry
         for split, info in manifest["splits"].items():
             info["shards"] = [done[s.file] for s in specs if s.split == split and s.file in done]
-        manifest_lib.write_atomic(out_dir, manifest)
+        storage.write_json(os.path.join(out_dir, storage.MANIFEST), manifest)
 
     record_sizes = {s.file: len(s.items) for s in specs}
     for entry in list(done.values()):
@@ -133,15 +189,15 @@ def write_shards(specs: Sequence[ShardSpec], out_dir: str, manifest: dict, worke
             progress(record_sizes[entry["file"]])
     todo = [(s, out_dir) for s in specs if s.file not in done]
     if not done:
-        manifest_lib.write_atomic(out_dir, manifest)
+        storage.write_json(os.path.join(out_dir, storage.MANIFEST), manifest)
     # Largest shards first, so the last worker to finish is not the one holding the biggest file.
     todo.sort(key=lambda job: -len(job[0].items))
     for entry in parallel.imap(write_shard, todo, workers, ordered=False):
         record(entry)
         if progress:
             progress(entry["records"])
-    manifest["status"] = manifest_lib.COMPLETE
+    manifest["status"] = storage.COMPLETE
     for info in manifest["splits"].values():
         info["bytes"] = sum(e["bytes"] for e in info["shards"])
-    manifest_lib.write_atomic(out_dir, manifest)
+    storage.write_json(os.path.join(out_dir, storage.MANIFEST), manifest)
     return manifest

@@ -15,11 +15,11 @@ import keras
 
 from celeba_gender.archs import applications, scratch
 from celeba_gender.archs.layers import HEADS, Preprocess, classification_head
+from celeba_gender.attributes import CELEBA_SIZE
+from celeba_gender.errors import UserError
 
-CELEBA_SIZE = (218, 178)  # (height, width) of CelebA's aligned crops
 
-
-class ArchError(ValueError):
+class ArchError(UserError):
     """A model that cannot be built as asked; the message names the problem and the fix."""
 
 

@@ -12,10 +12,12 @@ import os
 
 import keras
 
+from celeba_gender.errors import UserError
+
 WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError):
     """ImageNet (or local) weights that cannot be used; the message says where to put which file."""
 
 

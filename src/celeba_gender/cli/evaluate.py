@@ -8,8 +8,7 @@ import sys
 from absl import app, flags, logging
 
 from celeba_gender import evaluation, plots
-from celeba_gender.manifest import ManifestError
-from celeba_gender.pipeline import DataError
+from celeba_gender.storage import DataError
 
 flags.DEFINE_string("run_dir", None, "A train.py run directory (required).")
 flags.DEFINE_enum("split", "test", ("train", "validation", "test"), "The split to evaluate, every example once.")
@@ -34,7 +33,7 @@ def main(argv: list[str]) -> None:
     try:
         report = evaluation.evaluate_run(FLAGS.run_dir, FLAGS.split, FLAGS.checkpoint, FLAGS.data_dir, FLAGS.batch,
                                          FLAGS.gallery_size, FLAGS.min_subgroup)
-    except (evaluation.EvaluationError, DataError, ManifestError, FileNotFoundError) as e:
+    except (evaluation.EvaluationError, DataError, FileNotFoundError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
         sys.exit(2)
     out = evaluation.report_dir(FLAGS.run_dir, FLAGS.split, FLAGS.checkpoint)

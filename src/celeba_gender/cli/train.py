@@ -9,8 +9,8 @@ from absl import app, flags, logging
 from celeba_gender import archs, distribute, trainer
 from celeba_gender.archs.applications import WeightsError
 from celeba_gender.augment import AugmentConfig
-from celeba_gender.manifest import ManifestError
-from celeba_gender.pipeline import DEFAULT_SHUFFLE_BUFFER, DataError
+from celeba_gender.pipeline import DEFAULT_SHUFFLE_BUFFER
+from celeba_gender.storage import DataError
 
 flags.DEFINE_enum("arch", None, archs.ARCH_NAMES, "Architecture (required): the source's five are alexnet, "
                   "resnet50v2, inceptionv3, vgg16, densenet201; also efficientnetv2b0, small (CPU demos), "
@@ -107,7 +107,7 @@ def flags_text() -> str:
 
 
 # Problems with the input or the flags: one line, no traceback.
-USER_ERRORS = (trainer.TrainError, archs.ArchError, WeightsError, DataError, ManifestError,
+USER_ERRORS = (trainer.TrainError, archs.ArchError, WeightsError, DataError,
                distribute.DistributeError)
 
 

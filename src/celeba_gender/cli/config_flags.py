@@ -1,0 +1,118 @@
+"""absl flags derived from a config class's option declarations (``celeba_gender.options``), and back.
+
+    config_flags.define(TrainConfig, __name__)                  # at import of a launcher module
+    config, sources = config_flags.build(TrainConfig, recipe)   # in main(), after parsing
+
+``sources`` says where each value came from, lowest precedence first: ``default`` (the declaration),
+``recipe`` (values a caller supplies, e.g. the arch's), ``flagfile``, ``command line``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from absl import flags
+
+from celeba_gender import options
+
+FLAGS = flags.FLAGS
+DEFAULT, RECIPE, FLAGFILE, COMMAND_LINE = "default", "recipe", "flagfile", "command line"
+
+
+def define(cls, module_name: str, skip: Sequence[str] = ()) -> None:
+    """Defines one absl flag per command-line option of ``cls`` (nested configs flattened), owned by
+    ``module_name`` (so ``--help`` lists them under that module)."""
+    for o in options.options(cls):
+        if o.spec.flag and o.name not in skip:
+            _define(o, module_name)
+
+
+def _define(o: options.Option, module_name: str) -> None:
+    common = {"flag_values": FLAGS, "module_name": module_name, "required": o.spec.required}
+    name, help_, default, base = o.name, o.spec.help, o.default, o.base_type
+    bounds = {"lower_bound": o.spec.lower, "upper_bound": o.spec.upper}
+    if o.is_sequence:
+        flags.DEFINE_list(name, [options.format_value(v) for v in default] if default else [], help_, **common)
+    elif base is bool:
+        flags.DEFINE_bool(name, default, help_, **common)
+    elif base is str and o.spec.choices:
+        flags.DEFINE_enum(name, default, list(o.spec.choices), help_, **common)
+    elif base is str:
+        flags.DEFINE_string(name, default, help_, **common)
+    elif base is int:
+        flags.DEFINE_integer(name, default, help_, **bounds, **common)
+    elif base is float:
+        flags.DEFINE_float(name, default, help_, **bounds, **common)
+    else:
+        raise TypeError(f"option {name}: no flag type for {o.type}")
+
+
+def explicit_names(argv: Sequence[str]) -> set[str]:
+    """Flags named on the command line itself (not inside a --flagfile), e.g. {"batch", "arch"}."""
+    names = set()
+    for token in argv[1:]:
+        if token == "--":
+            break
+        if not token.startswith("-"):
+            continue
+        name = token.lstrip("-").split("=", 1)[0]
+        if name.startswith("no") and name not in FLAGS and name[2:] in FLAGS:
+            name = name[2:]  # --noprogress
+        if name != "flagfile":
+            names.add(name)
+    return names
+
+
+def values(cls, recipe: Mapping[str, Any] | None = None, argv: Sequence[str] | None = None
+           ) -> tuple[dict[str, Any], dict[str, str]]:
+    """({option: value}, {option: source}) of the parsed flags of ``cls``, with ``recipe`` between the
+    declared defaults and any flag that was given."""
+    recipe = recipe or {}
+    explicit = explicit_names(sys.argv if argv is None else argv)
+    out, sources = {}, {}
+    for o in options.options(cls):
+        if not o.spec.flag or o.name not in FLAGS:
+            if o.name in recipe:
+                out[o.name], sources[o.name] = recipe[o.name], RECIPE
+            continue
+        flag = FLAGS[o.name]
+        if flag.present:
+            value, source = flag.value, (COMMAND_LINE if o.name in explicit else FLAGFILE)
+        elif o.name in recipe:
+            value, source = recipe[o.name], RECIPE
+        else:
+            value, source = flag.value, DEFAULT
+        if o.is_sequence and isinstance(value, list):
+            value = options.parse_sequence(o, value)
+        out[o.name], sources[o.name] = value, source
+    return out, sources
+
+
+def build(cls, recipe: Mapping[str, Any] | None = None, argv: Sequence[str] | None = None):
+    """(config, sources) for the parsed flags; the config validates itself (OptionError on bad values)."""
+    found, sources = values(cls, recipe, argv)
+    return options.from_flat(cls, found), sources
+
+
+def flagfile_text(config, sources: Mapping[str, str] | None = None, header: str = "",
+                  order: Sequence[str] = (COMMAND_LINE, FLAGFILE, RECIPE, DEFAULT)) -> str:
+    """A flagfile holding every command-line option of ``config`` with its value, one per line, grouped
+    under a comment saying where the values came from (when ``sources`` is given). absl flagfiles have no
+    comments at the end of a line, hence the groups."""
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    groups: dict[str, list[str]] = {}
+    for o in options.options(type(config)):
+        value = options.get(config, o)
+        if not o.spec.flag or value is None:
+            continue
+        text = (f"--{o.name}" if value else f"--no{o.name}") if isinstance(value, bool) else \
+            f"--{o.name}={options.format_value(value)}"
+        groups.setdefault((sources or {}).get(o.name, ""), []).append(text)
+    for source in [*order, *(s for s in groups if s not in order)]:
+        if source in groups:
+            if source:
+                lines.append(f"# {source}")
+            lines += groups[source]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,60 @@
+"""How every command runs: absl's ``app.run`` with this project's error style.
+
+A user error, whether absl refuses a flag (unknown flag, bad enum value, missing required flag, a value out of
+bounds) or the engine raises a :class:`~celeba_gender.errors.UserError`, prints one line
+``<command>: error: <what is wrong and the fix>`` on stderr and exits with code 2. Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from absl import app, flags, logging
+
+from celeba_gender.errors import UserError
+
+USER_ERROR_EXIT = 2
+INTERRUPTED_EXIT = 130
+
+
+def fail(prog: str, message: str) -> None:
+    """Prints ``<prog>: error: <message>`` (one line) and exits with code 2."""
+    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(USER_ERROR_EXIT)
+
+
+def _flag_error_message(error: Exception, script: str) -> str:
+    text = str(error).strip()
+    # absl says "flag --arch=None: Flag --arch must have a value other than None." for a missing flag.
+    if "must have a value other than None" in text:
+        name = text.split("Flag --", 1)[-1].split(" ", 1)[0]
+        return f"--{name} is required. See python {script} --help."
+    return f"{text.rstrip('.')}. See python {script} --help."
+
+
+def run(main: Callable[[list[str]], None], prog: str, positional: bool = False) -> None:
+    """Runs ``main(argv)`` under absl with one-line errors. ``positional``: whether the command takes
+    arguments besides flags (predict.py's files); otherwise any is an error."""
+    script = f"{prog}.py"
+
+    def parse(argv: list[str]) -> list[str]:
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            fail(prog, _flag_error_message(e, script))
+
+    def guarded(argv: list[str]) -> None:
+        if "verbosity" in flags.FLAGS and not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress output
+        if len(argv) > 1 and not positional:
+            fail(prog, f"unexpected arguments: {' '.join(argv[1:])} (flags are written --name=value).")
+        try:
+            main(argv)
+        except UserError as e:
+            fail(prog, str(e))
+        except KeyboardInterrupt:
+            print(f"\n{prog}: interrupted.", file=sys.stderr)
+            sys.exit(INTERRUPTED_EXIT)
+
+    app.run(guarded, flags_parser=parse)
