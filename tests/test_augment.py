@@ -1,5 +1,5 @@
 """celeba_gender.augment and .geometry: the seed's ImageDataGenerator augmentation as one fused Keras 3 layer,
-checked against ImageDataGenerator and the stacked reference layers (augment_reference)."""
+checked against ImageDataGenerator and the stacked reference layers (augment_reference); the training targets."""
 
 from __future__ import annotations
 
@@ -425,13 +425,13 @@ def test_stacked_reference_layer_arguments():
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# MixUp / CutMix.
+# Training targets: MixUp / CutMix, label smoothing.
 
 
 def test_mix_batch_off_is_one_hot():
     x = _random_uint8((5, 16, 16, 3))
     labels = np.array([0, 1, 1, 0, 1])
-    images, soft = augment.mix_batch(x, labels, 2, SEED_CONFIG, seed=0)
+    images, soft = augment.training_targets(x, labels, 2, 0.0, SEED_CONFIG, seed=0)
     assert images.dtype == tf.float32 and soft.dtype == tf.float32 and tuple(soft.shape) == (5, 2)
     np.testing.assert_array_equal(images.numpy(), x.astype(np.float32))
     np.testing.assert_array_equal(soft.numpy(), np.eye(2)[labels])
@@ -440,7 +440,7 @@ def test_mix_batch_off_is_one_hot():
 def test_mixup_images_are_the_label_weighted_convex_combination():
     n = 8  # one class per image, so the soft label row is the mixing weight of every image
     x = _random_uint8((n, 16, 16, 3)).astype(np.float32)
-    images, soft = augment.mix_batch(x, np.arange(n), n, augment.AugmentConfig(mixup=0.4), seed=1)
+    images, soft = augment.training_targets(x, np.arange(n), n, 0.0, augment.AugmentConfig(mixup=0.4), seed=1)
     images, soft = images.numpy(), soft.numpy()
     assert soft.shape == (n, n) and np.allclose(soft.sum(axis=1), 1.0, atol=1e-5)
     assert np.all(soft >= 0) and np.all((soft > 1e-6).sum(axis=1) <= 2)
@@ -451,7 +451,7 @@ def test_mixup_images_are_the_label_weighted_convex_combination():
 def test_cutmix_pastes_a_box_whose_area_is_the_label_weight():
     n = 8
     x = np.repeat(np.arange(n, dtype=np.float32)[:, None, None, None] * 20, 3, axis=-1) * np.ones((n, 20, 24, 3))
-    images, soft = augment.mix_batch(x, np.arange(n), n, augment.AugmentConfig(cutmix=1.0), seed=2)
+    images, soft = augment.training_targets(x, np.arange(n), n, 0.0, augment.AugmentConfig(cutmix=1.0), seed=2)
     images, soft = images.numpy(), soft.numpy()
     assert np.allclose(soft.sum(axis=1), 1.0, atol=1e-5)
     for i in range(n):
@@ -465,12 +465,40 @@ def test_mixup_and_cutmix_together():
     x = _random_uint8((16, 16, 16, 3))
     labels = np.arange(16) % 2
     config = augment.AugmentConfig(mixup=0.2, cutmix=1.0)
-    images, soft = augment.mix_batch(x, labels, 2, config, seed=3)
+    images, soft = augment.training_targets(x, labels, 2, 0.0, config, seed=3)
     assert tuple(images.shape) == x.shape and tuple(soft.shape) == (16, 2)
     assert np.allclose(soft.numpy().sum(axis=1), 1.0, atol=1e-5)
-    fn = tf.function(lambda a, b: augment.mix_batch(a, b, 2, config))  # graph mode, fresh seed per call
+    fn = tf.function(lambda a, b: augment.training_targets(a, b, 2, 0.0, config))  # graph mode, fresh seed per call
     first, second = fn(x, labels)[1].numpy(), fn(x, labels)[1].numpy()
     assert not np.allclose(first, second)
+
+
+def test_label_smoothing_alone_is_the_smoothed_one_hot():
+    labels = np.array([0, 1, 1, 0, 1])
+    images, targets = augment.training_targets(_random_uint8((5, 8, 8, 3)), labels, 2, 0.1, SEED_CONFIG, seed=0)
+    np.testing.assert_allclose(targets.numpy(), np.eye(2)[labels] * 0.9 + 0.05, atol=1e-7)
+    with pytest.raises(ValueError):
+        augment.training_targets(images, labels, 2, 1.0)
+
+
+@pytest.mark.parametrize("mixing", [dict(mixup=0.4), dict(cutmix=1.0), dict(mixup=0.2, cutmix=1.0)],
+                         ids=["mixup", "cutmix", "both"])
+def test_label_smoothing_applies_to_mixed_targets(mixing):
+    """Bug 1: with --mixup/--cutmix the training step replaced the smoothed targets by the mix's one-hot ones.
+
+    Defined: the mixed soft targets t are smoothed, t * (1 - eps) + eps / K; the images are the same mix.
+    """
+    n, k, eps = 8, 4, 0.2
+    x, labels = _random_uint8((n, 16, 16, 3)), np.arange(n) % k
+    config = augment.AugmentConfig(**mixing)
+    images, mixed = augment.training_targets(x, labels, k, 0.0, config, seed=4)
+    smoothed_images, smoothed = augment.training_targets(x, labels, k, eps, config, seed=4)
+    mixed, smoothed = mixed.numpy(), smoothed.numpy()
+    assert np.any((mixed > 1e-3) & (mixed < 1 - 1e-3))  # something was mixed
+    np.testing.assert_array_equal(smoothed_images.numpy(), images.numpy())
+    np.testing.assert_allclose(smoothed, mixed * (1 - eps) + eps / k, atol=1e-6)
+    np.testing.assert_allclose(smoothed.sum(axis=1), 1.0, atol=1e-5)
+    assert smoothed.min() >= eps / k - 1e-6 and smoothed.max() <= 1 - eps + eps / k + 1e-6
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@
   of :mod:`celeba_gender.geometry`, which also explains ImageDataGenerator's distribution and quirks), then
   RandAugment and random erasing when configured. Active in training only; returns float32.
 - :func:`host_augment_fn`: that layer as a tf.data map function (``--augment_on=host``).
-- :func:`mix_batch`: MixUp / CutMix. They need the labels, so they cannot live inside the model; the training
-  step calls this.
+- :func:`training_targets`: one-hot targets from integer labels, MixUp / CutMix, then label smoothing. They
+  need the labels, so they cannot live inside the model; the training step calls this.
 
 Why one fused transform: every Keras ``Random*`` layer resamples the whole batch (one
 ``ImageProjectiveTransformV3`` each), so five stacked layers do five full-image bilinear passes and blur the
@@ -51,8 +51,8 @@ class AugmentConfig:
             images (see :mod:`celeba_gender.geometry`); False = transform about the true centre.
         randaugment: add ``keras.layers.RandAugment(value_range=(0, 255))`` after the geometric warp.
         random_erasing: probability of ``keras.layers.RandomErasing`` per image (0 = off).
-        mixup: Beta(alpha, alpha) parameter of MixUp in :func:`mix_batch` (0 = off).
-        cutmix: Beta(alpha, alpha) parameter of CutMix in :func:`mix_batch` (0 = off).
+        mixup: Beta(alpha, alpha) parameter of MixUp in :func:`training_targets` (0 = off).
+        cutmix: Beta(alpha, alpha) parameter of CutMix in :func:`training_targets` (0 = off).
     """
 
     rotation_deg: float = 15.0
@@ -194,7 +194,7 @@ def host_augment_fn(layer: keras.layers.Layer) -> Callable:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Label-mixing policies (need labels, so they live in the training step, not in the model).
+# Training targets: one-hot, MixUp / CutMix, label smoothing.
 
 
 def _beta(shape, alpha: float, seed: tf.Tensor) -> tf.Tensor:
@@ -255,18 +255,33 @@ def _mix(images, targets, config: AugmentConfig, seed):
     return (tf.where(use_mix[:, None, None, None], mix_x, cut_x), tf.where(use_mix[:, None], mix_y, cut_y))
 
 
-def mix_batch(images, labels, num_classes: int, config: AugmentConfig | None = None, seed=None):
-    """MixUp / CutMix on a batch with integer labels -> (float32 images, float32 soft labels [B, num_classes]).
+def training_targets(images, labels, num_classes: int, label_smoothing: float = 0.0,
+                     config: AugmentConfig | None = None, seed=None) -> tuple[tf.Tensor, tf.Tensor]:
+    """The training step's inputs and targets from integer labels -> (float32 images, float32 targets [B, K]).
 
-    ``config.mixup`` / ``config.cutmix`` are the Beta(alpha, alpha) parameters (0 = off). With both on, each
-    image gets one of the two at random (p = 0.5 each). With both off: the images cast to float32 and exact
-    one-hot labels. Partners are a random permutation of the batch. ``seed``: None (fresh every call), an
-    int (the same mix every call: for tests), a ``keras.random.SeedGenerator`` or a [2] tensor (e.g. per step).
+    In this order:
+
+    1. one-hot targets of the ``labels`` (K = ``num_classes``);
+    2. MixUp (``config.mixup`` > 0) and/or CutMix (``config.cutmix`` > 0), the Beta(alpha, alpha) parameters:
+       each image is mixed with a partner from a random permutation of the batch, and its target row becomes
+       the same convex combination of the two one-hot rows (CutMix: by the box's true area). With both on,
+       each image gets one of the two at random (p = 0.5 each). With both off the images are only cast;
+    3. label smoothing of whatever targets step 2 left: ``t * (1 - eps) + eps / K`` with eps =
+       ``label_smoothing``. Smoothing is affine and every row sums to 1, so smoothing a mixed row is the same
+       as mixing smoothed one-hot rows: ``lam e_i + (1 - lam) e_j`` becomes ``(1 - eps)(lam e_i + (1 - lam)
+       e_j) + eps / K``. Rows still sum to 1 and no entry is below eps / K.
+
+    ``seed`` (for the mixing): None (fresh every call), an int (the same mix every call: for tests), a
+    ``keras.random.SeedGenerator`` or a [2] tensor (e.g. per step).
     """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     config = _as_config(config)
     images = tf.cast(images, tf.float32)
     labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
     targets = tf.one_hot(labels, num_classes, dtype=tf.float32)
-    if config.mixup <= 0 and config.cutmix <= 0:
-        return images, targets
-    return _mix(images, targets, config, seed)
+    if config.mixup > 0 or config.cutmix > 0:
+        images, targets = _mix(images, targets, config, seed)
+    if label_smoothing > 0:
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return images, targets

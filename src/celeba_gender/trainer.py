@@ -25,7 +25,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from celeba_gender import archs, distribute, evaluation, export, loop, pipeline, runs
-from celeba_gender.augment import AugmentConfig, Augmenter, host_augment_fn, mix_batch
+from celeba_gender.augment import AugmentConfig, Augmenter, host_augment_fn
 from celeba_gender.summaries import Summaries
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -256,9 +256,6 @@ def train(config: TrainConfig, flags_text: str = "") -> dict:
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
         best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
-    mix = None
-    if config.augment.mixup or config.augment.cutmix:
-        mix = lambda images, labels: mix_batch(images, labels, model_config.num_classes, config.augment)  # noqa: E731
     # Built here, eagerly and outside the strategy scope: tf.data's map may update its random state, not create
     # it. Unseeded, as before: parallel map calls take the draws in no fixed order anyway.
     host_layer = Augmenter(config.augment, name="host_augment") if config.augment_on == "host" else None
@@ -266,8 +263,8 @@ def train(config: TrainConfig, flags_text: str = "") -> dict:
     train_loop = loop.TrainLoop(strategy, model.core, optimizer,
                                 loop.LoopConfig(config.batch, config.steps_per_execution, config.jit_compile,
                                                 config.label_smoothing, model_config.num_classes,
-                                                measure_input_wait=not config.deterministic),
-                                augment=augment_layer, mix=mix)
+                                                measure_input_wait=not config.deterministic, mixing=config.augment),
+                                augment=augment_layer)
 
     # Checkpoints: every worker saves (saving may need collectives), the chief into the run directory and the
     # others into temporary directories (TF's multi-worker rule); every worker restores the chief's.
