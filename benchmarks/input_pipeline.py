@@ -10,7 +10,8 @@ Rows (images/s, ratio to the baseline, fraction of the decode ceiling):
   shards     this pipeline from TFRecord shards, no augmentation, uncached (every pass decodes)
   cached     the same with cache=memory, a pass after the cache is full (decoded uint8 from memory)
   host-fused this pipeline + the seed's augmentation on the host, one fused affine transform per batch
-  host-stacked the same with the stacked Keras Random* layers (the readable reference)
+             (augment.Augmenter)
+  host-stacked the same with the stacked Keras Random* layers (augment_reference.StackedAugmenter)
   ceiling    a single-thread tf.io.decode_jpeg loop over the same bytes, times the cores
 
 Warm-up batches are excluded; each row is the median of --passes timed passes. The synthetic folder and its
@@ -34,7 +35,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from celeba_gender import augment, convert, pipeline  # noqa: E402
+from celeba_gender import augment, augment_reference, convert, pipeline  # noqa: E402
 from celeba_gender.celeba import detect_layout, read_celeba  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -136,10 +137,10 @@ def main() -> None:
     fill()  # the first pass fills the cache
     rows["cached"] = timed(drain(cached, steps, warmup=0), args.passes)
     config = augment.AugmentConfig()
-    for kind in ("fused", "stacked"):
-        host = lambda images, labels, kind=kind: augment.augment_batch_on_host(images, labels, config, kind=kind)  # noqa: E731
+    # Each layer built once, here, outside tf.data's traced map function (augment.host_augment_fn).
+    for kind, layer in (("fused", augment.Augmenter(config)), ("stacked", augment_reference.StackedAugmenter(config))):
         ds = pipeline.make_dataset(shard_dir, "train", args.batch, training=True, seed=0, cache="memory",
-                                   host_augment=host)
+                                   host_augment=augment.host_augment_fn(layer))
         rows[f"host-{kind}"] = timed(drain(ds, args.aug_batches), args.passes)
     single, cores = ceiling(celeba_dir, min(4000, args.num_images), args.passes)
     rows["ceiling"] = [single * cores]

@@ -36,12 +36,12 @@ def measure(arch: str, source: str, precision: str, jit: bool, batch: int, steps
     import tensorflow as tf
 
     from celeba_gender import archs, loop, pipeline
-    from celeba_gender.augment import AugmentConfig, make_augmenter
+    from celeba_gender.augment import AugmentConfig, Augmenter
 
     keras.mixed_precision.set_global_policy(precision)
     strategy = tf.distribute.get_strategy()
     model = archs.build_model(archs.ModelConfig(arch=arch, weights="none"))
-    augment = make_augmenter(AugmentConfig(), seed=0)
+    augment = Augmenter(AugmentConfig(), seed=0, name="augment")
     optimizer = keras.optimizers.Adam(1e-4)
     train_loop = loop.TrainLoop(strategy, model.core, optimizer, loop.LoopConfig(batch, jit_compile=jit),
                                 augment=augment)

@@ -1,4 +1,5 @@
-"""celeba_gender.augment: the seed's ImageDataGenerator augmentation as one fused Keras 3 layer."""
+"""celeba_gender.augment and .geometry: the seed's ImageDataGenerator augmentation as one fused Keras 3 layer,
+checked against ImageDataGenerator and the stacked reference layers (augment_reference); the training targets."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from celeba_gender import augment  # noqa: E402
+from celeba_gender import augment, augment_reference, geometry  # noqa: E402
 
 SEED_H, SEED_W = 218, 178  # the seed's target size (height x width)
 SEED_CONFIG = augment.AugmentConfig()
@@ -34,6 +35,13 @@ def _smooth_image(height: int, width: int) -> np.ndarray:
     return np.stack([127 + 100 * np.sin(xx / 13.0) * np.cos(yy / 17.0),
                      127 + 100 * np.cos((xx + 2 * yy) / 21.0),
                      40 + 0.6 * xx + 0.4 * yy], axis=-1).astype(np.float32)
+
+
+def _make_layer(kind: str, config, seed: int) -> keras.layers.Layer:
+    """The engine's fused Augmenter, or the stacked Keras Random* reference with the same contract."""
+    if kind == "fused":
+        return augment.Augmenter(config, seed=seed)
+    return augment_reference.StackedAugmenter(config, seed=seed)
 
 
 def _idg():
@@ -61,14 +69,14 @@ def test_config_defaults_are_the_seeds():
 @pytest.mark.parametrize("kind", ["fused", "stacked"])
 def test_shapes_dtypes_and_range(kind):
     x = _random_uint8((6, 64, 52, 3))
-    layer = augment.make_augmenter(SEED_CONFIG, kind=kind, seed=1)
+    layer = _make_layer(kind, SEED_CONFIG, seed=1)
     y = layer(x, training=True)
     assert y.dtype == tf.float32 and tuple(y.shape) == x.shape
     assert float(tf.reduce_min(y)) >= 0.0 and float(tf.reduce_max(y)) <= 255.0
 
 
 def test_fused_layer_float_input_and_dynamic_shapes():
-    layer = augment.SeedAugment(seed=2)
+    layer = augment.Augmenter(seed=2)
     fn = tf.function(lambda im: layer(im, training=True),
                      input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     for shape in [(1, 40, 30, 3), (5, 64, 52, 3)]:
@@ -81,7 +89,7 @@ def test_fused_layer_float_input_and_dynamic_shapes():
 @pytest.mark.parametrize("kind", ["fused", "stacked"])
 def test_identity_at_inference_and_changes_in_training(kind):
     x = _random_uint8((4, 32, 32, 3))
-    layer = augment.make_augmenter(SEED_CONFIG, kind=kind, seed=3)
+    layer = _make_layer(kind, SEED_CONFIG, seed=3)
     for training in (False, None):
         y = layer(x, training=training)
         assert y.dtype == tf.float32
@@ -92,16 +100,16 @@ def test_identity_at_inference_and_changes_in_training(kind):
 
 def test_seed_reproduces_and_draws_advance():
     x = _random_uint8((4, 32, 32, 3))
-    a, b = augment.SeedAugment(seed=7), augment.SeedAugment(seed=7)
+    a, b = augment.Augmenter(seed=7), augment.Augmenter(seed=7)
     first = a(x, training=True).numpy()
     np.testing.assert_array_equal(first, b(x, training=True).numpy())
     assert not np.allclose(first, a(x, training=True).numpy())  # the next batch gets new transforms
-    t1 = augment.sample_transforms(8, 32, 32, SEED_CONFIG, seed=11).numpy()
-    np.testing.assert_array_equal(t1, augment.sample_transforms(8, 32, 32, SEED_CONFIG, seed=11).numpy())
+    t1 = geometry.sample_transforms(8, 32, 32, SEED_CONFIG, seed=11).numpy()
+    np.testing.assert_array_equal(t1, geometry.sample_transforms(8, 32, 32, SEED_CONFIG, seed=11).numpy())
 
 
 def test_fused_layer_is_not_jit_and_one_warp_op():
-    layer = augment.SeedAugment(seed=0)
+    layer = augment.Augmenter(seed=0)
     assert layer.supports_jit is False
     graph = tf.function(lambda im: layer(im, training=True)).get_concrete_function(
         tf.TensorSpec([None, 32, 32, 3], tf.uint8)).graph
@@ -115,7 +123,7 @@ def test_fused_layer_is_not_jit_and_one_warp_op():
 
 def test_sampled_parameters_match_the_seed_ranges():
     n = 4000
-    p = {k: v.numpy() for k, v in augment.sample_params(n, SEED_H, SEED_W, SEED_CONFIG, seed=0).items()}
+    p = {k: v.numpy() for k, v in geometry.sample_params(n, SEED_H, SEED_W, SEED_CONFIG, seed=0).items()}
     limits = {"theta": 15.0, "tx": 0.1 * SEED_H, "ty": 0.1 * SEED_W, "shear": 0.1}
     for name, limit in limits.items():
         assert np.all(np.abs(p[name]) <= limit + 1e-4), name
@@ -152,7 +160,7 @@ def _decompose(transforms: np.ndarray, height: int, width: int):
 
 def test_matrices_decompose_into_the_seed_ranges():
     config = augment.AugmentConfig(idg_quirks=False)
-    d = _decompose(augment.sample_transforms(3000, SEED_H, SEED_W, config, seed=5).numpy(), SEED_H, SEED_W)
+    d = _decompose(geometry.sample_transforms(3000, SEED_H, SEED_W, config, seed=5).numpy(), SEED_H, SEED_W)
     assert np.all(np.abs(d["theta"]) <= 15.0 + 1e-3) and np.ptp(d["theta"]) > 28.0
     assert np.all(np.abs(d["shear"]) <= 0.1 + 1e-3) and np.ptp(d["shear"]) > 0.15
     assert np.all(np.abs(d["shear"]) <= 0.1 + 1e-3)
@@ -176,7 +184,7 @@ def test_transforms_from_params_is_idg_matrix_in_numpy():
     ox, oy = SEED_H / 2 - 0.5, SEED_W / 2 - 0.5  # transform_matrix_offset_center(m, h, w)
     m = np.array([[1, 0, ox], [0, 1, oy], [0, 0, 1]]) @ m @ np.array([[1, 0, -ox], [0, 1, -oy], [0, 0, 1]])
     m = m @ np.array([[-1, 0, SEED_W - 1], [0, 1, 0], [0, 0, 1]])  # flip_axis after the warp
-    ours = augment.transforms_from_params({k: [v] for k, v in p.items()}, SEED_H, SEED_W, True).numpy()[0]
+    ours = geometry.transforms_from_params({k: [v] for k, v in p.items()}, SEED_H, SEED_W, True).numpy()[0]
     np.testing.assert_allclose(ours[:6], m[:2].reshape(-1), rtol=1e-5, atol=1e-3)
     np.testing.assert_array_equal(ours[6:], [0, 0])
 
@@ -195,9 +203,9 @@ IDG_PARAMS = [
 def test_same_image_as_image_data_generator_at_seed_size(params):
     x = _smooth_image(SEED_H, SEED_W)
     expected = _idg().apply_transform(x.copy(), params)
-    transforms = augment.transforms_from_params({k: [float(v)] for k, v in params.items()}, SEED_H, SEED_W,
+    transforms = geometry.transforms_from_params({k: [float(v)] for k, v in params.items()}, SEED_H, SEED_W,
                                                 idg_quirks=True)
-    ours = augment.apply_transforms(x[None], transforms).numpy()[0]
+    ours = geometry.apply_transforms(x[None], transforms).numpy()[0]
     diff = np.abs(ours - expected)
     assert diff[8:-8, 8:-8].mean() < 0.01  # measured ~3e-5: same coordinates, same bilinear, float32 round-off
     assert diff.mean() < 0.01  # borders too: TF's NEAREST fill is scipy's 'nearest'
@@ -209,26 +217,26 @@ def test_centred_geometry_matches_image_data_generator_on_square_images():
     x = _smooth_image(64, 64)
     params = dict(theta=-11.0, shear=0.05, zx=1.15, zy=0.9, flip_horizontal=True)
     expected = _idg().apply_transform(x.copy(), params)
-    transforms = augment.transforms_from_params({k: [float(v)] for k, v in params.items()}, 64, 64,
+    transforms = geometry.transforms_from_params({k: [float(v)] for k, v in params.items()}, 64, 64,
                                                 idg_quirks=False)
-    ours = augment.apply_transforms(x[None], transforms).numpy()[0]
+    ours = geometry.apply_transforms(x[None], transforms).numpy()[0]
     assert np.abs(ours - expected)[4:-4, 4:-4].mean() < 0.01
 
 
 def test_centred_geometry_turns_about_the_true_centre():
     x = _random_uint8((1, SEED_H, SEED_W, 3)).astype(np.float32)
     half_turn = {"theta": [180.0]}
-    centred = augment.apply_transforms(x, augment.transforms_from_params(half_turn, SEED_H, SEED_W, False))
+    centred = geometry.apply_transforms(x, geometry.transforms_from_params(half_turn, SEED_H, SEED_W, False))
     np.testing.assert_allclose(centred.numpy()[0], x[0, ::-1, ::-1], atol=0.05)  # float32 cos/sin(pi)
     # ImageDataGenerator's own pivot is off centre on 218x178: the same half turn is not a plain 180 flip.
-    quirky = augment.apply_transforms(x, augment.transforms_from_params(half_turn, SEED_H, SEED_W, True))
+    quirky = geometry.apply_transforms(x, geometry.transforms_from_params(half_turn, SEED_H, SEED_W, True))
     assert not np.allclose(quirky.numpy()[0], x[0, ::-1, ::-1], atol=1)
     # And its height shift moves the image sideways (tx scales with the height but acts on columns).
     dot = np.zeros((1, 40, 30, 1), np.float32)
     dot[0, 20, 15, 0] = 1.0
-    moved = augment.apply_transforms(dot, augment.transforms_from_params({"tx": [4.0]}, 40, 30, True)).numpy()
+    moved = geometry.apply_transforms(dot, geometry.transforms_from_params({"tx": [4.0]}, 40, 30, True)).numpy()
     assert np.unravel_index(moved[0, ..., 0].argmax(), (40, 30)) == (20, 11)
-    moved = augment.apply_transforms(dot, augment.transforms_from_params({"tx": [4.0]}, 40, 30, False)).numpy()
+    moved = geometry.apply_transforms(dot, geometry.transforms_from_params({"tx": [4.0]}, 40, 30, False)).numpy()
     assert np.unravel_index(moved[0, ..., 0].argmax(), (40, 30)) == (16, 15)
 
 
@@ -269,7 +277,7 @@ def _orientations(images: np.ndarray) -> np.ndarray:
 
 
 def _augment_copies(image: np.ndarray, n: int, kind: str, config, seed: int) -> np.ndarray:
-    layer = augment.make_augmenter(config, kind=kind, seed=seed)
+    layer = _make_layer(kind, config, seed)
     batch = np.repeat(image[None], n, axis=0)
     return layer(batch, training=True).numpy()
 
@@ -312,7 +320,7 @@ def test_tf_data_map_on_host(kind):
     x = _random_uint8((10, 32, 32, 3))
     y = np.arange(10, dtype=np.int64)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
-    ds = ds.map(lambda a, b: augment.augment_batch_on_host(a, b, SEED_CONFIG, kind=kind, seed=5))
+    ds = ds.map(augment.host_augment_fn(_make_layer(kind, SEED_CONFIG, seed=5)))
     first = list(ds.as_numpy_iterator())
     second = list(ds.as_numpy_iterator())
     assert [a.shape for a, _ in first] == [(4, 32, 32, 3), (4, 32, 32, 3), (2, 32, 32, 3)]
@@ -322,10 +330,36 @@ def test_tf_data_map_on_host(kind):
     assert not np.allclose(first[0][0], second[0][0])  # new transforms every epoch
 
 
+def test_host_augment_fn_uses_the_layer_it_is_given():
+    """No cache behind the host function: each layer is its own random stream, and the given one advances."""
+    x = _random_uint8((8, 32, 32, 3))
+    ds = tf.data.Dataset.from_tensor_slices((x, np.arange(8))).batch(8)
+
+    def first_batch(layer):
+        return next(iter(ds.map(augment.host_augment_fn(layer))))[0].numpy()
+
+    layer, twin, other = augment.Augmenter(seed=5), augment.Augmenter(seed=5), augment.Augmenter(seed=6)
+    state = layer.seed_generator.state.numpy().copy()
+    first = first_batch(layer)
+    assert not np.array_equal(layer.seed_generator.state.numpy(), state)  # the given layer drew
+    np.testing.assert_array_equal(first, first_batch(twin))  # same seed, its own state: the same first draw
+    assert not np.allclose(first, first_batch(other))  # another seed: other draws
+    assert not np.allclose(first, first_batch(layer))  # the same layer reused: its draws advance
+
+
+def test_host_augment_fn_passes_labels_and_weights_through():
+    x, labels, weights = _random_uint8((4, 16, 16, 3)), np.arange(4), np.linspace(0.5, 2, 4).astype(np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((x, labels, weights)).batch(4)
+    images, out_labels, out_weights = next(iter(ds.map(augment.host_augment_fn(augment.Augmenter(seed=1)))))
+    assert images.dtype == tf.float32 and images.shape == x.shape
+    np.testing.assert_array_equal(out_labels.numpy(), labels)
+    np.testing.assert_array_equal(out_weights.numpy(), weights)
+
+
 def test_mirrored_strategy_replica_context():
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     with strategy.scope():
-        layer = augment.SeedAugment(seed=9)
+        layer = augment.Augmenter(seed=9)
     x = _random_uint8((4, 32, 32, 3))
 
     @tf.function
@@ -339,27 +373,45 @@ def test_mirrored_strategy_replica_context():
 def test_saved_keras_model_round_trip(tmp_path):
     config = augment.AugmentConfig(random_erasing=0.25)
     inputs = keras.Input((32, 32, 3), dtype="uint8")
-    features = augment.make_augmenter(config, seed=4)(inputs)
+    features = augment.Augmenter(config, seed=4, name="augment")(inputs)
     outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(features))
     model = keras.Model(inputs, outputs)
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
     layer = loaded.get_layer("augment")
-    assert isinstance(layer, augment.Augmenter) and layer.config == config and layer.kind == "fused"
-    assert isinstance(layer.geometric, augment.SeedAugment)
+    assert isinstance(layer, augment.Augmenter) and layer.config == config and layer.seed == 4
     x = _random_uint8((3, 32, 32, 3))
     np.testing.assert_array_equal(layer(x).numpy(), x.astype(np.float32))  # still identity at inference
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
     assert not np.allclose(layer(x, training=True).numpy(), x)
-    # A bare SeedAugment serialises too.
-    restored = augment.SeedAugment.from_config(augment.SeedAugment(SEED_CONFIG, seed=3).get_config())
+    # A bare Augmenter serialises too.
+    restored = augment.Augmenter.from_config(augment.Augmenter(SEED_CONFIG, seed=3).get_config())
     assert restored.config == SEED_CONFIG and restored.seed == 3
+
+
+def test_augmenter_with_every_policy_saves_and_loads(tmp_path):
+    config = augment.AugmentConfig(idg_quirks=True, randaugment=True, random_erasing=0.5, fill_mode="reflect")
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    outputs = keras.layers.GlobalAveragePooling2D()(augment.Augmenter(config, seed=12, name="augment")(inputs))
+    path = str(tmp_path / "model.keras")
+    keras.Model(inputs, outputs).save(path)
+    layer = keras.models.load_model(path).get_layer("augment")
+    assert type(layer) is augment.Augmenter and layer.config == config and layer.seed == 12
+    assert layer.supports_jit is False and layer.randaugment is not None and layer.eraser is not None
+    x = _random_uint8((4, 32, 32, 3))
+    np.testing.assert_array_equal(layer(x).numpy(), x.astype(np.float32))
+    # The random state round-trips: the loaded layer draws what a fresh one with the same seed draws.
+    np.testing.assert_array_equal(layer(x, training=True).numpy(),
+                                  augment.Augmenter(config, seed=12)(x, training=True).numpy())
+    # Models saved while the layer still had a `kind` ('fused', the only one the engine used) load too.
+    legacy = augment.Augmenter.from_config({**augment.Augmenter(config, seed=1).get_config(), "kind": "fused"})
+    assert legacy.config == config and legacy.seed == 1
 
 
 def test_stacked_reference_layer_arguments():
     """The stacked layers' own factors encode ImageDataGenerator's ranges (Keras 3.15 semantics)."""
-    layers = {type(layer).__name__: layer for layer in augment.stacked_reference(SEED_CONFIG).layers}
+    layers = {type(layer).__name__: layer for layer in augment_reference.stacked_reference(SEED_CONFIG).layers}
     assert list(layers) == ["RandomRotation", "RandomTranslation", "RandomShear", "RandomZoom", "RandomFlip"]
     assert np.allclose(np.array(layers["RandomRotation"].factor) * 360, [-15, 15])
     t = layers["RandomTranslation"]
@@ -373,13 +425,13 @@ def test_stacked_reference_layer_arguments():
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# MixUp / CutMix.
+# Training targets: MixUp / CutMix, label smoothing.
 
 
 def test_mix_batch_off_is_one_hot():
     x = _random_uint8((5, 16, 16, 3))
     labels = np.array([0, 1, 1, 0, 1])
-    images, soft = augment.mix_batch(x, labels, 2, SEED_CONFIG, seed=0)
+    images, soft = augment.training_targets(x, labels, 2, 0.0, SEED_CONFIG, seed=0)
     assert images.dtype == tf.float32 and soft.dtype == tf.float32 and tuple(soft.shape) == (5, 2)
     np.testing.assert_array_equal(images.numpy(), x.astype(np.float32))
     np.testing.assert_array_equal(soft.numpy(), np.eye(2)[labels])
@@ -388,7 +440,7 @@ def test_mix_batch_off_is_one_hot():
 def test_mixup_images_are_the_label_weighted_convex_combination():
     n = 8  # one class per image, so the soft label row is the mixing weight of every image
     x = _random_uint8((n, 16, 16, 3)).astype(np.float32)
-    images, soft = augment.mix_batch(x, np.arange(n), n, augment.AugmentConfig(mixup=0.4), seed=1)
+    images, soft = augment.training_targets(x, np.arange(n), n, 0.0, augment.AugmentConfig(mixup=0.4), seed=1)
     images, soft = images.numpy(), soft.numpy()
     assert soft.shape == (n, n) and np.allclose(soft.sum(axis=1), 1.0, atol=1e-5)
     assert np.all(soft >= 0) and np.all((soft > 1e-6).sum(axis=1) <= 2)
@@ -399,7 +451,7 @@ def test_mixup_images_are_the_label_weighted_convex_combination():
 def test_cutmix_pastes_a_box_whose_area_is_the_label_weight():
     n = 8
     x = np.repeat(np.arange(n, dtype=np.float32)[:, None, None, None] * 20, 3, axis=-1) * np.ones((n, 20, 24, 3))
-    images, soft = augment.mix_batch(x, np.arange(n), n, augment.AugmentConfig(cutmix=1.0), seed=2)
+    images, soft = augment.training_targets(x, np.arange(n), n, 0.0, augment.AugmentConfig(cutmix=1.0), seed=2)
     images, soft = images.numpy(), soft.numpy()
     assert np.allclose(soft.sum(axis=1), 1.0, atol=1e-5)
     for i in range(n):
@@ -413,12 +465,40 @@ def test_mixup_and_cutmix_together():
     x = _random_uint8((16, 16, 16, 3))
     labels = np.arange(16) % 2
     config = augment.AugmentConfig(mixup=0.2, cutmix=1.0)
-    images, soft = augment.mix_batch(x, labels, 2, config, seed=3)
+    images, soft = augment.training_targets(x, labels, 2, 0.0, config, seed=3)
     assert tuple(images.shape) == x.shape and tuple(soft.shape) == (16, 2)
     assert np.allclose(soft.numpy().sum(axis=1), 1.0, atol=1e-5)
-    fn = tf.function(lambda a, b: augment.mix_batch(a, b, 2, config))  # graph mode, fresh seed per call
+    fn = tf.function(lambda a, b: augment.training_targets(a, b, 2, 0.0, config))  # graph mode, fresh seed per call
     first, second = fn(x, labels)[1].numpy(), fn(x, labels)[1].numpy()
     assert not np.allclose(first, second)
+
+
+def test_label_smoothing_alone_is_the_smoothed_one_hot():
+    labels = np.array([0, 1, 1, 0, 1])
+    images, targets = augment.training_targets(_random_uint8((5, 8, 8, 3)), labels, 2, 0.1, SEED_CONFIG, seed=0)
+    np.testing.assert_allclose(targets.numpy(), np.eye(2)[labels] * 0.9 + 0.05, atol=1e-7)
+    with pytest.raises(ValueError):
+        augment.training_targets(images, labels, 2, 1.0)
+
+
+@pytest.mark.parametrize("mixing", [dict(mixup=0.4), dict(cutmix=1.0), dict(mixup=0.2, cutmix=1.0)],
+                         ids=["mixup", "cutmix", "both"])
+def test_label_smoothing_applies_to_mixed_targets(mixing):
+    """Bug 1: with --mixup/--cutmix the training step replaced the smoothed targets by the mix's one-hot ones.
+
+    Defined: the mixed soft targets t are smoothed, t * (1 - eps) + eps / K; the images are the same mix.
+    """
+    n, k, eps = 8, 4, 0.2
+    x, labels = _random_uint8((n, 16, 16, 3)), np.arange(n) % k
+    config = augment.AugmentConfig(**mixing)
+    images, mixed = augment.training_targets(x, labels, k, 0.0, config, seed=4)
+    smoothed_images, smoothed = augment.training_targets(x, labels, k, eps, config, seed=4)
+    mixed, smoothed = mixed.numpy(), smoothed.numpy()
+    assert np.any((mixed > 1e-3) & (mixed < 1 - 1e-3))  # something was mixed
+    np.testing.assert_array_equal(smoothed_images.numpy(), images.numpy())
+    np.testing.assert_allclose(smoothed, mixed * (1 - eps) + eps / k, atol=1e-6)
+    np.testing.assert_allclose(smoothed.sum(axis=1), 1.0, atol=1e-5)
+    assert smoothed.min() >= eps / k - 1e-6 and smoothed.max() <= 1 - eps + eps / k + 1e-6
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -427,7 +507,7 @@ def test_mixup_and_cutmix_together():
 
 def test_randaugment_runs_and_keeps_range():
     x = _random_uint8((4, 32, 32, 3))
-    layer = augment.make_augmenter(augment.AugmentConfig(randaugment=True), seed=6)
+    layer = augment.Augmenter(augment.AugmentConfig(randaugment=True), seed=6)
     y = layer(x, training=True).numpy()
     assert y.shape == x.shape and y.dtype == np.float32 and y.min() >= 0 and y.max() <= 255
     np.testing.assert_array_equal(layer(x, training=False).numpy(), x.astype(np.float32))
@@ -436,7 +516,7 @@ def test_randaugment_runs_and_keeps_range():
 def test_random_erasing_probability():
     x = np.full((200, 16, 16, 3), 128, np.uint8)
     config = dataclasses.replace(NO_GEOMETRY, random_erasing=0.5)
-    y = augment.make_augmenter(config, seed=8)(x, training=True).numpy()
+    y = augment.Augmenter(config, seed=8)(x, training=True).numpy()
     assert y.shape == x.shape and y.dtype == np.float32 and y.min() >= 0 and y.max() <= 255
     erased = np.any(y != 128, axis=(1, 2, 3)).mean()
     assert 0.4 < erased < 0.6  # the probability is p itself (Keras' float factor alone would give ~p/4)

@@ -15,11 +15,12 @@ so they are exact under any strategy without relying on metric-variable synchron
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from celeba_gender.augment import AugmentConfig, training_targets
 
 AUC_BINS = 200  # score histogram resolution for the training AUC (validation AUC is exact)
 
@@ -35,6 +36,8 @@ class LoopConfig:
     num_classes: int = 2
     # tf.timestamp() is refused under op determinism, so the input-wait measurement is then off.
     measure_input_wait: bool = True
+    # Its mixup / cutmix alphas are read (augment.training_targets); None or both 0: no mixing.
+    mixing: AugmentConfig | None = None
 
 
 def histogram_auc(pos_hist: np.ndarray, neg_hist: np.ndarray) -> float:
@@ -58,12 +61,12 @@ class TrainLoop:
     """Compiled train and eval functions for one model, optimizer and strategy."""
 
     def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                 config: LoopConfig, augment: keras.layers.Layer | None = None,
-                 mix: Callable | None = None):
-        """``augment(images, training=True)`` runs first in each replica (device placement); ``mix(images,
-        labels) -> (images, soft labels)`` is mixup/cutmix; both stay outside the XLA cluster."""
+                 config: LoopConfig, augment: keras.layers.Layer | None = None):
+        """``augment(images, training=True)`` runs first in each replica (device placement), then
+        ``augment.training_targets`` (mixup/cutmix from ``config.mixing``, label smoothing); both stay outside
+        the XLA cluster."""
         self.strategy, self.model, self.optimizer, self.config = strategy, model, optimizer, config
-        self.augment, self.mix = augment, mix
+        self.augment = augment
         forward_backward = self._forward_backward
         self._compiled = tf.function(forward_backward, jit_compile=True) if config.jit_compile else forward_backward
         self._train = tf.function(self._train_many)
@@ -71,11 +74,6 @@ class TrainLoop:
         self._sync = tf.function(lambda: self.strategy.run(self._sync_replica))
 
     # --- one replica -----------------------------------------------------------------------------------
-
-    def _targets(self, labels):
-        smooth = self.config.label_smoothing
-        onehot = tf.one_hot(labels, self.config.num_classes, dtype=tf.float32)
-        return onehot * (1.0 - smooth) + smooth / self.config.num_classes
 
     def _per_example_loss(self, targets, probs):
         probs = tf.clip_by_value(tf.cast(probs, tf.float32), 1e-7, 1.0)
@@ -115,10 +113,8 @@ class TrainLoop:
         weights = batch[2] if len(batch) > 2 else None
         if self.augment is not None:
             images = self.augment(images, training=True)  # on the accelerator, outside any XLA cluster
-        images = tf.cast(images, tf.float32)
-        targets = self._targets(labels)
-        if self.mix is not None:
-            images, targets = self.mix(images, labels)
+        images, targets = training_targets(images, labels, self.config.num_classes, self.config.label_smoothing,
+                                           self.config.mixing)
         probs, per_example, grads = self._compiled(images, targets, weights)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         return self._stats(probs, labels, per_example)

@@ -25,10 +25,10 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from celeba_gender import archs, distribute, evaluation, export, loop, pipeline, runs, storage
+from celeba_gender.augment import AugmentConfig, Augmenter, host_augment_fn
+from celeba_gender.errors import UserError
 from celeba_gender.feed import Feed
 from celeba_gender.pipeline import DataConfig
-from celeba_gender.augment import AugmentConfig, augment_batch_on_host, make_augmenter, mix_batch
-from celeba_gender.errors import UserError
 from celeba_gender.summaries import Summaries
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -185,24 +185,22 @@ def train(config: TrainConfig, flags_text: str = "") -> dict:
 
     with strategy.scope():
         model = archs.build_model(model_config)
-        augment_layer = make_augmenter(config.augment, kind="fused", seed=config.seed) \
+        augment_layer = Augmenter(config.augment, seed=config.seed, name="augment") \
             if config.augment_on == "device" else None
         optimizer = make_optimizer(config, data.steps_per_epoch, policy)
         optimizer.build(model.core.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
         best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
-    mix = None
-    if config.augment.mixup or config.augment.cutmix:
-        mix = lambda images, labels: mix_batch(images, labels, model_config.num_classes, config.augment)  # noqa: E731
-    host_augment = None
-    if config.augment_on == "host":
-        host_augment = lambda images, labels, *rest: (*augment_batch_on_host(images, labels, config.augment), *rest)  # noqa: E731
+    # Built here, eagerly and outside the strategy scope: tf.data's map may update its random state, not create
+    # it. Unseeded, as before: parallel map calls take the draws in no fixed order anyway.
+    host_layer = Augmenter(config.augment, name="host_augment") if config.augment_on == "host" else None
+    host_augment = host_augment_fn(host_layer) if host_layer is not None else None
     train_loop = loop.TrainLoop(strategy, model.core, optimizer,
                                 loop.LoopConfig(config.batch, config.steps_per_execution, config.jit_compile,
                                                 config.label_smoothing, model_config.num_classes,
-                                                measure_input_wait=not config.deterministic),
-                                augment=augment_layer, mix=mix)
+                                                measure_input_wait=not config.deterministic, mixing=config.augment),
+                                augment=augment_layer)
 
     # Checkpoints: every worker saves (saving may need collectives), the chief into the run directory and the
     # others into temporary directories (TF's multi-worker rule); every worker restores the chief's.
@@ -224,8 +222,8 @@ def train(config: TrainConfig, flags_text: str = "") -> dict:
         summaries.hparams({**{k: v for k, v in dataclasses.asdict(config).items() if not isinstance(v, dict)},
                            "precision_policy": policy, "replicas": strategy.num_replicas_in_sync})
         grid = data.sample_batch()
-        if augment_layer is not None or host_augment is not None:
-            grid = (augment_layer or make_augmenter(config.augment))(grid, training=True)
+        if augment_layer is not None or host_layer is not None:
+            grid = (augment_layer or host_layer)(grid, training=True)
         summaries.images("train", "augmented_inputs", 0, np.asarray(grid), "training inputs after augmentation")
 
     header = (f"{config.arch}: {trainable:,} trainable / {frozen:,} frozen parameters, input {image_size[0]}x"
