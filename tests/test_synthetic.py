@@ -1,8 +1,10 @@
 """Tests for celeba_gender.synthetic: exact CelebA layouts, determinism, planted duplicates,
-identity-disjoint partitions, that the Male label is learnable but not trivially so, and the command line."""
+identity-disjoint partitions, that the Male label is learnable but not trivially so, the command line,
+and how the converter's --synthetic treats a folder that already holds images."""
 
 import configparser
 import hashlib
+import json
 import multiprocessing
 import os
 import subprocess
@@ -14,7 +16,8 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFilter
 
-from celeba_gender import parallel, synthetic
+import celeba_gender
+from celeba_gender import convert, parallel, synthetic
 from celeba_gender.attributes import ATTRIBUTE_NAMES, IMAGE_HEIGHT, IMAGE_WIDTH
 
 MALE = ATTRIBUTE_NAMES.index("Male")
@@ -274,3 +277,43 @@ def test_cli_help_describes_every_flag():
         for name in FLAG_NAMES:
             assert f"  --{name}: " in done.stdout, done.stdout + done.stderr
         assert "0 = one per CPU" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_converter_replaces_a_synthetic_set_it_made_with_other_parameters(tmp_path, capsys):
+    folder = str(tmp_path / "celeba")
+    marker = tmp_path / "celeba" / "synthetic.json"
+    convert.ensure_synthetic(folder, 120, seed=1, workers=1)
+    (tmp_path / "celeba" / "notes.txt").write_text("mine")  # not the set's: it stays
+    # Fewer images than the folder's set: this raised FileExistsError (a traceback from make_tfrecords).
+    convert.ensure_synthetic(folder, 60, seed=2, workers=1)
+    assert "Replacing the synthetic CelebA in" in capsys.readouterr().err
+    expected = _hashes(synthetic.generate(tmp_path / "fresh", 60, seed=2).out_dir)
+    expected["notes.txt"] = hashlib.sha256(b"mine").hexdigest()
+    assert {k: v for k, v in _hashes(folder).items() if k != "synthetic.json"} == expected
+    assert json.loads(marker.read_text()) == {"num_images": 60, "seed": 2, "version": celeba_gender.__version__}
+    # The same command again has nothing to do.
+    mtimes = {p: os.stat(os.path.join(folder, p)).st_mtime_ns for p in _hashes(folder)}
+    convert.ensure_synthetic(folder, 60, seed=2, workers=1)
+    assert capsys.readouterr().err == ""
+    assert {p: os.stat(os.path.join(folder, p)).st_mtime_ns for p in _hashes(folder)} == mtimes
+    # A run interrupted while generating (its marker is written first) is redone by the next one.
+    marker.write_text(json.dumps({"num_images": 60, "seed": 2, "version": celeba_gender.__version__,
+                                  "complete": False}))
+    os.remove(os.path.join(folder, "img_align_celeba", "000060.jpg"))
+    convert.ensure_synthetic(folder, 60, seed=2, workers=1)
+    assert "Replacing the unfinished synthetic CelebA" in capsys.readouterr().err
+    assert {k: v for k, v in _hashes(folder).items() if k != "synthetic.json"} == expected
+
+
+def test_converter_refuses_a_folder_with_images_but_no_marker(tmp_path):
+    # Files in CelebA's layout without synthetic.json: perhaps the user's real CelebA.
+    celeba = synthetic.generate(tmp_path / "celeba", 60, seed=1).out_dir
+    before = _hashes(celeba)
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "make_tfrecords.py"), "--synthetic=30",
+                           f"--celeba_dir={celeba}", f"--out_dir={tmp_path}/tfrecords", "--progress=false"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"make_tfrecords: error: {celeba} holds CelebA images")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "choose another --celeba_dir for --synthetic, or an empty folder" in done.stderr
+    assert _hashes(celeba) == before and not os.path.exists(tmp_path / "tfrecords")

@@ -210,6 +210,35 @@ def _write_annotations(out_dir: str, layout: str, names: list[str], values: np.n
     return attr, part, ident
 
 
+def holds_celeba_files(out_dir: str) -> bool:
+    """Whether ``out_dir`` holds annotation files or .jpg images where either layout puts them."""
+    for layout in LAYOUTS:
+        if any(os.path.exists(os.path.join(out_dir, f)) for f in ANNOTATION_FILES[layout]):
+            return True
+        folder = image_folder(out_dir, layout)
+        if os.path.isdir(folder):
+            with os.scandir(folder) as entries:
+                if any(e.name.endswith(".jpg") for e in entries):
+                    return True
+    return False
+
+
+def remove(out_dir: str, num_images: int) -> None:
+    """Deletes the files a synthetic dataset of ``num_images`` images writes into ``out_dir``, in either layout.
+
+    Only those names (images 000001.jpg to its last, annotation files): any other file stays, so that
+    `generate` refuses a folder that someone else's images share.
+    """
+    for layout in LAYOUTS:
+        folder = image_folder(out_dir, layout)
+        images = [os.path.join(folder, n) for n in _image_names(num_images)] if os.path.isdir(folder) else []
+        for path in images + [os.path.join(out_dir, f) for f in ANNOTATION_FILES[layout]]:
+            try:
+                os.remove(path)
+            except FileNotFoundError:  # never written, or removed by an interrupted earlier call
+                pass
+
+
 if __name__ == "__main__":
     # python -m celeba_gender.synthetic.  The flags live in celeba_gender.cli.synthetic: library code reads
     # none, and a program that imports this module must not get them defined twice.

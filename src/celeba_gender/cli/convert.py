@@ -10,6 +10,7 @@ from celeba_gender import convert as convert_lib
 from celeba_gender.celeba import CelebaError
 from celeba_gender.curation import DEDUPE_MODES, NEAR_THRESHOLD, SPLIT_MODES
 from celeba_gender.manifest import ManifestError
+from celeba_gender.synthetic import SyntheticError
 
 flags.DEFINE_string("celeba_dir", None, "CelebA folder: list_attr_celeba.txt (or Kaggle's .csv) and "
                     "img_align_celeba/. Required unless --synthetic is set (then it is where the synthetic "
@@ -62,7 +63,7 @@ def main(argv: list[str]) -> None:
     try:
         config = config_from_flags()
         manifest = convert_lib.convert(config)
-    except (convert_lib.ConvertError, CelebaError, ManifestError) as e:
+    except (convert_lib.ConvertError, CelebaError, ManifestError, SyntheticError) as e:
         print(f"make_tfrecords: error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
