@@ -5,11 +5,7 @@
     python make_tfrecords.py --synthetic=2000 --out_dir=demo/tfrecords      # no download needed
 """
 
-from absl import flags
-
 from celeba_gender.cli import convert
-
-flags.adopt_module_key_flags(convert)  # so that --help lists the converter's flags
 
 if __name__ == "__main__":
     convert.run()

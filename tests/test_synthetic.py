@@ -1,19 +1,34 @@
 """Tests for celeba_gender.synthetic: exact CelebA layouts, determinism, planted duplicates,
-identity-disjoint partitions, and that the Male label is learnable but not trivially so."""
+identity-disjoint partitions, that the Male label is learnable but not trivially so, the command line,
+and how the converter's --synthetic treats a folder that already holds images."""
 
+import configparser
 import hashlib
+import json
 import multiprocessing
 import os
+import subprocess
+import sys
+import types
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image, ImageFilter
 
-from celeba_gender import synthetic
-from celeba_gender.attributes import ATTRIBUTE_NAMES, IMAGE_HEIGHT, IMAGE_WIDTH
+import celeba_gender
+from celeba_gender import convert, parallel, synthetic
+from celeba_gender.attributes import ATTRIBUTE_NAMES, CELEBA_SIZE
 
 MALE = ATTRIBUTE_NAMES.index("Male")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAG_NAMES = ("out_dir", "num_images", "seed", "layout", "workers")
+
+
+def run_synthetic(*args: str) -> subprocess.CompletedProcess:
+    """``python -m celeba_gender.synthetic`` in a subprocess (its absl flags must not meet other commands')."""
+    return subprocess.run([sys.executable, "-m", "celeba_gender.synthetic", *args], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
 
 
 def _names(n):
@@ -81,7 +96,7 @@ def test_images_are_celeba_sized_rgb_jpegs(original):
         path = os.path.join(original.image_dir, name)
         with Image.open(path) as im:
             assert im.format == "JPEG" and im.mode == "RGB"
-            assert im.size == (IMAGE_WIDTH, IMAGE_HEIGHT)
+            assert im.size == CELEBA_SIZE[::-1]
             im.load()
         sizes.append(os.path.getsize(path))
     assert 6_000 < np.mean(sizes) < 15_000  # CelebA's files average about 10 KB
@@ -101,17 +116,26 @@ def test_kaggle_layout(tmp_path):
     assert list(part.columns) == ["image_id", "partition"]
     assert list(part["image_id"]) == _names(120) and set(part["partition"]) <= {0, 1, 2}
     with Image.open(os.path.join(info.image_dir, "000120.jpg")) as im:
-        assert im.size == (IMAGE_WIDTH, IMAGE_HEIGHT) and im.mode == "RGB"
+        assert im.size == CELEBA_SIZE[::-1] and im.mode == "RGB"
 
 
 def test_deterministic_and_independent_of_workers(tmp_path, monkeypatch):
+    # Spy on the worker pools: the images must go through parallel.imap, in each start method it uses.
+    pools, methods = [], []
+    imap, get_context = parallel.imap, multiprocessing.get_context
+    monkeypatch.setattr(parallel, "imap", lambda fn, items, workers, ordered=True:
+                        pools.append(workers) or imap(fn, items, workers, ordered))
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method=None:
+                        methods.append(method) or get_context(method))
     a = synthetic.generate(tmp_path / "a", 80, seed=5, workers=1)
     b = synthetic.generate(tmp_path / "b", 80, seed=5, workers=2)
+    assert pools == [1, 2] and len(methods) == 1
     assert _hashes(a.out_dir) == _hashes(b.out_dir)
     assert a.exact_duplicates == b.exact_duplicates and a.near_duplicates == b.near_duplicates
-    # The start method used once TensorFlow is loaded must give the same bytes too.
-    monkeypatch.setattr(synthetic, "_context", lambda: multiprocessing.get_context("spawn"))
+    # parallel.imap spawns once TensorFlow is loaded (forking it can deadlock): same bytes that way too.
+    monkeypatch.setitem(sys.modules, "tensorflow", sys.modules.get("tensorflow", types.ModuleType("tensorflow")))
     c = synthetic.generate(tmp_path / "c", 80, seed=5, workers=3)
+    assert pools[-1] == 3 and methods[-1] == "spawn"
     assert _hashes(c.out_dir) == _hashes(a.out_dir)
     d = synthetic.generate(tmp_path / "d", 80, seed=6)
     assert _hashes(d.out_dir) != _hashes(a.out_dir)
@@ -175,16 +199,17 @@ def test_tiny_datasets(tmp_path):
         info = synthetic.generate(tmp_path / str(n), n, seed=1)
         assert sorted(os.listdir(info.image_dir)) == _names(n)
         assert info.exact_duplicates == [] and info.near_duplicates == []
-    with pytest.raises(ValueError):
+    with pytest.raises(synthetic.SyntheticError):
         synthetic.generate(tmp_path / "bad", 10, layout="tfds")
     synthetic.generate(tmp_path / "7", 7, seed=2)  # same names again: overwritten
     with pytest.raises(FileExistsError):  # fewer images than already there: refused
         synthetic.generate(tmp_path / "49", 20, seed=1)
 
 
-def test_cli_prints_summary(tmp_path, capsys):
-    assert synthetic.main([f"--out_dir={tmp_path}", "--num_images=60"]) is None  # console-script exit 0
-    out = capsys.readouterr().out
+def test_cli_prints_summary(tmp_path):
+    done = run_synthetic(f"--out_dir={tmp_path}", "--num_images=60")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     assert "60 images" in out and "Male fraction" in out and str(tmp_path) in out and "MB" in out
     assert "1 exact" in out
     assert len(os.listdir(os.path.join(tmp_path, "img_align_celeba"))) == 60
@@ -221,3 +246,74 @@ def test_label_is_learnable_but_no_single_pixel_decides(learnable):
     acc_dark_female = (k - below_male + (y.sum() - below_male)) / len(y)  # dark -> female
     best = np.maximum(acc_dark_female, 1 - acc_dark_female).max()
     assert best < 0.9, best
+
+
+def test_cli_user_errors_are_one_line(tmp_path):
+    out = tmp_path / "out"
+    bad_value = run_synthetic(f"--out_dir={out}", "--num_images=0")
+    assert "--num_images=0" in bad_value.stderr and not out.exists()
+    bad_layout = run_synthetic(f"--out_dir={out}", "--num_images=3", "--layout=tfds")
+    missing = run_synthetic("--num_images=3")
+    os.makedirs(out / "img_align_celeba")
+    open(out / "img_align_celeba" / "000009.jpg", "wb").close()  # not one of a 3-image set's names
+    other_images = run_synthetic(f"--out_dir={out}", "--num_images=3")
+    for done in (bad_value, bad_layout, missing, other_images):
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("synthetic: error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "original|kaggle" in bad_layout.stderr and "--out_dir" in missing.stderr
+    assert "another dataset" in other_images.stderr
+    assert sorted(os.listdir(out / "img_align_celeba")) == ["000009.jpg"]
+
+
+def test_cli_help_describes_every_flag():
+    setup = configparser.ConfigParser()
+    setup.read(os.path.join(ROOT, "setup.cfg"))
+    scripts = dict(line.split(" = ") for line in setup["options.entry_points"]["console_scripts"].split("\n") if line)
+    module, function = scripts["celeba-synthetic"].split(":")
+    code = f"import sys; sys.argv[0] = 'celeba-synthetic'; from {module} import {function}; {function}()"
+    console_script = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True,
+                                    timeout=120, cwd=ROOT)
+    for done in (console_script, run_synthetic("--help")):
+        for name in FLAG_NAMES:
+            assert f"  --{name}: " in done.stdout, done.stdout + done.stderr
+        assert "0 = one per CPU" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_converter_replaces_a_synthetic_set_it_made_with_other_parameters(tmp_path, capsys):
+    folder = str(tmp_path / "celeba")
+    marker = tmp_path / "celeba" / "synthetic.json"
+    convert.ensure_synthetic(folder, 120, seed=1, workers=1)
+    (tmp_path / "celeba" / "notes.txt").write_text("mine")  # not the set's: it stays
+    # Fewer images than the folder's set: this raised FileExistsError (a traceback from make_tfrecords).
+    convert.ensure_synthetic(folder, 60, seed=2, workers=1)
+    assert "Replacing the synthetic CelebA in" in capsys.readouterr().err
+    expected = _hashes(synthetic.generate(tmp_path / "fresh", 60, seed=2).out_dir)
+    expected["notes.txt"] = hashlib.sha256(b"mine").hexdigest()
+    assert {k: v for k, v in _hashes(folder).items() if k != "synthetic.json"} == expected
+    assert json.loads(marker.read_text()) == {"num_images": 60, "seed": 2, "version": celeba_gender.__version__}
+    # The same command again has nothing to do.
+    mtimes = {p: os.stat(os.path.join(folder, p)).st_mtime_ns for p in _hashes(folder)}
+    convert.ensure_synthetic(folder, 60, seed=2, workers=1)
+    assert capsys.readouterr().err == ""
+    assert {p: os.stat(os.path.join(folder, p)).st_mtime_ns for p in _hashes(folder)} == mtimes
+    # A run interrupted while generating (its marker is written first) is redone by the next one.
+    marker.write_text(json.dumps({"num_images": 60, "seed": 2, "version": celeba_gender.__version__,
+                                  "complete": False}))
+    os.remove(os.path.join(folder, "img_align_celeba", "000060.jpg"))
+    convert.ensure_synthetic(folder, 60, seed=2, workers=1)
+    assert "Replacing the unfinished synthetic CelebA" in capsys.readouterr().err
+    assert {k: v for k, v in _hashes(folder).items() if k != "synthetic.json"} == expected
+
+
+def test_converter_refuses_a_folder_with_images_but_no_marker(tmp_path):
+    # Files in CelebA's layout without synthetic.json: perhaps the user's real CelebA.
+    celeba = synthetic.generate(tmp_path / "celeba", 60, seed=1).out_dir
+    before = _hashes(celeba)
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "make_tfrecords.py"), "--synthetic=30",
+                           f"--celeba_dir={celeba}", f"--out_dir={tmp_path}/tfrecords", "--progress=false"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"make_tfrecords: error: {celeba} holds CelebA images")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "choose another --celeba_dir for --synthetic, or an empty folder" in done.stderr
+    assert _hashes(celeba) == before and not os.path.exists(tmp_path / "tfrecords")

@@ -13,7 +13,6 @@ ATTRIBUTE_NAMES = (
 
 # CelebA's aligned-and-cropped images are all this size: (height, width).
 CELEBA_SIZE = (218, 178)
-IMAGE_HEIGHT, IMAGE_WIDTH = CELEBA_SIZE
 
 
 def class_names(attribute: str) -> tuple[str, str]:

@@ -11,6 +11,7 @@ import collections
 import dataclasses
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -83,15 +84,36 @@ def default_synthetic_dir(config: ConvertConfig) -> str:
 
 
 def ensure_synthetic(directory: str, num_images: int, seed: int, workers: int) -> None:
-    """Generates the synthetic CelebA into ``directory`` unless an identical one is already there."""
+    """Generates the synthetic CelebA into ``directory`` unless an identical one is already there.
+
+    Its marker, synthetic.json, says which synthetic set a folder holds: a set made with other parameters
+    is replaced (said on stderr). A folder with CelebA files and no marker may be the user's real CelebA:
+    it is refused with a SyntheticError and left untouched.
+    """
     from celeba_gender import synthetic
 
     marker = os.path.join(directory, "synthetic.json")
     wanted = {"num_images": num_images, "seed": seed, "version": celeba_gender.__version__}
-    if os.path.exists(marker):
+    try:
         with open(marker) as f:
-            if json.load(f) == wanted:
-                return
+            previous = json.load(f)
+    except (OSError, ValueError):  # missing or unreadable: proves nothing
+        previous = None
+    if previous == wanted:
+        return
+    if isinstance(previous, dict) and isinstance(previous.get("num_images"), int):
+        unfinished = "unfinished " if previous.get("complete") is False else ""
+        print(f"Replacing the {unfinished}synthetic CelebA in {directory} (num_images={previous['num_images']}, "
+              f"seed={previous.get('seed')}) with num_images={num_images}, seed={seed}.", file=sys.stderr)
+        synthetic.remove(directory, previous["num_images"])
+    elif synthetic.holds_celeba_files(directory):
+        raise synthetic.SyntheticError(
+            f"{directory} holds CelebA images or annotation files but no synthetic.json, so it may be a real "
+            "CelebA, which --synthetic never writes over: choose another --celeba_dir for --synthetic, or an "
+            "empty folder.")
+    os.makedirs(directory, exist_ok=True)
+    with open(marker, "w") as f:  # before generating, so that an interrupted run's files are known as ours
+        json.dump({**wanted, "complete": False}, f)
     synthetic.generate(directory, num_images, seed=seed, workers=workers)
     with open(marker, "w") as f:
         json.dump(wanted, f)

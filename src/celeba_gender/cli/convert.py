@@ -23,7 +23,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point."""
-    runner.run(main, "make_tfrecords")
+    runner.run(main, "make_tfrecords", __name__)
 
 
 if __name__ == "__main__":  # python -m celeba_gender.cli.convert

@@ -29,14 +29,21 @@ def _flag_error_message(error: Exception, script: str) -> str:
     # absl says "flag --arch=None: Flag --arch must have a value other than None." for a missing flag.
     if "must have a value other than None" in text:
         name = text.split("Flag --", 1)[-1].split(" ", 1)[0]
-        return f"--{name} is required. See python {script} --help."
-    return f"{text.rstrip('.')}. See python {script} --help."
+        return f"--{name} is required (see --help)."
+    return f"{text.rstrip('.')} (see --help)."
 
 
-def run(main: Callable[[list[str]], None], prog: str, positional: bool = False) -> None:
-    """Runs ``main(argv)`` under absl with one-line errors. ``positional``: whether the command takes
-    arguments besides flags (predict.py's files); otherwise any is an error."""
+def run(main: Callable[[list[str]], None], prog: str, flags_module: str, positional: bool = False) -> None:
+    """Runs ``main(argv)`` under absl with one-line errors.
+
+    ``flags_module``: the module that defined the command's flags; ``--help`` lists them whether the command
+    runs as a launcher script, a console script or ``python -m``. ``positional``: whether the command takes
+    arguments besides flags (predict.py's files); otherwise any is an error.
+    """
     script = f"{prog}.py"
+    # absl's --help shows the key flags of the main program (sys.argv[0]): make the command's flags its own.
+    for flag in flags.FLAGS.get_key_flags_for_module(flags_module):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
     def parse(argv: list[str]) -> list[str]:
         try:
