@@ -36,8 +36,8 @@ class ConvertConfig:
 
     celeba_dir: str | None = option(None, "CelebA folder: list_attr_celeba.txt (or Kaggle's .csv) and "
                                     "img_align_celeba/. Required unless --synthetic is set (then it is where the "
-                                    "synthetic dataset is written).")
-    out_dir: str = option("tfrecords", "Where shards and manifest.json go.")
+                                    "synthetic dataset is written).", path=True)
+    out_dir: str = option("tfrecords", "Where shards and manifest.json go.", path=True)
     attribute: str = option("Male", "The attribute to classify (any column of the attribute file).")
     split: str = option("official", "official: CelebA's identity-disjoint list_eval_partition; identity: a random "
                         "identity-disjoint split by --split_fractions (needs identity_CelebA.txt); seed: the source "

@@ -36,18 +36,20 @@ class Spec:
     upper: float | None = None
     flag: bool = True  # False: set by code, not offered on the command line
     required: bool = False
+    path: bool = False  # a file or folder: "~" is expanded when it comes from the command line
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, choices=None, lower: float | None = None,
-           upper: float | None = None, flag: bool = True) -> Any:
-    """A dataclass field declared as an option. Without ``default`` the option is required.
+           upper: float | None = None, flag: bool = True, path: bool = False) -> Any:
+    """A dataclass field declared as an option. Without ``default`` the option is required; ``path``: the
+    value names a file or folder (the command line expands ``~`` in it).
 
     Defaults must be immutable (numbers, strings, tuples, None, frozen dataclasses): configs are frozen.
     """
     if isinstance(default, (list, dict, set)):
         raise TypeError("option defaults must be immutable: use a tuple")
     spec = Spec(help, tuple(choices) if choices is not None else None, lower, upper, flag,
-                required=default is dataclasses.MISSING)
+                required=default is dataclasses.MISSING, path=path)
     kwargs = {} if default is dataclasses.MISSING else {"default": default}
     return dataclasses.field(metadata={"option": spec}, **kwargs)
 

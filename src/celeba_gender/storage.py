@@ -22,9 +22,13 @@ manifest.json (format_version 1)::
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fnmatch
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from typing import Any
 
 from celeba_gender import tfrecord_file
@@ -43,6 +47,46 @@ class DataError(UserError):
 
 class ManifestError(DataError):
     """A manifest.json that cannot be read or has an unknown format."""
+
+
+class DiskFullError(UserError):
+    """The disk filled up while writing; the message says what was being written, the space needed, and that
+    finished work is intact."""
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    # TensorFlow's C++ file systems (checkpoints, SavedModels, events) raise their own errors with the OS text.
+    return type(error).__module__.startswith("tensorflow") and "No space left on device" in str(error)
+
+
+def free_bytes(path: str) -> int | None:
+    """Free space on the disk holding ``path`` (or its nearest existing parent); None for URLs."""
+    if is_url(path):
+        return None
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free
+
+
+@contextlib.contextmanager
+def disk_space_for(what: str, where: str, need_bytes: int | None = None, intact: str = "") -> Iterator[None]:
+    """Turns a full disk inside the block into one :class:`DiskFullError` line: what was being written, where,
+    the space free and needed, and ``intact`` (what finished work is kept); other errors pass through."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - only a full disk is translated; anything else is re-raised
+        if not _is_disk_full(e):
+            raise
+        free = free_bytes(where)
+        room = f"{free / 2**20:,.0f} MB free" if free is not None else "no space left"
+        if need_bytes:
+            room += f", about {need_bytes / 2**20:,.0f} MB needed"
+        raise DiskFullError(f"The disk is full: writing {what} in {where} failed ({room}). "
+                            f"{intact + ' ' if intact else ''}Free some space and run the same command again."
+                            ) from None
 
 
 # --- paths, local or URL -----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -86,6 +87,8 @@ def values(cls, recipe: Mapping[str, Any] | None = None, argv: Sequence[str] | N
             value, source = flag.value, DEFAULT
         if o.is_sequence and isinstance(value, list):
             value = options.parse_sequence(o, value)
+        if o.spec.path and isinstance(value, str) and "://" not in value:
+            value = os.path.expanduser(value)  # the shell leaves "--out_dir=~/x" alone
         out[o.name], sources[o.name] = value, source
     return out, sources
 
