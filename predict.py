@@ -9,11 +9,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import flags  # noqa: E402
-
 from celeba_gender.cli import predict  # noqa: E402
-
-flags.adopt_module_key_flags(predict)
 
 if __name__ == "__main__":
     predict.run()

@@ -10,11 +10,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines (oneDNN, CPU features)
 
-from absl import flags  # noqa: E402
-
 from celeba_gender.cli import train  # noqa: E402
-
-flags.adopt_module_key_flags(train)  # so that --help lists the trainer's flags
 
 if __name__ == "__main__":
     train.run()

@@ -61,4 +61,4 @@ def trained_run(shards, tmp_path_factory):
     config = trainer.TrainConfig(arch="tiny", data_dir=data_dir, run_dir=run_dir, batch=16, epochs=1, lr=3e-3,
                                  precision="float32", progress=False, seed=1, profile_steps=(2, 4),
                                  checkpoint_steps=5, steps_per_execution=2)
-    return config, trainer.train(config, "--arch=tiny\n--run_dir=\n")
+    return config, trainer.train(config)

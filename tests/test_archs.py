@@ -10,7 +10,7 @@ import pytest
 
 from celeba_gender import archs
 from celeba_gender.archs import applications
-from celeba_gender.archs.layers import Preprocess
+from celeba_gender.archs.layers import preprocessing
 
 
 @pytest.mark.parametrize("name", archs.ARCH_NAMES)
@@ -51,7 +51,7 @@ def test_softmax_is_float32_under_mixed_precision():
                                          ("torch", keras.applications.densenet), ("caffe", keras.applications.vgg16)])
 def test_preprocess_layer_equals_keras_applications_preprocess_input(mode, module):
     x = np.random.default_rng(1).integers(0, 256, (2, 8, 6, 3)).astype("float32")
-    np.testing.assert_allclose(np.asarray(Preprocess(mode)(x)), module.preprocess_input(x.copy()), rtol=1e-5,
+    np.testing.assert_allclose(np.asarray(preprocessing(mode)(x)), module.preprocess_input(x.copy()), rtol=1e-5,
                                atol=1e-4)
 
 

@@ -97,7 +97,7 @@ def test_evaluate_run_writes_a_report_that_matches_the_model(trained_run, shards
         assert all(truth[e["filename"]] == actual and predicted[e["filename"]] == wrong for e in errors)
         assert [e["probability"] for e in errors] == sorted((e["probability"] for e in errors), reverse=True)
     saved = json.load(open(os.path.join(out, "report.json")))
-    assert saved["accuracy"] == report["accuracy"] and saved["config"]["arch"] == "tiny"
+    assert saved["accuracy"] == report["accuracy"] and saved["config"]["model"]["arch"] == "tiny"
     markdown = open(os.path.join(out, "report.md")).read()
     assert "| Female |" in markdown and "Where it fails" in markdown
     events = [p for p in os.listdir(os.path.join(run_dir, "evaluation_test_best")) if "tfevents" in p]

@@ -45,7 +45,7 @@ def test_a_two_run_study_tabulates_and_a_rerun_skips_finished_runs(shards, tmp_p
     for row in rows:  # each cell is that run's own test accuracy
         summary = storage.read_json(os.path.join(row["run_dir"], "summary.json"))
         assert row["test_accuracy"] == summary["test"]["accuracy"]
-        assert storage.read_json(os.path.join(row["run_dir"], "config.json"))["epochs"] == row["value"]
+        assert storage.read_json(os.path.join(row["run_dir"], "config.json"))["train"]["epochs"] == row["value"]
     table = list(csv.reader(open(tmp_path / "study" / "study.csv")))
     assert table == [["epochs", "tiny"], ["1", f"{rows[0]['test_accuracy']:.4f}"],
                      ["2", f"{rows[1]['test_accuracy']:.4f}"]]
@@ -66,14 +66,16 @@ def test_every_study_flagfile_parses():
     code = textwrap.dedent("""
         import glob
         from absl import flags
-        from celeba_gender.cli import study
+        from celeba_gender import study
+        from celeba_gender.cli import config_flags, study as _  # defines the flags
         FLAGS = flags.FLAGS
         for f in sorted(glob.glob("flags/studies/*.flags")):
             if f.endswith(("_train.flags", "_data.flags")):
                 continue
             FLAGS.unparse_flags()
-            FLAGS(["study.py", f"--flagfile={f}"])
-            config = study.config_from_flags()
+            argv = ["study.py", f"--flagfile={f}"]
+            FLAGS(argv)
+            config = config_flags.build(study.StudyConfig, argv=argv)[0]
             print(f, config.name, len(config.archs), config.values)
     """)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

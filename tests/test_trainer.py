@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from celeba_gender import archs, decode, evaluation, pipeline, runs, trainer
+from celeba_gender import archs, decode, epochs, evaluation, optimizers, pipeline, runs, trainer
 from celeba_gender.summaries import image_grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,7 +52,7 @@ def test_one_epoch_lowers_the_loss_and_writes_every_artifact(trained_run, shards
                  "checkpoints/best/checkpoint"):
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert f"--run_dir={run_dir}" in open(os.path.join(run_dir, "flags.txt")).read()
-    assert json.load(open(os.path.join(run_dir, "config.json")))["arch"] == "tiny"
+    assert json.load(open(os.path.join(run_dir, "config.json")))["train"]["arch"] == "tiny"
     assert runs.status(run_dir)["status"] == "complete"
     train_tags, val_tags = event_tags(os.path.join(run_dir, "train")), event_tags(os.path.join(run_dir, "validation"))
     for tag in ("loss", "accuracy", "auc", "learning_rate", "images_per_sec", "input_wait_fraction",
@@ -172,8 +172,8 @@ def test_impossible_settings_fail_before_any_work(shards, tmp_path):
         trainer.train(tiny_config(data_dir, str(tmp_path / "b"), batch=manifest["splits"]["train"]["count"] + 1))
     with pytest.raises(pipeline.DataError, match="No manifest.json in .*convert CelebA first"):
         trainer.train(tiny_config(str(tmp_path / "nothing"), str(tmp_path / "c")))
-    with pytest.raises(trainer.TrainError, match="--warmup_epochs needs --lr_schedule=cosine"):
-        trainer.train(tiny_config(data_dir, str(tmp_path / "d"), warmup_epochs=1, epochs=3))
+    with pytest.raises(trainer.TrainError, match="--warmup_epochs=3 must be below --epochs=3"):
+        trainer.train(tiny_config(data_dir, str(tmp_path / "d"), warmup_epochs=3, epochs=3))
     with pytest.raises(archs.ArchError, match="alexnet has no ImageNet weights"):
         trainer.train(tiny_config(data_dir, str(tmp_path / "e"), arch="alexnet", weights="imagenet"))
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")  # nothing was started
@@ -182,15 +182,16 @@ def test_impossible_settings_fail_before_any_work(shards, tmp_path):
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path):
     data_dir, _ = shards
     config = tiny_config(data_dir, str(tmp_path / "nan"), optimizer="sgd", lr=1e35, momentum=0.0, epochs=2)
-    with pytest.raises(trainer.TrainError, match="the training loss became nan.*last good checkpoint"):
+    with pytest.raises(epochs.Diverged, match="the training loss became nan.*last good checkpoint"):
         trainer.train(config)
-    assert runs.status(str(tmp_path / "nan"))["status"] == "running"
+    status = runs.status(str(tmp_path / "nan"))
+    assert status["status"] == "failed" and "the training loss became nan" in status["error"]
 
 
 def test_cli_errors_are_one_line(shards, tmp_path):
     data_dir, _ = shards
     bad_arch = run_train(["--arch=resnet", f"--data_dir={data_dir}"])
-    assert bad_arch.returncode == 1 and "value should be one of <alexnet|resnet50v2|" in bad_arch.stderr
+    assert bad_arch.returncode == 2 and "value should be one of <alexnet|resnet50v2|" in bad_arch.stderr
     too_small = run_train(["--arch=inceptionv3", "--image_size=64,64", f"--data_dir={data_dir}",
                            f"--runs_root={tmp_path}"])
     assert too_small.returncode == 2
@@ -211,7 +212,7 @@ def test_every_flagfile_parses():
             FLAGS.unparse_flags()
             FLAGS(["train.py", f"--flagfile={f}"])
             assert FLAGS.arch or f.endswith(("common.flags", "_train.flags")), f
-            config = train.config_from_flags() if FLAGS.arch else None
+            config = train.build_config()[0] if FLAGS.arch else None
             print(f, FLAGS.arch, config.lr if config else "")
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -220,17 +221,34 @@ def test_every_flagfile_parses():
     assert len(result.stdout.splitlines()) >= 14
 
 
-def test_train_py_defaults_are_the_configs_defaults():
-    """train.py with only --arch builds exactly TrainConfig(arch=...): the flags repeat no default wrongly."""
+def test_the_arch_recipe_is_under_any_flagfile_and_any_explicit_flag(tmp_path):
+    """Precedence: declared default < the arch's recipe < a flagfile < the command line; each value's source is
+    recorded."""
+    flagfile = tmp_path / "mine.flags"
+    flagfile.write_text("--lr=0.0005\n--epochs=4\n")
     code = textwrap.dedent("""
+        import json, sys
         from absl import flags
         from celeba_gender import trainer
         from celeba_gender.cli import train
-        flags.FLAGS(["train.py", "--arch=tiny"])
-        assert train.config_from_flags() == trainer.TrainConfig(arch="tiny"), train.config_from_flags()
-    """)
+        argv = ["train.py", "--arch=resnet50v2", "--flagfile=FLAGFILE", "--epochs=7", "--batch=64"]
+        sys.argv = argv
+        flags.FLAGS(argv)
+        config, sources = train.build_config()
+        print(json.dumps({"config": {k: getattr(config, k) for k in ("optimizer", "lr", "epochs", "batch",
+                                      "label_smoothing", "momentum")}, "sources": sources}))
+        bare = ["train.py", "--arch=inceptionv3"]
+        flags.FLAGS.unparse_flags(); sys.argv = bare; flags.FLAGS(bare)
+        assert train.build_config()[0] == trainer.config_for("inceptionv3"), train.build_config()[0]
+    """).replace("FLAGFILE", str(flagfile))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    recipe = archs.get("resnet50v2").recipe()
+    assert out["config"] == {"optimizer": recipe["optimizer"], "lr": 0.0005, "epochs": 7, "batch": 64,
+                             "label_smoothing": recipe["label_smoothing"], "momentum": 0.9}
+    assert (out["sources"]["optimizer"], out["sources"]["lr"], out["sources"]["epochs"], out["sources"]["batch"],
+            out["sources"]["momentum"]) == ("recipe", "flagfile", "command line", "command line", "default")
 
 
 @pytest.mark.parametrize("changes", [
@@ -258,6 +276,5 @@ def test_other_training_paths_run(shards, tmp_path, changes):
 
 
 def test_float16_wraps_the_optimizer_in_loss_scaling():
-    config = trainer.TrainConfig(arch="tiny")
-    assert isinstance(trainer.make_optimizer(config, 10, "mixed_float16"), keras.optimizers.LossScaleOptimizer)
-    assert not isinstance(trainer.make_optimizer(config, 10, "float32"), keras.optimizers.LossScaleOptimizer)
+    assert isinstance(optimizers.make_optimizer("adam", 1e-3, 10, 1, loss_scaling=True), keras.optimizers.LossScaleOptimizer)
+    assert not isinstance(optimizers.make_optimizer("adam", 1e-3, 10, 1), keras.optimizers.LossScaleOptimizer)

@@ -27,7 +27,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from celeba_gender import geometry
+from celeba_gender import geometry, options
+from celeba_gender.options import option
 
 _PACKAGE = "celeba_gender"
 _FILL_MODES = ("nearest", "constant", "reflect", "wrap")
@@ -36,51 +37,31 @@ _INTERPOLATIONS = ("bilinear", "nearest")
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-    """Augmentation settings; the defaults are the seed study's ImageDataGenerator.
+    """Augmentation settings; the defaults are the seed study's ImageDataGenerator (see geometry.py for how
+    its parameters are drawn and composed)."""
 
-    Attributes:
-        rotation_deg: rotation range in degrees, theta ~ U(-rotation_deg, rotation_deg).
-        shear_deg: shear range in degrees (ImageDataGenerator's meaning, not a Keras shear factor).
-        zoom: zoom range, zx and zy ~ U(1 - zoom, 1 + zoom) independently (> 1 zooms out).
-        width_shift: fraction of the width (or pixels if >= 1), ImageDataGenerator's ``width_shift_range``.
-        height_shift: fraction of the height (or pixels if >= 1), its ``height_shift_range``.
-        horizontal_flip: flip left-right with probability 0.5, after the affine warp.
-        fill_mode: 'nearest' (the seed's), 'constant' (zeros), 'reflect' or 'wrap'.
-        interpolation: 'bilinear' (the seed's scipy order=1) or 'nearest'.
-        idg_quirks: reproduce ImageDataGenerator's off-centre pivot and swapped shift axes on non-square
-            images (see :mod:`celeba_gender.geometry`); False = transform about the true centre.
-        randaugment: add ``keras.layers.RandAugment(value_range=(0, 255))`` after the geometric warp.
-        random_erasing: probability of ``keras.layers.RandomErasing`` per image (0 = off).
-        mixup: Beta(alpha, alpha) parameter of MixUp in :func:`training_targets` (0 = off).
-        cutmix: Beta(alpha, alpha) parameter of CutMix in :func:`training_targets` (0 = off).
-    """
-
-    rotation_deg: float = 15.0
-    shear_deg: float = 0.1
-    zoom: float = 0.2
-    width_shift: float = 0.1
-    height_shift: float = 0.1
-    horizontal_flip: bool = True
-    fill_mode: str = "nearest"
-    interpolation: str = "bilinear"
-    idg_quirks: bool = False
-    randaugment: bool = False
-    random_erasing: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
+    rotation_deg: float = option(15.0, "Rotation range in degrees: theta ~ U(-r, r) (ImageDataGenerator's "
+                                 "rotation_range).", lower=0)
+    shear_deg: float = option(0.1, "Shear range in degrees (ImageDataGenerator's shear_range is in degrees, "
+                              "not a Keras shear factor).", lower=0)
+    zoom: float = option(0.2, "Zoom range: zx, zy ~ U(1 - z, 1 + z) independently (> 1 zooms out).", lower=0,
+                         upper=0.99)
+    width_shift: float = option(0.1, "Horizontal shift range, a fraction of the width (pixels when >= 1).", lower=0)
+    height_shift: float = option(0.1, "Vertical shift range, a fraction of the height (pixels when >= 1).", lower=0)
+    horizontal_flip: bool = option(True, "Flip left-right with probability 0.5, after the warp.")
+    fill_mode: str = option("nearest", "How pixels outside the image are filled (the seed's: nearest).",
+                            choices=_FILL_MODES)
+    interpolation: str = option("bilinear", "Resampling of the warp (the seed's: bilinear).",
+                                choices=_INTERPOLATIONS)
+    idg_quirks: bool = option(False, "Reproduce ImageDataGenerator's off-centre rotation pivot and swapped shift "
+                              "axes on non-square images (the source's exact pixels).")
+    randaugment: bool = option(False, "Add RandAugment after the seed's geometric augmentation.")
+    random_erasing: float = option(0.0, "Probability of random erasing per image.", lower=0, upper=1)
+    mixup: float = option(0.0, "MixUp Beta(alpha, alpha); 0 = off.", lower=0)
+    cutmix: float = option(0.0, "CutMix Beta(alpha, alpha); 0 = off.", lower=0)
 
     def __post_init__(self):
-        if self.fill_mode not in _FILL_MODES:
-            raise ValueError(f"fill_mode must be one of {_FILL_MODES}, got {self.fill_mode!r}")
-        if self.interpolation not in _INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {self.interpolation!r}")
-        if not 0.0 <= self.zoom < 1.0:
-            raise ValueError(f"zoom must be in [0, 1), got {self.zoom}")
-        if not 0.0 <= self.random_erasing <= 1.0:
-            raise ValueError(f"random_erasing is a probability, got {self.random_erasing}")
-        for name in ("rotation_deg", "shear_deg", "width_shift", "height_shift", "mixup", "cutmix"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        options.validate(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form, for Keras ``get_config``."""

@@ -14,11 +14,13 @@ import os
 import keras
 import tensorflow as tf
 
+from celeba_gender.errors import UserError
+
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
-class DistributeError(ValueError):
+class DistributeError(UserError):
     """A strategy or precision that cannot be used here; the message says why and what to do."""
 
 
@@ -53,11 +55,28 @@ def _cluster_resolver():
                           "python -m celeba_gender.launch_local --workers=2 -- train.py ...")
 
 
-def make_strategy(name: str, num_cpu_devices: int = 1) -> tf.distribute.Strategy:
-    """The strategy for ``--strategy``; see the module docstring for ``auto``."""
+NO_GPU_FIX = ("install the GPU build with `pip install -e '.[gpu]'` (NVIDIA driver 525 or newer) and check with "
+              "`python -c \"import tensorflow as tf; print(tf.config.list_physical_devices('GPU'))\"`")
+
+
+def make_strategy(name: str, num_cpu_devices: int = 1, require_gpu: bool = False) -> tf.distribute.Strategy:
+    """The strategy for ``--strategy``; see the module docstring for ``auto``.
+
+    Without a visible GPU: ``require_gpu`` stops at once, and so does ``mirrored`` unless the CPU was split into
+    logical devices to try it (``num_cpu_devices``); otherwise one warning says the run trains on the CPU.
+    """
     if name not in STRATEGIES:
         raise DistributeError(f"--strategy={name}: choose one of {', '.join(STRATEGIES)}.")
     gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        if require_gpu:
+            raise DistributeError(f"--require_gpu: TensorFlow sees no GPU on this machine. To train on NVIDIA GPUs, "
+                                  f"{NO_GPU_FIX}.")
+        if name == "mirrored" and num_cpu_devices <= 1:
+            raise DistributeError(f"--strategy=mirrored needs GPUs and TensorFlow sees none. To use them, "
+                                  f"{NO_GPU_FIX}; to try MirroredStrategy on a CPU add --num_cpu_devices=2.")
+        logging.warning("No GPU visible: training runs on the CPU (slow for the big archs). To use NVIDIA GPUs, %s; "
+                        "--require_gpu makes this an error.", NO_GPU_FIX)
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 or num_cpu_devices > 1 else "default"
     if name == "default":
@@ -114,3 +133,24 @@ def num_workers(strategy: tf.distribute.Strategy) -> int:
         return 1
     spec = strategy.cluster_resolver.cluster_spec().as_dict()
     return len(spec.get("worker", [])) + len(spec.get("chief", []))
+
+
+def device_names(strategy: tf.distribute.Strategy) -> list[str]:
+    """What this process trains on, for the run header: e.g. ["GPU:0 NVIDIA A100-SXM4-40GB", "GPU:1 ..."]."""
+    try:
+        devices = strategy.extended.worker_devices
+    except RuntimeError:  # the default strategy: TensorFlow's placement, the first GPU if any, else the CPU
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [gpus[0].name if gpus else "/device:CPU:0"]
+    names = []
+    for device in devices:
+        spec = tf.DeviceSpec.from_string(device)
+        label = f"{spec.device_type}:{spec.device_index or 0}"
+        if spec.device_type == "GPU":
+            gpus = tf.config.list_physical_devices("GPU")
+            index = spec.device_index or 0
+            if index < len(gpus):
+                details = tf.config.experimental.get_device_details(gpus[index])
+                label += f" {details.get('device_name', '')}".rstrip()
+        names.append(label)
+    return names or ["CPU:0"]

@@ -9,6 +9,8 @@ The class names follow the label ids (0 = Female, 1 = Male): scikit-learn's repo
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
 
@@ -17,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn import metrics as skm
 
-from celeba_gender import archs, pipeline, plots, runs, storage
+from celeba_gender import archs, checkpoints, figures, pipeline, report_markdown, runs, storage
 from celeba_gender.errors import UserError
 from celeba_gender.summaries import Summaries
 
@@ -90,17 +92,18 @@ def worst_errors(probs: np.ndarray, labels: np.ndarray, filenames: list[str], ac
 
 
 def load_model(run_dir: str, checkpoint: str = "best") -> tuple[keras.Model, dict]:
-    """The run's core model with the weights of its best (or last) checkpoint, and its config."""
+    """The run's core model with the weights of its best (or last) checkpoint, and its recorded config
+    (config.json, with the checkpoint's path added)."""
     if checkpoint not in CHECKPOINTS:
         raise EvaluationError(f"--checkpoint={checkpoint}: choose best or last.")
     config = runs.read_config(run_dir)
-    model = archs.build_model(archs.ModelConfig(
-        arch=config["arch"], image_size=tuple(config["image_size"]) if config.get("image_size") else None,
-        weights="none", head=config["head"], trainable_layers=config["trainable_layers"], dropout=config["dropout"]))
-    ckpt_dir = os.path.join(run_dir, "checkpoints", "best" if checkpoint == "best" else "")
-    path = tf.train.latest_checkpoint(ckpt_dir)
+    recorded = dict(config["model"])
+    recorded["image_size"] = tuple(recorded["image_size"]) if recorded.get("image_size") else None
+    model = archs.build_model(archs.ModelConfig(**{**recorded, "weights": "none"}))
+    path = checkpoints.latest(run_dir, checkpoint)
     if path is None:
-        raise EvaluationError(f"No {checkpoint} checkpoint in {ckpt_dir}: has this run finished an epoch?")
+        raise EvaluationError(f"No {checkpoint} checkpoint in {checkpoints.chief_directory(run_dir)}: has this run "
+                              "finished an epoch?")
     tf.train.Checkpoint(model=model.core).restore(path).expect_partial()
     return model.core, {**config, "image_size": list(model.image_size), "checkpoint_path": path}
 
@@ -134,6 +137,15 @@ def fetch_images(data_dir: str, split: str, image_size, wanted: set[str], manife
     return found
 
 
+HEADLINE = ("count", "accuracy", "accuracy_ci95", "balanced_accuracy", "roc_auc", "log_loss", "confusion_matrix",
+            "class_names", "split", "checkpoint")
+
+
+def headline(report: dict) -> dict:
+    """The report's main figures (what summary.json and test_metrics.json hold)."""
+    return {k: report[k] for k in HEADLINE if k in report}
+
+
 def report_dir(run_dir: str, split: str, checkpoint: str) -> str:
     """``RUN/report`` for the default (test, best); ``RUN/report/<split>-<checkpoint>`` otherwise."""
     base = os.path.join(run_dir, "report")
@@ -145,7 +157,7 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
     """Evaluates a run and writes report.json, report.md, confusion_matrix.png, curves.png and the two
     error galleries; returns the report."""
     model, config = load_model(run_dir, checkpoint)
-    data_dir = data_dir or config["data_dir"]
+    data_dir = data_dir or config["train"]["data_dir"]
     manifest = storage.read_manifest(data_dir)
     class_names = list(manifest["class_names"])
     probs, labels, names, attrs = predict_split(model, data_dir, split, config["image_size"], batch, manifest)
@@ -158,26 +170,46 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
     report["config"] = config
 
     out = report_dir(run_dir, split, checkpoint)
-    tf.io.gfile.makedirs(out)
     wanted = {e["filename"] for errors in report["errors"].values() for e in errors}
     images = {}
     if wanted:  # shown at the stored resolution (218x178 for CelebA), not the model's
         stored = storage.stored_size(manifest)  # None: shards of mixed image sizes
         images = fetch_images(data_dir, split, stored or config["image_size"], wanted, manifest)
-    files = {"confusion_matrix": plots.save_confusion_matrix(report, os.path.join(out, "confusion_matrix.png"))}
-    history = os.path.join(run_dir, "history.csv")
-    if tf.io.gfile.exists(history):
-        files["curves"] = plots.save_curves(history, os.path.join(out, "curves.png"))
+    with storage.disk_space_for("the evaluation report", out,
+                                intact="The run's checkpoints and export are intact: run evaluate.py again."):
+        _write_report(report, out, run_dir, images, probs, labels, names)
+    return report
+
+
+def write_predictions(path: str, probs: np.ndarray, labels: np.ndarray, names: list[str],
+                      class_names: list[str]) -> None:
+    """predictions.csv: per example its file name, true and predicted class, the predicted class's probability
+    and every class's probability."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["filename", "true_label", "predicted_label", "probability", *(f"p_{c}" for c in class_names)])
+    for name, label, p in zip(names, labels, probs):
+        k = int(p.argmax())
+        writer.writerow([name, class_names[int(label)], class_names[k], f"{p[k]:.6f}", *(f"{v:.6f}" for v in p)])
+    storage.write_text(path, buffer.getvalue())
+
+
+def _write_report(report: dict, out: str, run_dir: str, images: dict, probs, labels, names) -> None:
+    storage.makedirs(out)
+    files = {"confusion_matrix": figures.save_confusion_matrix(report, storage.join(out, "confusion_matrix.png"))}
+    history = storage.join(run_dir, "history.csv")
+    if storage.exists(history):
+        files["curves"] = figures.save_curves(history, storage.join(out, "curves.png"))
     for key, errors in report["errors"].items():
         actual, predicted = key.split("_as_")
-        files[key] = plots.save_gallery(errors, images, actual, predicted, os.path.join(out, f"errors_{key}.png"))
+        files[key] = figures.save_gallery(errors, images, actual, predicted, storage.join(out, f"errors_{key}.png"))
+    files["predictions"] = storage.join(out, "predictions.csv")
+    write_predictions(files["predictions"], probs, labels, names, report["class_names"])
     report["files"] = files
-    storage.write_json(os.path.join(out, "report.json"), report)
-    markdown = plots.report_markdown(report)
-    with tf.io.gfile.GFile(os.path.join(out, "report.md"), "w") as f:
-        f.write(markdown)
-    _log_to_tensorboard(run_dir, report, files, markdown)
-    return report
+    storage.write_json(storage.join(out, "report.json"), report)
+    markdown = report_markdown.report_markdown(report)
+    storage.write_text(storage.join(out, "report.md"), markdown)
+    _log_to_tensorboard(run_dir, report, {k: v for k, v in files.items() if v.endswith(".png")}, markdown)
 
 
 def _log_to_tensorboard(run_dir: str, report: dict, files: dict, markdown: str) -> None:
@@ -186,8 +218,6 @@ def _log_to_tensorboard(run_dir: str, report: dict, files: dict, markdown: str) 
     summaries.scalars(name, 0, {"accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
                                 "roc_auc": report["roc_auc"], "log_loss": report["log_loss"]})
     for key, path in files.items():
-        if path:
-            with tf.io.gfile.GFile(path, "rb") as f:
-                summaries.figure(name, key, 0, f.read())
+        summaries.figure(name, key, 0, storage.read_bytes(path))
     summaries.text(name, "report", 0, markdown)
     summaries.close()

@@ -12,32 +12,39 @@ Both return ``probabilities`` [N, classes], ``class_id`` [N] and ``class_name`` 
 
 from __future__ import annotations
 
-import json
-import os
-
 import keras
 import tensorflow as tf
 
+from celeba_gender import storage
 from celeba_gender.decode import decode_image
 
 
-def inference_model(core: keras.Model, image_size: tuple[int, int], augment: keras.layers.Layer | None = None
-                    ) -> keras.Model:
-    """uint8 images -> [augmentation, training only] -> core: the one model graph that is trained and saved."""
+def inference_model(core: keras.Model, image_size: tuple[int, int]) -> keras.Model:
+    """uint8 images [N, h, w, 3] -> probabilities: the trained model (preprocessing inside) behind a uint8 input.
+
+    Built-in Keras layers only (the training-only augmentation stays out), so ``model.keras`` loads with plain
+    ``keras.models.load_model`` wherever Keras is installed, without this package.
+    """
     inputs = keras.Input((*image_size, 3), dtype="uint8", name="image")
-    x = augment(inputs) if augment is not None else keras.layers.Identity(name="as_float")(
-        keras.ops.cast(inputs, "float32"))
-    return keras.Model(inputs, core(x), name=f"{core.name}_inference")
+    as_float = keras.layers.Rescaling(1.0, name="as_float", dtype="float32")(inputs)  # a cast, as a layer
+    return keras.Model(inputs, core(as_float), name=f"{core.name}_inference")
 
 
-def export(model: keras.Model, export_dir: str, image_size: tuple[int, int], class_names: list[str]) -> dict:
-    """Writes ``model.keras``, ``labels.json`` (class names, input size) and ``saved_model/`` under
-    ``export_dir``; returns their paths."""
-    tf.io.gfile.makedirs(export_dir)  # local, or any tf.io.gfile URL
-    keras_path = os.path.join(export_dir, "model.keras")
+def export(core: keras.Model, export_dir: str, image_size: tuple[int, int], class_names: list[str]) -> dict:
+    """Writes the inference model of ``core`` as ``model.keras``, ``labels.json`` (class names, input size) and
+    ``saved_model/`` under ``export_dir``; returns their paths."""
+    model = inference_model(core, image_size)
+    with storage.disk_space_for("the export (model.keras and the SavedModel)", export_dir,
+                                intact="The run's checkpoints are intact: rerun the same command to export again."):
+        return _write(model, export_dir, image_size, class_names)
+
+
+def _write(model: keras.Model, export_dir: str, image_size: tuple[int, int], class_names: list[str]) -> dict:
+    storage.makedirs(export_dir)  # local, or any tf.io.gfile URL
+    keras_path = storage.join(export_dir, "model.keras")
     model.save(keras_path)
-    with tf.io.gfile.GFile(os.path.join(export_dir, "labels.json"), "w") as f:
-        json.dump({"class_names": list(class_names), "image_size": list(image_size)}, f)
+    storage.write_json(storage.join(export_dir, "labels.json"),
+                       {"class_names": list(class_names), "image_size": list(image_size)})
     names = tf.constant(class_names)
 
     def outputs(probs):
@@ -59,6 +66,6 @@ def export(model: keras.Model, export_dir: str, image_size: tuple[int, int], cla
     archive.add_endpoint("serve_jpeg", serve_jpeg, input_signature=[tf.TensorSpec([None], tf.string, name="jpeg")])
     archive.add_endpoint("serve_images", serve_images,
                          input_signature=[tf.TensorSpec([None, *image_size, 3], tf.uint8, name="images")])
-    saved_model = os.path.join(export_dir, "saved_model")
+    saved_model = storage.join(export_dir, "saved_model")
     archive.write_out(saved_model, verbose=False)
     return {"keras": keras_path, "saved_model": saved_model}

@@ -15,6 +15,8 @@ import re
 
 import numpy as np
 
+from celeba_gender.errors import UserError
+
 # CelebA's aligned crops (178x218) frame a face so that a frontal-face detector's box is about 1/1.5 of the
 # crop's width, its centre a little above the middle. Calibrated on the synthetic faces (which follow
 # CelebA's framing); real photos were not available to check it.
@@ -22,7 +24,7 @@ CROP_WIDTH_PER_BOX = 1.5
 BOX_CENTRE_HEIGHT = 0.52
 
 
-class PredictError(ValueError):
+class PredictError(UserError):
     """A model or input that cannot be used at all; per-file problems are reported, not raised."""
 
 

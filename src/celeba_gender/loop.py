@@ -15,6 +15,7 @@ so they are exact under any strategy without relying on metric-variable synchron
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -38,6 +39,17 @@ class LoopConfig:
     measure_input_wait: bool = True
     # Its mixup / cutmix alphas are read (augment.training_targets); None or both 0: no mixing.
     mixing: AugmentConfig | None = None
+
+
+class Stopped(Exception):
+    """Training stopped at a step on request (a signal); a checkpoint of that step was saved (when
+    ``checkpoint`` is set)."""
+
+    def __init__(self, reason: str, epoch: int | None = None, step: int | None = None, checkpoint: str | None = None):
+        where = f" at epoch {epoch + 1}, step {step}" if epoch is not None else ""
+        saved = f"; checkpoint {checkpoint}" if checkpoint else ""
+        super().__init__(f"{reason}{where}{saved}")
+        self.reason, self.epoch, self.step, self.checkpoint = reason, epoch, step, checkpoint
 
 
 def histogram_auc(pos_hist: np.ndarray, neg_hist: np.ndarray) -> float:
@@ -175,11 +187,15 @@ class TrainLoop:
         probs, labels = self.strategy.run(self._replica_eval_step, args=(batch,))
         return self.strategy.gather(probs, axis=0), self.strategy.gather(labels, axis=0)
 
-    def predict(self, dataset) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, dataset, should_stop: Callable[[], str | None] = lambda: None) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities [N, classes] and labels [N] for every example of a (distributed) eval dataset;
-        padding examples (label -1, see pipeline.eval_dataset's pad_to_steps) are dropped."""
+        padding examples (label -1, see pipeline.eval_dataset's pad_to_steps) are dropped. ``should_stop()``
+        is asked between batches: a reason raises :class:`Stopped`."""
         probs, labels = [np.zeros((0, self.config.num_classes), np.float32)], [np.zeros((0,), np.int32)]
         for batch in dataset:
+            reason = should_stop()
+            if reason:
+                raise Stopped(reason)
             p, y = self._eval(batch)
             keep = y.numpy() >= 0
             probs.append(p.numpy()[keep])

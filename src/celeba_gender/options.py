@@ -22,7 +22,11 @@ from typing import Any
 from celeba_gender.errors import UserError
 
 
-class OptionError(UserError):
+# Where a value came from, lowest precedence first (cli/config_flags.py decides).
+DEFAULT, RECIPE, FLAGFILE, COMMAND_LINE = "default", "recipe", "flagfile", "command line"
+
+
+class OptionError(UserError, ValueError):
     """A setting outside its declared choices or bounds, or a value that does not parse as its type."""
 
 
@@ -216,3 +220,25 @@ def iter_help(cls) -> Iterator[tuple[str, str]]:
     for o in options(cls):
         if o.spec.flag:
             yield o.name, o.spec.help
+
+
+def as_flagfile(config, sources: Mapping[str, str] | None = None, header: str = "",
+                order: tuple[str, ...] = (COMMAND_LINE, FLAGFILE, RECIPE, DEFAULT)) -> str:
+    """A flagfile holding every command-line option of ``config`` with its value, one per line, grouped under
+    a comment saying where the values came from (when ``sources`` maps option names to one of ``order``).
+    absl flagfiles have no comments at the end of a line, hence the groups."""
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    groups: dict[str, list[str]] = {}
+    for o in options(type(config)):
+        value = get(config, o)
+        if not o.spec.flag or value is None:
+            continue
+        text = (f"--{o.name}" if value else f"--no{o.name}") if isinstance(value, bool) else \
+            f"--{o.name}={format_value(value)}"
+        groups.setdefault((sources or {}).get(o.name, ""), []).append(text)
+    for source in [*order, *(s for s in groups if s not in order)]:
+        if source in groups:
+            if source:
+                lines.append(f"# from the {source}" if source in (COMMAND_LINE, RECIPE) else f"# {source}s")
+            lines += groups[source]
+    return "\n".join(lines) + "\n"

@@ -1,8 +1,12 @@
-"""Run directories: where a run records itself (flags.txt, config.json) and how a rerun finds it again.
+"""Run directories: where a run records itself (flags.txt, config.json, status.json) and how a rerun finds it.
 
-Rerunning the same ``train.py`` command after a kill must continue the run, not start a new one, even
+Rerunning the same ``train.py`` command after a stop must continue the run, not start a new one, even
 though the default run directory has a timestamp in its name. So without ``--run_dir`` we look under
-``--runs_root`` for an unfinished run of the same arch whose recorded config equals this one.
+``--runs_root`` for an unfinished run of the same arch whose recorded settings equal this one's.
+
+config.json: ``{"train": every setting, "model": how the model is built (archs.ModelConfig, with the image size
+and weights resolved), "sources": where each setting came from}``. Evaluation rebuilds the model from
+``model``; resumption compares ``train``.
 """
 
 from __future__ import annotations
@@ -11,65 +15,98 @@ import dataclasses
 import datetime
 import json
 import os
+import socket
+import time
 
 import tensorflow as tf
 
-from celeba_gender import storage
+from celeba_gender import options, storage
+from celeba_gender.errors import UserError
 
 CONFIG = "config.json"
 FLAGS = "flags.txt"
 STATUS = "status.json"
-RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
+SUMMARY = "summary.json"
+TEST_METRICS = "test_metrics.json"
+# status.json's "status": RUNNING while a process trains; COMPLETE at the end; PREEMPTED after a SIGTERM and
+# INTERRUPTED after Ctrl-C (a checkpoint of the step reached was saved; rerun to resume); FAILED when a run
+# stopped on an error (its message is in "error").
+RUNNING, COMPLETE, PREEMPTED, INTERRUPTED, FAILED = "running", "complete", "preempted", "interrupted", "failed"
+_NOT_COMPARED = {"run_dir", "runs_root", "progress", "log_every_steps", "evaluate_test"}
 
 
-def comparable(config: dict) -> dict:
-    """A config as JSON would hold it (tuples as lists), without the keys that may differ between a run and
-    its resumption."""
-    skip = {"run_dir", "runs_root", "progress"}
-    return json.loads(json.dumps({k: v for k, v in config.items() if k not in skip}, default=str))
+class NotARunError(UserError, FileNotFoundError):
+    """A directory that is not a train.py run directory."""
 
 
-def find_resumable(runs_root: str, arch: str, config: dict) -> str | None:
-    """The newest unfinished run of ``arch`` under ``runs_root`` recorded with this same config."""
+def comparable(settings: dict) -> dict:
+    """Settings as JSON holds them (tuples as lists), without those that may differ between a run and its
+    resumption."""
+    return json.loads(json.dumps({k: v for k, v in settings.items() if k not in _NOT_COMPARED}, default=str))
+
+
+def recorded_settings(run_dir: str) -> dict | None:
+    """The training settings a run recorded in config.json, or None."""
+    recorded = storage.read_json(storage.join(run_dir, CONFIG))
+    return recorded.get("train") if isinstance(recorded, dict) else None
+
+
+def find_resumable(runs_root: str, arch: str, settings: dict) -> str | None:
+    """The newest unfinished run of ``arch`` under ``runs_root`` recorded with these same settings."""
     if not tf.io.gfile.isdir(runs_root):
         return None
-    candidates = sorted((d for d in tf.io.gfile.listdir(runs_root) if d.rstrip("/").startswith(f"{arch}-")),
+    candidates = sorted((d.rstrip("/") for d in tf.io.gfile.listdir(runs_root) if d.startswith(f"{arch}-")),
                         reverse=True)
     for name in candidates:
-        run_dir = os.path.join(runs_root, name.rstrip("/"))
-        recorded = storage.read_json(os.path.join(run_dir, CONFIG))
-        status = (storage.read_json(os.path.join(run_dir, STATUS)) or {}).get("status")
-        if recorded is not None and status != COMPLETE and comparable(recorded) == comparable(config):
+        run_dir = storage.join(runs_root, name)
+        recorded = recorded_settings(run_dir)
+        if recorded is not None and status(run_dir).get("status") != COMPLETE \
+                and comparable(recorded) == comparable(settings):
             return run_dir
     return None
 
 
 def new_run_dir(runs_root: str, arch: str) -> str:
     """``runs/<arch>-<YYYYmmdd-HHMMSS>``."""
-    return os.path.join(runs_root, f"{arch}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    return storage.join(runs_root, f"{arch}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
 
 
 def status(run_dir: str) -> dict:
     """The run's status record ({} before the first write)."""
-    return storage.read_json(os.path.join(run_dir, STATUS)) or {}
+    return storage.read_json(storage.join(run_dir, STATUS)) or {}
 
 
 def set_status(run_dir: str, value: str, **extra) -> None:
-    storage.write_json(os.path.join(run_dir, STATUS), {"status": value, **extra})
+    """Writes status.json: the status, when, by which host and process, and ``extra`` (e.g. error=...)."""
+    storage.write_json(storage.join(run_dir, STATUS), {
+        "status": value, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
+        "pid": os.getpid(), **extra})
 
 
-def record(run_dir: str, config, flags_text: str) -> None:
-    """Writes config.json and flags.txt (a flagfile that reruns, or resumes, this run) before training."""
-    tf.io.gfile.makedirs(run_dir)
-    storage.write_json(os.path.join(run_dir, CONFIG), dataclasses.asdict(config))
-    lines = [f"--run_dir={run_dir}" if line.startswith("--run_dir=") else line for line in flags_text.splitlines()]
-    with tf.io.gfile.GFile(os.path.join(run_dir, FLAGS), "w") as f:
-        f.write("\n".join(lines) + "\n")
+def record(run_dir: str, config, model: dict, sources: dict | None = None) -> None:
+    """Writes config.json and flags.txt before training.
+
+    flags.txt holds every setting, grouped by where it came from. ``python train.py --flagfile=RUN/flags.txt``
+    resumes the run while it is unfinished, and trains a new run with the same settings once it is complete
+    (the run directory is pinned in it only when it was given explicitly; a pinned complete run is left as
+    it is).
+    """
+    storage.makedirs(run_dir)
+    settings = dataclasses.asdict(config)
+    storage.write_json(storage.join(run_dir, CONFIG), {"train": settings, "model": model, "sources": sources or {}})
+    pinned = bool(config.run_dir) and (sources or {}).get("run_dir", options.COMMAND_LINE) != options.DEFAULT
+    shown = config if pinned else dataclasses.replace(config, run_dir="")
+    header = (f"Settings of the run in {run_dir}, written by train.py.\n"
+              "python train.py --flagfile=<this file> resumes that run while it is unfinished and, once it is\n"
+              "complete, trains a new run with the same settings" + (" (this file pins --run_dir: remove it for "
+                                                                     "that)" if pinned else "") + ".")
+    storage.write_text(storage.join(run_dir, FLAGS), options.as_flagfile(shown, sources, header))
 
 
 def read_config(run_dir: str) -> dict:
     """config.json of a run, or an error naming the directory."""
-    config = storage.read_json(os.path.join(run_dir, CONFIG))
-    if config is None:
-        raise FileNotFoundError(f"{run_dir} has no readable {CONFIG}: is it a train.py run directory?")
+    config = storage.read_json(storage.join(run_dir, CONFIG))
+    if not isinstance(config, dict) or "model" not in config:
+        raise NotARunError(f"{run_dir} has no readable {CONFIG}: is it a train.py run directory (of this "
+                                "version)?")
     return config

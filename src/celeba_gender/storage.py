@@ -128,6 +128,14 @@ def read_text(path: str) -> str:
         return f.read()
 
 
+def read_bytes(path: str) -> bytes:
+    if is_url(path):
+        with _gfile().GFile(path, "rb") as f:
+            return f.read()
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def write_bytes(path: str, data: bytes) -> None:
     """Writes a whole file (PNG figures and the like)."""
     if is_url(path):

@@ -20,12 +20,15 @@ import subprocess
 import sys
 import time
 
-from celeba_gender import runs, storage
+from celeba_gender import archs as arch_registry
+from celeba_gender import options, runs, source_study, storage
+from celeba_gender.errors import UserError
+from celeba_gender.options import option
 
 VARY = ("epochs", "dataset_size", "batch", "none")
 
 
-class StudyError(RuntimeError):
+class StudyError(UserError):
     """A study that cannot go on; the message says which run failed and where its log is."""
 
 
@@ -33,17 +36,28 @@ class StudyError(RuntimeError):
 class StudyConfig:
     """One study: which archs, which setting varies over which values, how each run is configured."""
 
-    name: str
-    archs: tuple[str, ...]
-    vary: str = "epochs"
-    values: tuple[int, ...] = (5,)
-    repeats: int = 1
-    seed: int = 42
-    study_dir: str = ""  # default studies/<name>
-    train_flagfile: str = ""  # flags of every run; "{arch}" is replaced by the arch name
-    data_dir: str = "tfrecords"  # shards of every run (not for dataset_size)
-    convert_flagfile: str = ""  # dataset_size: make_tfrecords flags; --limit and --out_dir are added
-    python: str = sys.executable
+    name: str = option(help="Study name (its directory is studies/<name> unless --study_dir). Required.")
+    archs: tuple[str, ...] = option(help="Architectures to compare (comma-separated). Required.",
+                                    choices=arch_registry.ARCH_NAMES)
+    vary: str = option("epochs", "The setting that varies: epochs, dataset_size (via the converter's --limit), batch, "
+                       "or none (compare archs only).", choices=VARY)
+    values: tuple[int, ...] = option((), "Values of the varied setting, e.g. 5,10,15.", lower=1)
+    repeats: int = option(1, "Seeds per cell (--seed, --seed+1, ...); tables show mean ± std.", lower=1)
+    seed: int = option(42, "First seed.")
+    checkpoint: str = option("best", "Which checkpoint of each run the tables report: best (validation accuracy) or "
+                             "last (what the source study reported).", choices=("best", "last"))
+    study_dir: str = option("", "Where runs, logs and tables go; default studies/<name>.", path=True)
+    train_flagfile: str = option("", "train.py flagfile for every run; {arch} is replaced by the arch. Without it "
+                                 "each run trains with its arch's recipe.", path=True)
+    data_dir: str = option("tfrecords", "Shards of every run (unless --vary=dataset_size).", path=True)
+    convert_flagfile: str = option("", "make_tfrecords.py flagfile for --vary=dataset_size (--limit and --out_dir "
+                                   "are added per size).", path=True)
+    python: str = option(sys.executable, "The Python that runs train.py and make_tfrecords.py.", flag=False)
+
+    def __post_init__(self):
+        options.validate(self)
+        if self.vary != "none" and not self.values:
+            raise StudyError(f"--vary={self.vary} needs --values, e.g. --values=5,10,15.")
 
     @property
     def directory(self) -> str:
@@ -82,7 +96,7 @@ def train_command(config: StudyConfig, spec: RunSpec) -> list[str]:
     if config.train_flagfile:
         cmd.append(f"--flagfile={config.train_flagfile.format(arch=spec.arch)}")
     cmd += [f"--arch={spec.arch}", f"--seed={spec.seed}", f"--run_dir={spec.run_dir}", f"--data_dir={spec.data_dir}",
-            "--progress=false"]
+            f"--test_checkpoint={config.checkpoint}", "--noprogress"]
     if config.vary in ("epochs", "batch"):
         cmd.append(f"--{config.vary}={spec.value}")
     return cmd
@@ -149,7 +163,8 @@ def _result(spec: RunSpec) -> dict:
 
 
 def tabulate(config: StudyConfig, rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the study table: one row per setting, one column per arch, mean (+- std)."""
+    """(header, rows) of the study table: one row per setting, one column per arch, mean (+- std), and the
+    source study's published accuracy in brackets where it reported that cell."""
     header = [config.vary if config.vary != "none" else "setting", *config.archs]
     values = sorted({r["value"] for r in rows}, key=lambda v: (v is None, v))
     table = []
@@ -158,9 +173,11 @@ def tabulate(config: StudyConfig, rows: list[dict]) -> tuple[list[str], list[lis
         for arch in config.archs:
             accs = [r["test_accuracy"] for r in rows if r["arch"] == arch and r["value"] == value]
             if len(accs) > 1:
-                line.append(f"{statistics.mean(accs):.4f} ± {statistics.stdev(accs):.4f}")
+                cell = f"{statistics.mean(accs):.4f} ± {statistics.stdev(accs):.4f}"
             else:
-                line.append(f"{accs[0]:.4f}" if accs else "")
+                cell = f"{accs[0]:.4f}" if accs else ""
+            source = source_study.published(config.vary, value, arch)
+            line.append(cell + (f" (source {source:.2f})" if source is not None and cell else ""))
         table.append(line)
     return header, table
 
@@ -178,7 +195,10 @@ def write_tables(config: StudyConfig, rows: list[dict]) -> dict:
         writer.writeheader()
         writer.writerows(rows)
     repeats = f", mean ± std over {config.repeats} seeds" if config.repeats > 1 else ""
+    which = "best validation epoch" if config.checkpoint == "best" else "last epoch"
     md = [f"# Study {config.name}: test accuracy by {config.vary}{repeats}", "",
+          f"Each cell is the test accuracy of the {which}'s checkpoint. In brackets: what the source study published "
+          "for that cell (its last epoch, on its own leaky 52,000-image random split, so not the same test set).", "",
           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(line) + " |" for line in table]
     with open(paths["study.md"], "w") as f:

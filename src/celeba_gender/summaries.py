@@ -1,4 +1,4 @@
-"""TensorBoard: scalars, hparams, image grids, the confusion matrix as an image, profiler traces.
+"""TensorBoard: scalars, hparams, image grids, figures (figures.py draws them), text, profiler traces.
 
 Only the chief writes (``enabled=False`` on other workers turns every call into a no-op), so a
 multi-worker run has one set of event files.
@@ -6,11 +6,12 @@ multi-worker run has one set of event files.
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
 import tensorflow as tf
+
+from celeba_gender import figures
 
 
 def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
@@ -24,41 +25,6 @@ def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
         r, col = divmod(i, columns)
         grid[r * (h + 2) + 1:r * (h + 2) + 1 + h, col * (w + 2) + 1:col * (w + 2) + 1 + w] = image
     return grid[None]
-
-
-def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str], title: str = ""):
-    """A labelled matplotlib confusion matrix (rows: actual, columns: predicted) with counts and row %."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=100)
-    totals = matrix.sum(axis=1, keepdims=True).clip(min=1)
-    ax.imshow(matrix / totals, cmap="Blues", vmin=0, vmax=1)
-    for i in range(matrix.shape[0]):
-        for j in range(matrix.shape[1]):
-            share = matrix[i, j] / totals[i, 0]
-            ax.text(j, i, f"{matrix[i, j]:,}\n{share:.1%}", ha="center", va="center",
-                    color="white" if share > 0.5 else "black", fontsize=10)
-    ax.set_xticks(range(len(class_names)), labels=class_names)
-    ax.set_yticks(range(len(class_names)), labels=class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def figure_png(fig) -> bytes:
-    """PNG bytes of a matplotlib figure (which is closed)."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 class Summaries:
@@ -108,9 +74,17 @@ class Summaries:
             tf.summary.text(name, markdown, step=step)
         self._writer(split).flush()
 
-    def confusion_matrix(self, split: str, step: int, matrix: np.ndarray, class_names: list[str]) -> None:
-        self.figure(split, "confusion_matrix", step,
-                    figure_png(confusion_matrix_figure(matrix, class_names, f"{split}, epoch {step}")))
+    def confusion_matrix(self, split: str, step: int, matrix: np.ndarray, class_names: list[str],
+                         title: str = "") -> None:
+        """A labelled confusion matrix as an image."""
+        if self.enabled:
+            self.figure(split, "confusion_matrix", step,
+                        figures.figure_png(figures.confusion_matrix_figure(matrix, class_names, title)))
+
+    def flush(self) -> None:
+        """Writes what the event files hold so far (before a process may be killed)."""
+        for writer in self._writers.values():
+            writer.flush()
 
     def hparams(self, hparams: dict, metrics: tuple[str, ...] = ("accuracy", "auc", "loss")) -> None:
         """Records this run's settings for TensorBoard's HParams dashboard (compare runs by them).

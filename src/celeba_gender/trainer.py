@@ -1,39 +1,36 @@
-"""One training run: data, model, loop, checkpoints, summaries, export and the test evaluation.
+"""One training run: its settings (:class:`TrainConfig`) and :func:`train`, which wires the input (feed.py), the
+model (archs/), the step (loop.py), the epochs (epochs.py), checkpoints, TensorBoard, the export and the test
+evaluation.
 
-    result = train(TrainConfig(arch="tiny", data_dir="demo/tfrecords", epochs=2))
+    result = train(config_for("tiny", data_dir="demo/tfrecords", epochs=2))
 
-The run directory (DESIGN.md): flags.txt and config.json (written first), TensorBoard events in train/ and
-validation/, checkpoints/ (latest few, and best/), history.csv, export/, report/ (the test evaluation).
+The run directory: flags.txt and config.json (written first), TensorBoard events in train/ and validation/,
+checkpoints/ (the latest few, and best/), history.csv, export/, report/ (the test evaluation), summary.json,
+test_metrics.json and status.json.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import json
-import logging
-import math
-import os
-import shutil
-import tempfile
-import time
+from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
-from celeba_gender import archs, distribute, evaluation, export, loop, pipeline, runs, storage
+from celeba_gender import archs, distribute, evaluation, export, loop, options, optimizers, pipeline, runs, storage
 from celeba_gender.augment import AugmentConfig, Augmenter, host_augment_fn
+from celeba_gender.checkpoints import Checkpoints, RunState
+from celeba_gender.epochs import EpochLoop, Monitor, Schedule
 from celeba_gender.errors import UserError
 from celeba_gender.feed import Feed
+from celeba_gender.options import option
 from celeba_gender.pipeline import DataConfig
 from celeba_gender.summaries import Summaries
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULES = ("constant", "cosine")
 AUGMENT_ON = ("device", "host", "none")
+_RECIPE = " (default: the arch's recipe)"
 
 
 class TrainError(UserError):
@@ -44,266 +41,104 @@ class TrainError(UserError):
 class TrainConfig:
     """Every setting of one run (the flags of train.py)."""
 
-    arch: str
-    batch: int = 128  # global: each replica gets batch / replicas
-    epochs: int = 5
-    lr: float = 1e-4
-    optimizer: str = "adam"
-    weight_decay: float = 0.0  # adamw's decoupled decay / sgd's L2-like decay
-    momentum: float = 0.9  # sgd
-    lr_schedule: str = "constant"
-    warmup_epochs: float = 0.0  # cosine only
-    label_smoothing: float = 0.0
-    data_dir: str = "tfrecords"
-    run_dir: str = ""  # "" -> runs_root/<arch>-<time>, or the unfinished run of this same config
-    runs_root: str = "runs"
-    image_size: tuple[int, int] | None = None  # None: the arch's default
-    cache: str = "auto"  # auto | none | memory | <file path>
-    augment_on: str = "device"
+    arch: str = option(help="Architecture (required): the source's five are alexnet, resnet50v2, inceptionv3, "
+                       "vgg16, densenet201; also efficientnetv2b0, small (CPU demos), plain4 (reference CNN), tiny "
+                       "(smoke tests). Each brings its recipe (optimizer, rate, schedule, epochs...): flags win.",
+                       choices=archs.ARCH_NAMES)
+    batch: int = option(128, "Global batch size; each replica gets batch / replicas.", lower=1)
+    epochs: int = option(5, "Passes over the training split." + _RECIPE, lower=1)
+    lr: float = option(1e-4, "Peak learning rate (for the global batch: scale it yourself when you change the batch)."
+                       + _RECIPE, lower=1e-12)
+    optimizer: str = option("adam", "Optimizer." + _RECIPE, choices=optimizers.OPTIMIZERS)
+    weight_decay: float = option(0.0, "Decoupled weight decay of adamw, or sgd's decay; 0 = none." + _RECIPE, lower=0)
+    momentum: float = option(0.9, "SGD momentum.", lower=0, upper=1)
+    lr_schedule: str = option("constant", "constant or cosine decay to 0, each after --warmup_epochs." + _RECIPE,
+                              choices=optimizers.LR_SCHEDULES)
+    warmup_epochs: float = option(0.0, "Linear warm-up from 0 to --lr, in epochs." + _RECIPE, lower=0)
+    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy targets (mixed targets too)."
+                                    + _RECIPE, lower=0, upper=0.99)
+    data_dir: str = option("tfrecords", "Shard directory written by make_tfrecords.py (local or gs://...).",
+                           path=True)
+    run_dir: str = option("", "Run directory; default runs_root/<arch>-<time>, or the unfinished run with this same "
+                          "configuration (so rerunning a stopped command resumes it).", path=True)
+    runs_root: str = option("runs", "Where default run directories go.", path=True)
+    image_size: tuple[int, int] | None = option(None, "HEIGHT,WIDTH of the model input; default: the arch's "
+                                                "(218,178 for the five; 109,89 for small and plain4).", lower=1)
+    cache: str = option("auto", "Decoded-image cache: auto (memory when it fits), none, memory, or a file path prefix "
+                        "(its files are named after what they hold).")
+    augment_on: str = option("device", "Where the seed's augmentation runs: device (in the replica step, on the "
+                             "accelerator), host (tf.data, after batching) or none.", choices=AUGMENT_ON)
     augment: AugmentConfig = AugmentConfig()
-    precision: str = "auto"
-    jit_compile: bool = False
-    steps_per_execution: int = 1
-    strategy: str = "auto"
-    num_cpu_devices: int = 1
-    seed: int = 42
-    weights: str = "auto"  # auto: imagenet where the arch has it, else none
-    trainable_layers: int = -1
-    head: str = "auto"
-    dropout: float = 0.2
-    class_weights: bool = False
-    checkpoint_steps: int = 0  # also checkpoint every N steps (0: at epoch ends only)
-    keep_checkpoints: int = 3
-    profile_steps: tuple[int, int] = (0, 0)
-    deterministic: bool = False
-    shuffle_buffer: int = pipeline.DEFAULT_SHUFFLE_BUFFER
-    evaluate_test: bool = True
-    tf_data_service: str = ""
-    progress: bool = True
+    precision: str = option("auto", "auto: mixed_float16 on tensor-core GPUs, else float32.",
+                            choices=distribute.PRECISIONS)
+    jit_compile: bool = option(False, "XLA-compile the forward/backward pass (augmentation stays outside).")
+    steps_per_execution: int = option(1, "Training steps per tf.function call.", lower=1)
+    strategy: str = option("auto", "auto: MirroredStrategy with >1 GPU, else default; mirrored; multi_worker: "
+                           "MultiWorkerMirroredStrategy from TF_CONFIG or Slurm.", choices=distribute.STRATEGIES)
+    num_cpu_devices: int = option(1, "Split the CPU into N logical devices (try MirroredStrategy without GPUs).",
+                                  lower=1)
+    require_gpu: bool = option(False, "Stop at once when no GPU is visible, instead of training on the CPU.")
+    seed: int = option(42, "Seed for weights, shuffling and augmentation.")
+    weights: str = option("auto", "auto (imagenet where available, else none), imagenet, none, or a local weights "
+                          "file for the backbone.")
+    trainable_layers: int = option(-1, "Train only the last N backbone layers (the rest frozen, BatchNorm in "
+                                   "inference mode); -1 trains all." + _RECIPE, lower=-1)
+    head: str = option("auto", "Classifier head: auto (the arch's: seed for the transfer backbones, fc4096 for "
+                       "alexnet, linear for the small CNNs), seed (GAP-1024-256-64-32-2), linear (GAP, dropout, "
+                       "dense) or fc4096 (flatten-4096-4096-2).", choices=archs.HEAD_CHOICES)
+    dropout: float = option(0.2, "Dropout of the seed and linear heads.", lower=0, upper=0.95)
+    class_weights: bool = option(False, "Weight examples so both classes count equally (for shards made with "
+                                 "--nobalance).")
+    log_every_steps: int = option(50, "Report training loss, accuracy, learning rate, images/s and input wait "
+                                  "every N steps (TensorBoard and the log), and at each epoch end.", lower=1)
+    checkpoint_steps: int = option(0, "Also checkpoint every N steps (0: at the end of each epoch only).", lower=0)
+    keep_checkpoints: int = option(3, "Latest checkpoints kept (the best one is kept apart).", lower=1)
+    profile_steps: tuple[int, int] | None = option(None, "START,STOP global steps to trace with the TensorFlow "
+                                                   "profiler.", lower=0)
+    deterministic: bool = option(False, "Deterministic ops and input order (slower; for exact comparisons).")
+    shuffle_buffer: int = option(pipeline.DEFAULT_SHUFFLE_BUFFER, "Shuffle buffer (examples).", lower=1)
+    tf_data_service: str = option("", "grpc://host:port of a tf.data service dispatcher: its workers read and decode "
+                                  "the training data (python -m celeba_gender.data_service ...).")
+    evaluate_test: bool = option(True, "Evaluate on the test split at the end (report/, test_metrics.json).")
+    test_checkpoint: str = option("best", "The checkpoint tested and exported at the end: best (validation "
+                                  "accuracy) or last (what the source study reported).", choices=("best", "last"))
+    progress: bool = option(True, "Show a progress bar on a terminal (a log file gets plain lines either way).")
+
+    def __post_init__(self):
+        options.validate(self)
+        problems = []
+        if self.warmup_epochs >= self.epochs:
+            problems.append(f"--warmup_epochs={self.warmup_epochs:g} must be below --epochs={self.epochs}")
+        if self.profile_steps and self.profile_steps[1] < self.profile_steps[0]:
+            problems.append("--profile_steps=START,STOP needs START <= STOP")
+        if self.augment_on == "none" and (self.augment.mixup or self.augment.cutmix):
+            problems.append("--mixup/--cutmix need augmentation on: drop --augment_on=none")
+        if self.strategy == "multi_worker" and self.num_cpu_devices > 1:
+            problems.append("--num_cpu_devices is for trying MirroredStrategy on one machine, not with multi_worker")
+        if self.strategy == "multi_worker" and not self.run_dir:
+            problems.append("--strategy=multi_worker needs --run_dir: every worker must use the same run directory "
+                            "(a shared path or a gs:// URL)")
+        if problems:
+            raise TrainError("; ".join(problems) + ".")
+
+    def model_config(self) -> archs.ModelConfig:
+        """How to build this run's model (``weights=auto`` resolved)."""
+        weights = self.weights
+        if weights == "auto":
+            weights = "imagenet" if archs.get(self.arch).imagenet else "none"
+        return archs.ModelConfig(arch=self.arch, image_size=self.image_size, weights=weights, head=self.head,
+                                 trainable_layers=self.trainable_layers, dropout=self.dropout)
+
+    def data_config(self) -> DataConfig:
+        """This run's input settings (the global batch; feed.Feed divides it among workers)."""
+        return DataConfig(self.data_dir, batch=self.batch, cache=self.cache, shuffle_buffer=self.shuffle_buffer,
+                          seed=self.seed, deterministic=self.deterministic, class_weights=self.class_weights,
+                          data_service=self.tf_data_service)
 
 
-def check_config(c: TrainConfig) -> None:
-    """Flag values and combinations that cannot work, refused before any work."""
-    problems = []
-    if c.batch <= 0 or c.epochs <= 0 or c.lr <= 0 or c.steps_per_execution <= 0:
-        problems.append("--batch, --epochs, --lr and --steps_per_execution must be positive")
-    if c.optimizer not in OPTIMIZERS:
-        problems.append(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
-    if c.lr_schedule not in LR_SCHEDULES:
-        problems.append(f"--lr_schedule must be one of {', '.join(LR_SCHEDULES)}")
-    if c.augment_on not in AUGMENT_ON:
-        problems.append(f"--augment_on must be one of {', '.join(AUGMENT_ON)}")
-    if not 0 <= c.label_smoothing < 1:
-        problems.append("--label_smoothing must be in [0, 1)")
-    if c.warmup_epochs and c.lr_schedule != "cosine":
-        problems.append("--warmup_epochs needs --lr_schedule=cosine")
-    if c.warmup_epochs >= c.epochs:
-        problems.append(f"--warmup_epochs={c.warmup_epochs} must be below --epochs={c.epochs}")
-    if c.profile_steps[1] < c.profile_steps[0]:
-        problems.append("--profile_steps=START,STOP needs START <= STOP")
-    if c.augment_on == "none" and (c.augment.mixup or c.augment.cutmix):
-        problems.append("--mixup/--cutmix need augmentation on: drop --augment_on=none")
-    if c.strategy == "multi_worker" and c.num_cpu_devices > 1:
-        problems.append("--num_cpu_devices is for trying MirroredStrategy on one machine, not with multi_worker")
-    if c.strategy == "multi_worker" and not c.run_dir:
-        problems.append("--strategy=multi_worker needs --run_dir: every worker must use the same run directory "
-                        "(a shared path or a gs:// URL)")
-    if problems:
-        raise TrainError("; ".join(problems) + ".")
-
-
-def resolve_weights(config: TrainConfig) -> str:
-    """``auto`` -> imagenet for archs that have ImageNet weights, none for the others."""
-    if config.weights != "auto":
-        return config.weights
-    return "imagenet" if archs.get(config.arch).imagenet else "none"
-
-
-def make_optimizer(config: TrainConfig, steps_per_epoch: int, policy: str) -> keras.optimizers.Optimizer:
-    """The optimizer with its learning-rate schedule (and loss scaling for float16)."""
-    lr = config.lr
-    if config.lr_schedule == "cosine":
-        warmup = int(config.warmup_epochs * steps_per_epoch)
-        total = config.epochs * steps_per_epoch
-        lr = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warmup else config.lr, decay_steps=max(total - warmup, 1),
-            warmup_target=config.lr if warmup else None, warmup_steps=warmup)
-    if config.optimizer == "adam":
-        opt = keras.optimizers.Adam(lr)
-    elif config.optimizer == "adamw":
-        opt = keras.optimizers.AdamW(lr, weight_decay=config.weight_decay or 1e-4)
-    else:
-        opt = keras.optimizers.SGD(lr, momentum=config.momentum, weight_decay=config.weight_decay or None)
-    if policy == "mixed_float16":
-        opt = keras.optimizers.LossScaleOptimizer(opt)
-    return opt
-
-
-def current_lr(optimizer, step: int) -> float:
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    lr = inner.learning_rate
-    if isinstance(inner._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-        lr = inner._learning_rate(step)
-    return float(keras.ops.convert_to_numpy(lr))
-
-
-def _write_history(run_dir: str, row: dict) -> None:
-    path = os.path.join(run_dir, "history.csv")
-    new = not tf.io.gfile.exists(path)
-    with tf.io.gfile.GFile(path, "a") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def train(config: TrainConfig, flags_text: str = "") -> dict:
-    """Trains (or resumes) one run and returns its summary (also in RUN/summary.json)."""
-    check_config(config)
-    distribute.split_cpu(config.num_cpu_devices)
-    strategy = distribute.make_strategy(config.strategy, config.num_cpu_devices)
-    chief = distribute.is_chief(strategy)
-    policy = distribute.resolve_precision(config.precision)
-    distribute.set_precision(policy)
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-
-    model_config = archs.ModelConfig(arch=config.arch, image_size=config.image_size, weights=resolve_weights(config),
-                                     head=config.head, trainable_layers=config.trainable_layers,
-                                     dropout=config.dropout)
-    image_size = archs.image_size(model_config)
-    data = Feed(DataConfig(config.data_dir, batch=config.batch, cache=config.cache, shuffle_buffer=config.shuffle_buffer,
-                           seed=config.seed, deterministic=config.deterministic, class_weights=config.class_weights,
-                           data_service=config.tf_data_service), strategy, image_size)
-    run_dir = config.run_dir or runs.find_resumable(config.runs_root, config.arch, dataclasses.asdict(config)) \
-        or runs.new_run_dir(config.runs_root, config.arch)
-    resumed = bool(runs.status(run_dir))
-    if chief:
-        runs.record(run_dir, config, flags_text)
-        runs.set_status(run_dir, runs.RUNNING)
-
-    with strategy.scope():
-        model = archs.build_model(model_config)
-        augment_layer = Augmenter(config.augment, seed=config.seed, name="augment") \
-            if config.augment_on == "device" else None
-        optimizer = make_optimizer(config, data.steps_per_epoch, policy)
-        optimizer.build(model.core.trainable_variables)
-        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-        step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-        best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
-    # Built here, eagerly and outside the strategy scope: tf.data's map may update its random state, not create
-    # it. Unseeded, as before: parallel map calls take the draws in no fixed order anyway.
-    host_layer = Augmenter(config.augment, name="host_augment") if config.augment_on == "host" else None
-    host_augment = host_augment_fn(host_layer) if host_layer is not None else None
-    train_loop = loop.TrainLoop(strategy, model.core, optimizer,
-                                loop.LoopConfig(config.batch, config.steps_per_execution, config.jit_compile,
-                                                config.label_smoothing, model_config.num_classes,
-                                                measure_input_wait=not config.deterministic, mixing=config.augment),
-                                augment=augment_layer)
-
-    # Checkpoints: every worker saves (saving may need collectives), the chief into the run directory and the
-    # others into temporary directories (TF's multi-worker rule); every worker restores the chief's.
-    chief_dir = os.path.join(run_dir, "checkpoints")
-    ckpt_dir = chief_dir if chief else tempfile.mkdtemp(prefix="ckpt-worker-")
-    checkpoint = tf.train.Checkpoint(model=model.core, optimizer=optimizer, epoch=epoch_var, step=step_var,
-                                     best=best_var)
-    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)
-    best_manager = tf.train.CheckpointManager(checkpoint, os.path.join(ckpt_dir, "best"), max_to_keep=1,
-                                              checkpoint_name="best")
-    latest = tf.train.latest_checkpoint(chief_dir)
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-        logging.info("resumed from %s", latest)
-
-    summaries = Summaries(run_dir, enabled=chief)
-    trainable, frozen = archs.count_params(model.core)
-    if chief and int(epoch_var.numpy()) == 0 and int(step_var.numpy()) == 0:
-        summaries.hparams({**{k: v for k, v in dataclasses.asdict(config).items() if not isinstance(v, dict)},
-                           "precision_policy": policy, "replicas": strategy.num_replicas_in_sync})
-        grid = data.sample_batch()
-        if augment_layer is not None or host_layer is not None:
-            grid = (augment_layer or host_layer)(grid, training=True)
-        summaries.images("train", "augmented_inputs", 0, np.asarray(grid), "training inputs after augmentation")
-
-    header = (f"{config.arch}: {trainable:,} trainable / {frozen:,} frozen parameters, input {image_size[0]}x"
-              f"{image_size[1]}, {strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), "
-              f"{policy}, batch {config.batch}, {data.steps_per_epoch} steps/epoch, cache {data.cache}, "
-              f"augmentation {config.augment_on}")
-    print(("resuming " if resumed and latest else "") + f"run {run_dir}\n{header}", flush=True)
-
-    iterator = data.train(host_augment)
-    start_epoch = int(epoch_var.numpy())
-    interrupted = False
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            row = _train_epoch(config, epoch, data, train_loop, iterator, epoch_var, step_var, manager, summaries,
-                               optimizer)
-            train_loop.sync_non_trainable()
-            probs, labels = train_loop.predict(data.evaluation("validation"))
-            metrics = evaluation.compute_metrics(probs, labels, data.class_names)
-            val = {"loss": metrics["log_loss"], "accuracy": metrics["accuracy"], "auc": metrics["roc_auc"]}
-            epoch_var.assign(epoch + 1)
-            step_var.assign(0)
-            improved = val["accuracy"] > float(best_var.numpy())
-            if improved:
-                best_var.assign(val["accuracy"])
-            manager.save(checkpoint_number=epoch + 1)
-            if improved:
-                best_manager.save(checkpoint_number=epoch + 1)
-            summaries.scalars("validation", epoch + 1, {k: val[k] for k in ("loss", "accuracy", "auc")})
-            summaries.confusion_matrix("validation", epoch + 1, np.asarray(metrics["confusion_matrix"]),
-                                       data.class_names)
-            row.update({f"val_{k}": round(val[k], 6) for k in ("loss", "accuracy", "auc")})
-            if chief:
-                _write_history(run_dir, row)
-            tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} | "
-                       f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f} auc {val['auc']:.4f} | "
-                       f"{row['images_per_sec']:,.0f} img/s, input wait {row['input_wait_fraction']:.0%}"
-                       + ("  *best*" if improved else ""))
-    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as e:
-        if data.workers == 1:
-            raise
-        # A peer died (killed, preempted): collectives fail on the others. The job resumes from the last
-        # checkpoint when every worker is started again with the same command (what TFJob/Slurm restarts do).
-        raise TrainError(f"a worker of the {data.workers}-worker job stopped responding ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:160]}). The last checkpoint is in {chief_dir}; start every "
-                         "worker again with the same command to resume from it.") from None
-    except KeyboardInterrupt:
-        interrupted = True
-        train_loop.sync_non_trainable()
-        manager.save()
-        print(f"\ninterrupted: checkpoint saved in {ckpt_dir}; run the same command again to resume.", flush=True)
-    finally:
-        summaries.close()
-    if interrupted:
-        if chief:
-            runs.set_status(run_dir, runs.RUNNING, note="interrupted")
-        raise KeyboardInterrupt
-
-    fingerprint = weights_fingerprint(model.core)  # the same on every worker, or training went wrong
-    if not chief:  # the chief alone exports and evaluates
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        return {"run_dir": run_dir, "arch": config.arch, "epochs": config.epochs, "chief": False,
-                "final_weights_sha256": fingerprint}
-    best = tf.train.latest_checkpoint(os.path.join(chief_dir, "best"))
-    if best:  # test and export the best validation epoch
-        checkpoint.restore(best).expect_partial()
-    result = {"run_dir": run_dir, "arch": config.arch, "epochs": config.epochs,
-              "best_validation_accuracy": float(best_var.numpy()), "trainable_params": trainable,
-              "frozen_params": frozen, "precision": policy, "replicas": strategy.num_replicas_in_sync,
-              "workers": data.workers, "final_weights_sha256": fingerprint}
-    result["export"] = export.export(export.inference_model(model.core, image_size, augment_layer),
-                                     os.path.join(run_dir, "export"), image_size, data.class_names)
-    if config.evaluate_test and data.has_test:
-        # The full report (evaluate.py's), on the chief alone: no collectives left to wait on.
-        report = evaluation.evaluate_run(run_dir, "test", "best" if best else "last")
-        result["test"] = {k: report[k] for k in ("count", "accuracy", "accuracy_ci95", "balanced_accuracy",
-                                                 "roc_auc", "log_loss", "confusion_matrix", "class_names")}
-        result["report"] = evaluation.report_dir(run_dir, "test", report["checkpoint"])
-    storage.write_json(os.path.join(run_dir, "summary.json"), result)
-    runs.set_status(run_dir, runs.COMPLETE)
-    return result
+def config_for(arch: str, **settings) -> TrainConfig:
+    """The config of ``arch``'s recipe (archs/recipes.py), with ``settings`` overriding it."""
+    return options.from_flat(TrainConfig, {**archs.get(arch).recipe(settings.get("epochs")), "arch": arch, **settings})
 
 
 def weights_fingerprint(model: keras.Model) -> str:
@@ -314,80 +149,132 @@ def weights_fingerprint(model: keras.Model) -> str:
     return sha.hexdigest()
 
 
-def _train_epoch(config, epoch, data, train_loop, iterator, epoch_var, step_var, manager, summaries, optimizer):
-    """Runs the rest of one epoch (all of it unless resuming mid-epoch); returns its history row."""
-    steps = data.steps_per_epoch
-    done = int(step_var.numpy())
-    totals = None
-    train_seconds = 0.0
-    bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
-               disable=not config.progress, leave=False)
-    global_step = epoch * steps + done
-    while done < steps:
-        n = min(config.steps_per_execution, steps - done)
-        summaries.profile(global_step, *config.profile_steps)
-        start = time.perf_counter()
-        stats = train_loop.train(iterator, n)
-        seconds = time.perf_counter() - start
-        if not math.isfinite(float(stats["loss_sum"])):
-            raise TrainError(f"the training loss became {float(stats['loss_sum'])} at epoch {epoch + 1}, step "
-                             f"{done + n}: stopped. The last good checkpoint is kept in {manager.directory}. "
-                             "Lower --lr, or use --precision=float32.")
-        train_seconds += seconds
-        done += n
-        global_step += n
-        step_var.assign(done)
-        totals = stats if totals is None else {k: totals[k] + stats[k] for k in stats}
-        if config.checkpoint_steps and global_step % config.checkpoint_steps < n and done < steps:
-            train_loop.sync_non_trainable()
-            manager.save()
-        m = loop.summarize(totals)
-        bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.3f}",
-                        img_s=f"{n * config.batch / max(seconds, 1e-9):,.0f}")
-        bar.update(n)
-    bar.close()
-    summaries.profile(global_step, *config.profile_steps)
-    m = loop.summarize(totals) if totals else {"loss": float("nan"), "accuracy": float("nan"), "auc": float("nan"),
-                                               "count": 0}
-    row = {"epoch": epoch + 1, "loss": round(m["loss"], 6), "accuracy": round(m["accuracy"], 6),
-           "auc": round(m["auc"], 6), "lr": float(f"{current_lr(optimizer, global_step):.6g}"),
-           "images_per_sec": round(m["count"] / max(train_seconds, 1e-9), 1),
-           "input_wait_fraction": round(float(totals["input_wait"]) / max(train_seconds, 1e-9), 4) if totals else 0.0,
-           "train_seconds": round(train_seconds, 2)}
-    summaries.scalars("train", epoch + 1, {"loss": m["loss"], "accuracy": m["accuracy"], "auc": m["auc"],
-                                           "learning_rate": row["lr"], "images_per_sec": row["images_per_sec"],
-                                           "input_wait_fraction": row["input_wait_fraction"]})
-    return row
+def train(config: TrainConfig, sources: dict | None = None, monitor: Monitor | None = None,
+          should_stop: Callable[[], str | None] = lambda: None) -> dict:
+    """Trains (or resumes) one run and returns its summary (also in RUN/summary.json).
+
+    ``sources``: where each setting came from (recorded in flags.txt and config.json); ``monitor`` receives the
+    progress (see epochs.Monitor); ``should_stop()`` is asked between steps and returns a reason to stop
+    ("preempted", "interrupted") or None: the run then checkpoints the step reached, records the reason in
+    status.json and raises loop.Stopped. A run that fails records "failed" and the error.
+    """
+    monitor = monitor or Monitor()
+    distribute.split_cpu(config.num_cpu_devices)
+    strategy = distribute.make_strategy(config.strategy, config.num_cpu_devices, config.require_gpu)
+    chief = distribute.is_chief(strategy)
+    policy = distribute.resolve_precision(config.precision)
+    distribute.set_precision(policy)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    model_config = config.model_config()
+    image_size = archs.image_size(model_config)
+    feed = Feed(config.data_config(), strategy, image_size)  # checks the shards before anything is written
+    run_dir = config.run_dir or runs.find_resumable(config.runs_root, config.arch, dataclasses.asdict(config)) \
+        or runs.new_run_dir(config.runs_root, config.arch)
+    if runs.status(run_dir).get("status") == runs.COMPLETE:
+        monitor.note(f"run {run_dir} is complete: nothing to train (its summary follows). Train a new run by "
+                     "leaving out --run_dir or naming a new one.")
+        return storage.read_json(storage.join(run_dir, runs.SUMMARY)) or {"run_dir": run_dir}
+    if chief:
+        runs.record(run_dir, config, dataclasses.asdict(dataclasses.replace(model_config, image_size=image_size)),
+                    sources)
+        runs.set_status(run_dir, runs.RUNNING)
+    try:
+        return _run(config, strategy, chief, policy, model_config, image_size, feed, run_dir, sources, monitor,
+                    should_stop)
+    except loop.Stopped as stop:
+        if chief:
+            runs.set_status(run_dir, stop.reason, epoch=stop.epoch, step=stop.step, checkpoint=stop.checkpoint)
+        raise
+    except BaseException as e:
+        if chief:
+            runs.set_status(run_dir, runs.FAILED, error=f"{type(e).__name__}: {e}"[:2000])
+        raise
 
 
-def format_summary(result: dict) -> str:
-    """The one-screen summary printed at the end of a run."""
-    if result.get("chief") is False:
-        return (f"worker done (final weights sha256 {result['final_weights_sha256'][:16]}): the chief writes the summary, "
-                f"the export and the report of {result['run_dir']}")
-    lines = [f"run {result['run_dir']} ({result['arch']}, {result['epochs']} epochs, {result['precision']}, "
-             f"{result['replicas']} replica(s))",
-             f"best validation accuracy {result['best_validation_accuracy']:.4f}"]
-    test = result.get("test")
-    if test:
-        names = test["class_names"]
-        lo, hi = test["accuracy_ci95"]
-        lines.append(f"test: accuracy {test['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}), balanced accuracy "
-                     f"{test['balanced_accuracy']:.4f}, ROC-AUC {test['roc_auc']:.4f} on {test['count']:,} images")
-        width = max(len(n) for n in names) + 2
-        lines.append(" " * (width + 8) + "predicted " + "".join(f"{n:>{width}}" for n in names))
-        for name, row in zip(names, test["confusion_matrix"]):
-            lines.append(f"{'actual ' + name:>{width + 17}}" + "".join(f"{v:>{width},}" for v in row))
-    if "report" in result:
-        lines.append(f"report: {result['report']}/report.md (galleries of errors, subgroups, curves)")
-    if "export" in result:
-        lines.append(f"exported: {result['export']['keras']} and {result['export']['saved_model']}")
-    if result.get("workers", 1) > 1:
-        lines.append(f"{result['workers']} workers; final weights sha256 {result['final_weights_sha256'][:16]}")
-    lines.append(f"tensorboard --logdir={os.path.dirname(result['run_dir']) or '.'}")
-    return "\n".join(lines)
+def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: archs.ModelConfig,
+         image_size: tuple[int, int], feed: Feed, run_dir: str, sources: dict | None, monitor: Monitor,
+         should_stop: Callable[[], str | None]) -> dict:
+    with strategy.scope():
+        model = archs.build_model(model_config)
+        augment_layer = Augmenter(config.augment, seed=config.seed, name="augment") \
+            if config.augment_on == "device" else None
+        optimizer = optimizers.make_optimizer(
+            config.optimizer, config.lr, feed.steps_per_epoch, config.epochs, config.lr_schedule,
+            config.warmup_epochs, config.weight_decay, config.momentum, loss_scaling=policy == "mixed_float16")
+        optimizer.build(model.core.trainable_variables)
+        state = RunState()
+    # Built here, eagerly and outside the strategy scope: tf.data's map may update its random state, not create
+    # it. Unseeded: parallel map calls take the draws in no fixed order anyway.
+    host_layer = Augmenter(config.augment, name="host_augment") if config.augment_on == "host" else None
+    train_loop = loop.TrainLoop(strategy, model.core, optimizer,
+                                loop.LoopConfig(config.batch, config.steps_per_execution, config.jit_compile,
+                                                config.label_smoothing, model_config.num_classes,
+                                                measure_input_wait=not config.deterministic, mixing=config.augment),
+                                augment=augment_layer)
+    checkpoints = Checkpoints(run_dir, chief, model.core, optimizer, state, config.keep_checkpoints)
+    resumed_from = checkpoints.restore_latest()
+    summaries = Summaries(run_dir, enabled=chief)
+    trainable, frozen = archs.count_params(model.core)
+    settings = options.flat_values(config)
+    monitor.started({
+        "run_dir": run_dir, "resumed_from": resumed_from, "arch": config.arch, "trainable": trainable,
+        "frozen": frozen, "image_size": image_size, "replicas": strategy.num_replicas_in_sync,
+        "strategy": type(strategy).__name__, "devices": distribute.device_names(strategy), "precision": policy,
+        "batch": config.batch, "steps_per_epoch": feed.steps_per_epoch, "cache": feed.cache,
+        "augment_on": config.augment_on, "epoch": int(state.epoch.numpy()), "step": int(state.step.numpy()),
+        "settings": settings, "sources": sources or {}})
+    if chief and resumed_from is None:
+        summaries.hparams({**settings, "precision_policy": policy, "replicas": strategy.num_replicas_in_sync})
+        grid = feed.sample_batch()
+        if augment_layer is not None or host_layer is not None:
+            grid = (augment_layer or host_layer)(grid, training=True)
+        summaries.images("train", "augmented_inputs", 0, np.asarray(grid), "training inputs after augmentation")
+
+    epochs = EpochLoop(train_loop, feed, state, checkpoints, summaries,
+                       Schedule(config.epochs, config.steps_per_execution, config.log_every_steps,
+                                config.checkpoint_steps, config.profile_steps or (0, 0)),
+                       run_dir, monitor, host_augment_fn(host_layer) if host_layer is not None else None, should_stop)
+    try:
+        epochs.run()
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as e:
+        if feed.workers == 1:
+            raise
+        # A peer died (killed, preempted): collectives fail on the others. The job resumes from the last
+        # checkpoint when every worker is started again with the same command (what TFJob/Slurm restarts do).
+        raise TrainError(f"a worker of the {feed.workers}-worker job stopped responding ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:160]}). The last checkpoint is in {checkpoints.chief_dir}; "
+                         "start every worker again with the same command to resume from it.") from None
+    finally:
+        summaries.close()
+
+    fingerprint = weights_fingerprint(model.core)  # the same on every worker, or training went wrong
+    checkpoints.finish()
+    if not chief:  # the chief alone exports and evaluates
+        return {"run_dir": run_dir, "arch": config.arch, "epochs": config.epochs, "chief": False,
+                "final_weights_sha256": fingerprint}
+    best = checkpoints.restore_best() if config.test_checkpoint == "best" else None
+    result = {"run_dir": run_dir, "arch": config.arch, "epochs": config.epochs,
+              "best_validation_accuracy": float(state.best.numpy()), "trainable_params": trainable,
+              "frozen_params": frozen, "precision": policy, "replicas": strategy.num_replicas_in_sync,
+              "workers": feed.workers, "final_weights_sha256": fingerprint, "checkpoint": "best" if best else "last"}
+    _stop_if_asked(should_stop)
+    result["export"] = export.export(model.core, storage.join(run_dir, "export"), image_size, feed.class_names)
+    if config.evaluate_test and feed.has_test:
+        _stop_if_asked(should_stop)
+        # The full report (evaluate.py's), on the chief alone: no collectives left to wait on.
+        report = evaluation.evaluate_run(run_dir, "test", result["checkpoint"])
+        result["test"] = evaluation.headline(report)
+        result["report"] = evaluation.report_dir(run_dir, "test", report["checkpoint"])
+        storage.write_json(storage.join(run_dir, runs.TEST_METRICS), result["test"])
+    storage.write_json(storage.join(run_dir, runs.SUMMARY), result)
+    runs.set_status(run_dir, runs.COMPLETE)
+    return result
 
 
-def load_summary(run_dir: str) -> dict:
-    with tf.io.gfile.GFile(os.path.join(run_dir, "summary.json")) as f:
-        return json.load(f)
+def _stop_if_asked(should_stop: Callable[[], str | None]) -> None:
+    """Between the closing steps (export, test evaluation): training is done, a rerun only redoes these."""
+    reason = should_stop()
+    if reason:
+        raise loop.Stopped(reason)

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import keras
 
-from celeba_gender.archs import applications, scratch
-from celeba_gender.archs.layers import HEADS, Preprocess, classification_head
+from celeba_gender.archs import applications, recipes, scratch
+from celeba_gender.archs.layers import HEADS, classification_head, preprocessing
 from celeba_gender.attributes import CELEBA_SIZE
 from celeba_gender.errors import UserError
 
@@ -29,12 +29,17 @@ class ArchSpec:
 
     name: str
     build: Callable[[tuple[int, int, int], str | None], keras.Model]  # (input shape, weights) -> backbone
-    preprocess: str  # a layers.Preprocess mode: the arch's own preprocess_input
+    preprocess: str  # a layers.preprocessing mode: the arch's own preprocess_input
     min_size: tuple[int, int]
     default_head: str
     default_size: tuple[int, int] = CELEBA_SIZE
     imagenet: tuple[str, str, str] | None = None  # (no-top file name, URL folder, MD5) when pretrained exists
     description: str = ""
+
+    def recipe(self, epochs: int | None = None) -> dict:
+        """The recommended training settings for a run of ``epochs`` epochs (option name -> value;
+        archs/recipes.py says why)."""
+        return recipes.recipe(self.name, epochs)
 
 
 def _app(constructor):
@@ -172,7 +177,7 @@ def build_model(config: ModelConfig) -> Model:
     backbone = build_backbone(spec, size, config.weights)
     set_trainable_layers(backbone, config.trainable_layers)
     inputs = keras.Input((*size, 3), dtype="float32", name="image")
-    x = Preprocess(spec.preprocess, name="preprocess")(inputs)
+    x = preprocessing(spec.preprocess)(inputs)
     outputs = classification_head(backbone(x), head, config.num_classes, config.dropout)
     core = keras.Model(inputs, outputs, name=spec.name)
     return Model(core, backbone, spec, size)

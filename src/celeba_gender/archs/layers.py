@@ -1,13 +1,13 @@
 """Layers every model shares: each arch's own input preprocessing, and the classification heads.
 
-They are registered Keras layers (not Lambdas), so a saved ``model.keras`` loads without custom code
-and without ``safe_mode=False``.
+Both are built from Keras' own layers only, so an exported ``model.keras`` loads with plain
+``keras.models.load_model(path)`` in a Python that has never imported this package.
 """
 
 from __future__ import annotations
 
 import keras
-from keras import ops
+import numpy as np
 
 # keras.applications' preprocess_input modes, as constants (ImageNet statistics, RGB order).
 _TORCH_MEAN, _TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -15,37 +15,31 @@ _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 PREPROCESS_MODES = ("tf", "torch", "caffe", "rescale", "none")
 
 
-@keras.saving.register_keras_serializable(package="celeba_gender")
-class Preprocess(keras.layers.Layer):
-    """An arch's own ``preprocess_input`` inside the model: RGB values in [0, 255] in, what it expects out.
+def preprocessing(mode: str, name: str = "preprocess") -> keras.layers.Layer:
+    """An arch's own ``preprocess_input`` as one built-in layer: RGB values in [0, 255] in, what it expects out.
 
     Modes (keras.applications' names): ``tf`` -> [-1, 1] (ResNetV2, InceptionV3); ``torch`` -> ImageNet
-    mean/std (DenseNet); ``caffe`` -> BGR minus ImageNet means (VGG16); ``rescale`` -> [0, 1] (AlexNet, as
-    the source rescaled); ``none`` (EfficientNetV2 preprocesses itself).
+    mean/std (DenseNet); ``caffe`` -> BGR minus ImageNet means (VGG16: a fixed, frozen 1x1 convolution swaps
+    the channels and subtracts the means); ``rescale`` -> [0, 1] (AlexNet, as the source rescaled); ``none``
+    (EfficientNetV2 preprocesses itself). Computed in float32 whatever the precision policy.
     """
-
-    def __init__(self, mode: str, **kwargs):
-        super().__init__(**kwargs)
-        if mode not in PREPROCESS_MODES:
-            raise ValueError(f"Unknown preprocessing mode {mode!r}; choose from {PREPROCESS_MODES}.")
-        self.mode = mode
-
-    def call(self, x):
-        x = ops.cast(x, self.compute_dtype)
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        if self.mode == "torch":
-            mean = ops.convert_to_tensor(_TORCH_MEAN, self.compute_dtype)
-            std = ops.convert_to_tensor(_TORCH_STD, self.compute_dtype)
-            return (x / 255.0 - mean) / std
-        if self.mode == "caffe":
-            return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_BGR_MEAN, self.compute_dtype)
-        if self.mode == "rescale":
-            return x / 255.0
-        return x
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
+    if mode not in PREPROCESS_MODES:
+        raise ValueError(f"Unknown preprocessing mode {mode!r}; choose from {PREPROCESS_MODES}.")
+    common = {"name": name, "dtype": "float32"}
+    if mode == "tf":
+        return keras.layers.Rescaling(1 / 127.5, offset=-1.0, **common)
+    if mode == "rescale":
+        return keras.layers.Rescaling(1 / 255.0, **common)
+    if mode == "torch":  # (x / 255 - mean) / std, per channel
+        return keras.layers.Rescaling([1 / (255.0 * s) for s in _TORCH_STD],
+                                      offset=[-m / s for m, s in zip(_TORCH_MEAN, _TORCH_STD)], **common)
+    if mode == "caffe":
+        layer = keras.layers.Conv2D(3, 1, trainable=False, **common)
+        layer.build((None, None, None, 3))
+        swap = np.eye(3, dtype="float32")[::-1].reshape(1, 1, 3, 3)  # output channel j reads input 2 - j
+        layer.set_weights([swap, -np.asarray(_CAFFE_BGR_MEAN, "float32")])
+        return layer
+    return keras.layers.Identity(**common)
 
 
 HEADS = ("seed", "linear", "fc4096")

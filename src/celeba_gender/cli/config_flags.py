@@ -19,7 +19,7 @@ from absl import flags
 from celeba_gender import options
 
 FLAGS = flags.FLAGS
-DEFAULT, RECIPE, FLAGFILE, COMMAND_LINE = "default", "recipe", "flagfile", "command line"
+DEFAULT, RECIPE, FLAGFILE, COMMAND_LINE = options.DEFAULT, options.RECIPE, options.FLAGFILE, options.COMMAND_LINE
 
 
 def define(cls, module_name: str, skip: Sequence[str] = ()) -> None:
@@ -31,7 +31,9 @@ def define(cls, module_name: str, skip: Sequence[str] = ()) -> None:
 
 
 def _define(o: options.Option, module_name: str) -> None:
-    common = {"flag_values": FLAGS, "module_name": module_name, "required": o.spec.required}
+    # Required options are checked by the config itself (one OptionError line), not by absl at parse time, so
+    # that a flagfile without them still parses (e.g. shared settings included by others).
+    common = {"flag_values": FLAGS, "module_name": module_name}
     name, help_, default, base = o.name, o.spec.help, o.default, o.base_type
     bounds = {"lower_bound": o.spec.lower, "upper_bound": o.spec.upper}
     if o.is_sequence:
@@ -94,28 +96,8 @@ def values(cls, recipe: Mapping[str, Any] | None = None, argv: Sequence[str] | N
 
 
 def build(cls, recipe: Mapping[str, Any] | None = None, argv: Sequence[str] | None = None):
-    """(config, sources) for the parsed flags; the config validates itself (OptionError on bad values)."""
+    """(config, sources) for the parsed flags; OptionError (one line) for values outside their declaration."""
     found, sources = values(cls, recipe, argv)
-    return options.from_flat(cls, found), sources
-
-
-def flagfile_text(config, sources: Mapping[str, str] | None = None, header: str = "",
-                  order: Sequence[str] = (COMMAND_LINE, FLAGFILE, RECIPE, DEFAULT)) -> str:
-    """A flagfile holding every command-line option of ``config`` with its value, one per line, grouped
-    under a comment saying where the values came from (when ``sources`` is given). absl flagfiles have no
-    comments at the end of a line, hence the groups."""
-    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
-    groups: dict[str, list[str]] = {}
-    for o in options.options(type(config)):
-        value = options.get(config, o)
-        if not o.spec.flag or value is None:
-            continue
-        text = (f"--{o.name}" if value else f"--no{o.name}") if isinstance(value, bool) else \
-            f"--{o.name}={options.format_value(value)}"
-        groups.setdefault((sources or {}).get(o.name, ""), []).append(text)
-    for source in [*order, *(s for s in groups if s not in order)]:
-        if source in groups:
-            if source:
-                lines.append(f"# {source}")
-            lines += groups[source]
-    return "\n".join(lines) + "\n"
+    config = options.from_flat(cls, found)
+    options.validate(config)  # also for configs that do not validate themselves
+    return config, sources

@@ -1,0 +1,51 @@
+"""The optimizer and its learning-rate schedule, from plain settings."""
+
+from __future__ import annotations
+
+import keras
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def make_optimizer(name: str, lr: float, steps_per_epoch: int, epochs: int, schedule: str = "constant",
+                   warmup_epochs: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9,
+                   loss_scaling: bool = False) -> keras.optimizers.Optimizer:
+    """``name`` at peak rate ``lr``: after a linear warm-up from 0 over ``warmup_epochs``, constant or a cosine
+    decay to 0 over the rest of the run.
+
+    ``weight_decay`` is AdamW's decoupled decay or SGD's, as given (0 = none). ``loss_scaling`` wraps the
+    optimizer for float16 (dynamic loss scaling).
+    """
+    rate = lr
+    warmup = int(warmup_epochs * steps_per_epoch)
+    if schedule == "cosine" or warmup:
+        total = epochs * steps_per_epoch
+        # A "decay" to alpha * lr = lr is constant: Keras' one schedule gives both shapes after its warm-up.
+        rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else lr, decay_steps=max(total - warmup, 1),
+            warmup_target=lr if warmup else None, warmup_steps=warmup, alpha=0.0 if schedule == "cosine" else 1.0)
+    if name == "adam":
+        opt = keras.optimizers.Adam(rate)
+    elif name == "adamw":
+        opt = keras.optimizers.AdamW(rate, weight_decay=weight_decay)
+    elif name == "sgd":
+        opt = keras.optimizers.SGD(rate, momentum=momentum, weight_decay=weight_decay or None)
+    else:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
+    return keras.optimizers.LossScaleOptimizer(opt) if loss_scaling else opt
+
+
+def learning_rate(optimizer: keras.optimizers.Optimizer, step: int) -> float:
+    """The learning rate the optimizer uses at ``step`` (its schedule's value there)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    schedule = inner._learning_rate
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return float(keras.ops.convert_to_numpy(schedule(step)))
+    return float(keras.ops.convert_to_numpy(inner.learning_rate))
+
+
+def weight_decay(optimizer: keras.optimizers.Optimizer) -> float:
+    """The decay the optimizer applies (0.0 when none): for tests and the run header."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    return float(inner.weight_decay or 0.0)
