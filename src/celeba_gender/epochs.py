@@ -6,9 +6,11 @@ accuracy, learning rate, images/s and input-wait fraction of the window) and to 
 command line prints it). At each epoch end the model is validated (same axis), checkpointed (and kept as the
 best when validation accuracy improved), and a row is appended to ``history.csv``.
 
-Stopping early: ``should_stop()`` is asked after every call and between validation batches; when it returns a
-reason (e.g. "preempted" after a SIGTERM, "interrupted" after Ctrl-C), the loop checkpoints the exact step
-reached and raises :class:`celeba_gender.loop.Stopped`. A restart resumes at that step; the remaining
+Stopping early: ``should_stop()`` is asked before every call; when it returns a reason ("preempted" after a
+SIGTERM, "interrupted" after Ctrl-C), the call carries this process's vote, and when any replica of any
+worker voted, every worker checkpoints the same step and raises :class:`celeba_gender.loop.Stopped` (saving is
+collective under MultiWorkerMirroredStrategy, so all must stop together). Validation is not interrupted (it
+is short next to an epoch); a stop asked during it takes effect at the next step. A restart resumes at that step; the remaining
 steps of that epoch are drawn from a freshly shuffled pass (a tf.data iterator holding a cache cannot be
 checkpointed cheaply), so the epoch still has exactly ``steps_per_epoch`` steps.
 """
@@ -24,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from celeba_gender import evaluation, loop, optimizers, storage
+from celeba_gender import evaluation, loop, optimizers, runs, storage
 from celeba_gender.checkpoints import Checkpoints, RunState
 from celeba_gender.errors import UserError
 from celeba_gender.feed import Feed
@@ -115,8 +117,9 @@ class EpochLoop:
             until_log = s.log_every_steps - global_step % s.log_every_steps
             n = min(s.steps_per_execution, spe - done, until_log)
             self.summaries.profile(global_step, *s.profile_steps)
+            vote = _VOTES.get(self.should_stop(), 0.0)
             start = time.perf_counter()
-            stats = self.loop.train(self._iterator, n)
+            stats = self.loop.train(self._iterator, n, vote)
             seconds = time.perf_counter() - start
             if not math.isfinite(float(stats["loss_sum"])):
                 raise Diverged(f"the training loss became {float(stats['loss_sum'])} at epoch {epoch + 1}, step "
@@ -132,7 +135,7 @@ class EpochLoop:
             if global_step % s.log_every_steps == 0 or done == spe:
                 self._report(epoch, done, global_step, window_totals, window_seconds)
                 window_totals, window_seconds = None, 0.0
-            reason = self.should_stop()
+            reason = _reason(float(stats["stop_votes"]))
             if reason:
                 self._stop(reason, epoch, done, global_step)
             if s.checkpoint_steps and global_step % s.checkpoint_steps < n and done < spe:
@@ -166,10 +169,7 @@ class EpochLoop:
 
     def _end_epoch(self, epoch: int, row: dict) -> None:
         self.loop.sync_non_trainable()
-        try:
-            probs, labels = self.loop.predict(self.feed.evaluation("validation"), self.should_stop)
-        except loop.Stopped as stop:  # the epoch's steps are done: a restart validates it again
-            self._stop(stop.reason, epoch, self.steps_per_epoch, (epoch + 1) * self.steps_per_epoch)
+        probs, labels = self.loop.predict(self.feed.evaluation("validation"))
         metrics = evaluation.compute_metrics(probs, labels, self.feed.class_names)
         val = {"loss": metrics["log_loss"], "accuracy": metrics["accuracy"], "auc": metrics["roc_auc"]}
         self.state.epoch.assign(epoch + 1)
@@ -187,6 +187,17 @@ class EpochLoop:
         if self.checkpoints.chief:
             append_history(self.run_dir, row)
         self.monitor.epoch_done(row, improved)
+
+
+# A process's stop vote (loop.TrainLoop.train) by reason: the sum over replicas still tells which reason any
+# replica had, preemption first (a SIGTERM's grace period is the tighter deadline).
+_VOTES = {runs.PREEMPTED: 1.0, runs.INTERRUPTED: 1e-6}
+
+
+def _reason(votes: float) -> str | None:
+    if votes >= 1.0:
+        return runs.PREEMPTED
+    return runs.INTERRUPTED if votes > 0 else None
 
 
 def _add(totals: dict | None, stats: dict) -> dict:

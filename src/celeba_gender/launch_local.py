@@ -4,8 +4,8 @@
 
 Worker i gets ``{"cluster": {"worker": [127.0.0.1:<free port>, ...]}, "task": {"type": "worker",
 "index": i}}``; worker 0 is the chief. Each worker's output is printed with a ``[worker i]`` prefix. The
-launcher exits with the first non-zero exit status, and Ctrl-C stops every worker. On real clusters the job
-scheduler (Kubernetes TFJob, Vertex AI, Slurm) sets TF_CONFIG instead; see README.md.
+launcher exits with the first non-zero exit status; SIGTERM and Ctrl-C are passed on to every worker. On real
+clusters the job scheduler (Kubernetes TFJob, Vertex AI, Slurm) sets TF_CONFIG instead; see README.md.
 """
 
 from __future__ import annotations
@@ -59,12 +59,17 @@ def launch(command: list[str], workers: int, env: dict | None = None) -> int:
         pump.start()
         procs.append(proc)
         pumps.append(pump)
+    def forward(signum, frame):  # a cluster's SIGTERM (or Ctrl-C) goes to every worker, as a job scheduler does
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        for p in procs:
-            os.killpg(p.pid, signal.SIGINT)
-        codes = [p.wait() for p in procs]
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     for pump in pumps:
         pump.join(timeout=5)
     return next((c for c in codes if c), 0)

@@ -15,7 +15,6 @@ so they are exact under any strategy without relying on metric-variable synchron
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -138,8 +137,9 @@ class TrainLoop:
                 "pos_hist": tf.zeros([AUC_BINS]), "neg_hist": tf.zeros([AUC_BINS]),
                 "input_wait": tf.constant(0.0, tf.float64)}
 
-    def _train_many(self, iterator, steps):
-        """``steps`` train steps in one call; returns summed stats and the seconds spent waiting for input."""
+    def _train_many(self, iterator, steps, stop_vote):
+        """``steps`` train steps in one call; returns summed stats, the seconds spent waiting for input, and the
+        sum over replicas of ``stop_vote`` (so every worker learns after the same call that one wants to stop)."""
         total = self._zero_stats()
         for _ in tf.range(steps):
             if self.config.measure_input_wait:
@@ -154,11 +154,17 @@ class TrainLoop:
             reduced = {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                        for k, v in per_replica.items()}
             total = {k: total[k] + (waited if k == "input_wait" else reduced[k]) for k in total}
-        return total
+        votes = self.strategy.reduce(tf.distribute.ReduceOp.SUM, self.strategy.run(lambda: tf.identity(stop_vote)),
+                                     axis=None)
+        return {**total, "stop_votes": votes}
 
-    def train(self, iterator, steps: int) -> dict:
-        """Runs ``steps`` training steps from a distributed iterator; returns numpy stats."""
-        out = self._train(iterator, tf.constant(steps, tf.int32))
+    def train(self, iterator, steps: int, stop_vote: float = 0.0) -> dict:
+        """Runs ``steps`` training steps from a distributed iterator; returns numpy stats.
+
+        ``stop_vote``: this process's wish to stop (1.0 preempted, 0.001 interrupted, 0 none); ``stats
+        ["stop_votes"]`` is their sum over every replica of every worker, the same number on all of them, so
+        all workers stop after the same step (their checkpoint saving is collective)."""
+        out = self._train(iterator, tf.constant(steps, tf.int32), tf.constant(stop_vote, tf.float32))
         return {k: v.numpy() for k, v in out.items()}
 
     def _replica_eval_step(self, batch):
@@ -187,15 +193,11 @@ class TrainLoop:
         probs, labels = self.strategy.run(self._replica_eval_step, args=(batch,))
         return self.strategy.gather(probs, axis=0), self.strategy.gather(labels, axis=0)
 
-    def predict(self, dataset, should_stop: Callable[[], str | None] = lambda: None) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, dataset) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities [N, classes] and labels [N] for every example of a (distributed) eval dataset;
-        padding examples (label -1, see pipeline.eval_dataset's pad_to_steps) are dropped. ``should_stop()``
-        is asked between batches: a reason raises :class:`Stopped`."""
+        padding examples (label -1, see pipeline.eval_dataset's pad_to_steps) are dropped."""
         probs, labels = [np.zeros((0, self.config.num_classes), np.float32)], [np.zeros((0,), np.int32)]
         for batch in dataset:
-            reason = should_stop()
-            if reason:
-                raise Stopped(reason)
             p, y = self._eval(batch)
             keep = y.numpy() >= 0
             probs.append(p.numpy()[keep])

@@ -20,7 +20,7 @@ import time
 
 import tensorflow as tf
 
-from celeba_gender import options, storage
+from celeba_gender import options, signals, storage
 from celeba_gender.errors import UserError
 
 CONFIG = "config.json"
@@ -31,7 +31,8 @@ TEST_METRICS = "test_metrics.json"
 # status.json's "status": RUNNING while a process trains; COMPLETE at the end; PREEMPTED after a SIGTERM and
 # INTERRUPTED after Ctrl-C (a checkpoint of the step reached was saved; rerun to resume); FAILED when a run
 # stopped on an error (its message is in "error").
-RUNNING, COMPLETE, PREEMPTED, INTERRUPTED, FAILED = "running", "complete", "preempted", "interrupted", "failed"
+RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
+PREEMPTED, INTERRUPTED = signals.PREEMPTED, signals.INTERRUPTED
 _NOT_COMPARED = {"run_dir", "runs_root", "progress", "log_every_steps", "evaluate_test"}
 
 

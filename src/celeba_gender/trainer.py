@@ -27,6 +27,7 @@ from celeba_gender.errors import UserError
 from celeba_gender.feed import Feed
 from celeba_gender.options import option
 from celeba_gender.pipeline import DataConfig
+from celeba_gender.signals import StopSignals
 from celeba_gender.summaries import Summaries
 
 AUGMENT_ON = ("device", "host", "none")
@@ -150,17 +151,20 @@ def weights_fingerprint(model: keras.Model) -> str:
 
 
 def train(config: TrainConfig, sources: dict | None = None, monitor: Monitor | None = None,
-          should_stop: Callable[[], str | None] = lambda: None) -> dict:
+          stop: StopSignals | None = None) -> dict:
     """Trains (or resumes) one run and returns its summary (also in RUN/summary.json).
 
     ``sources``: where each setting came from (recorded in flags.txt and config.json); ``monitor`` receives the
-    progress (see epochs.Monitor); ``should_stop()`` is asked between steps and returns a reason to stop
-    ("preempted", "interrupted") or None: the run then checkpoints the step reached, records the reason in
-    status.json and raises loop.Stopped. A run that fails records "failed" and the error.
+    progress (see epochs.Monitor); ``stop``: signal handling (signals.StopSignals; installed once the strategy
+    exists): on SIGTERM or Ctrl-C the run checkpoints the step reached, records the reason in status.json and
+    raises loop.Stopped. A run that fails records "failed" and the error.
     """
     monitor = monitor or Monitor()
     distribute.split_cpu(config.num_cpu_devices)
     strategy = distribute.make_strategy(config.strategy, config.num_cpu_devices, config.require_gpu)
+    if stop is not None:
+        stop.install()
+    should_stop = stop or (lambda: None)
     chief = distribute.is_chief(strategy)
     policy = distribute.resolve_precision(config.precision)
     distribute.set_precision(policy)
@@ -185,7 +189,8 @@ def train(config: TrainConfig, sources: dict | None = None, monitor: Monitor | N
                     should_stop)
     except loop.Stopped as stop:
         if chief:
-            runs.set_status(run_dir, stop.reason, epoch=stop.epoch, step=stop.step, checkpoint=stop.checkpoint)
+            runs.set_status(run_dir, stop.reason, epochs_done=stop.epoch, steps_done_in_epoch=stop.step,
+                            checkpoint=stop.checkpoint)
         raise
     except BaseException as e:
         if chief:

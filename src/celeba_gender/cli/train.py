@@ -10,38 +10,17 @@ stopped by SIGTERM ("preempted"), 130 stopped by Ctrl-C ("interrupted"); a secon
 
 from __future__ import annotations
 
-import signal
 import sys
 
 from absl import flags
 
 from celeba_gender import archs, loop, runs, trainer
 from celeba_gender.cli import config_flags, console, runner
+from celeba_gender.signals import StopSignals
 
 config_flags.define(trainer.TrainConfig, __name__)
 
 EXIT_CODES = {runs.PREEMPTED: 143, runs.INTERRUPTED: runner.INTERRUPTED_EXIT}
-
-
-class StopRequest:
-    """A signal handler's flag, read by the trainer between steps: the reason to stop, or None."""
-
-    def __init__(self):
-        self.reason: str | None = None
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._handle)
-        signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        if self.reason is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without waiting for the step to end
-        self.reason = runs.PREEMPTED if signum == signal.SIGTERM else runs.INTERRUPTED
-        print(f"\ntrain: {'SIGTERM' if signum == signal.SIGTERM else 'Ctrl-C'} received: stopping after this step "
-              "with a checkpoint (Ctrl-C again to stop at once).", file=sys.stderr, flush=True)
-
-    def __call__(self) -> str | None:
-        return self.reason
 
 
 def build_config() -> tuple[trainer.TrainConfig, dict]:
@@ -53,8 +32,7 @@ def build_config() -> tuple[trainer.TrainConfig, dict]:
 
 def main(argv: list[str]) -> None:
     config, sources = build_config()
-    stop = StopRequest()
-    stop.install()
+    stop = StopSignals(announce=lambda text: print(f"\ntrain: {text}", file=sys.stderr, flush=True))
     monitor = console.ConsoleMonitor(config.progress)
     try:
         result = trainer.train(config, sources, monitor, stop)

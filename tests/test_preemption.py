@@ -1,0 +1,127 @@
+"""What clusters do to a run: SIGTERM (preemption) and Ctrl-C mid-epoch, for one process and for two workers.
+
+A SIGTERM must stop the run after the step in progress with a checkpoint of that exact step, status
+"preempted" and exit code 143; the same command then resumes at that step and ends with exactly the epochs
+asked: each epoch once in history.csv and in TensorBoard, and exactly epochs x steps optimizer steps.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import tensorflow as tf
+
+from celeba_gender import runs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+# train.py that sends itself a signal after SIGNAL_AT training calls, and logs every call (with whether a
+# signal had arrived before it), so that the test can count the steps taken after the signal.
+_SELF_SIGNAL = textwrap.dedent("""
+    import os, signal, sys
+    from celeba_gender import loop
+    from celeba_gender.cli import train
+    calls, original = [], loop.TrainLoop.train
+    def train_steps(self, iterator, steps, stop_vote=0.0):
+        calls.append(steps)
+        out = original(self, iterator, steps, stop_vote)
+        print(f"CALL {len(calls)} steps={steps} vote={stop_vote}", flush=True)
+        if len(calls) == SIGNAL_AT:
+            os.kill(os.getpid(), signal.SIGNAL_NAME)
+        return out
+    loop.TrainLoop.train = train_steps
+    sys.argv[0] = "train.py"
+    train.run()
+""")
+
+
+def train_args(data_dir: str, run_dir: str, *extra: str) -> list[str]:
+    return ["--arch=tiny", f"--data_dir={data_dir}", f"--run_dir={run_dir}", "--batch=16", "--epochs=3",
+            "--precision=float32", "--noprogress", "--evaluate_test=false", "--log_every_steps=4", *extra]
+
+
+def event_steps(directory: str, tag: str) -> list[int]:
+    steps = []
+    for path in sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            steps += [event.step for value in event.summary.value if value.tag == tag]
+    return steps
+
+
+@pytest.mark.parametrize("sig,status,code", [("SIGTERM", "preempted", 143), ("SIGINT", "interrupted", 130)])
+def test_a_signal_mid_epoch_checkpoints_the_step_and_the_same_command_resumes_there(shards, tmp_path, sig, status,
+                                                                                   code):
+    data_dir, manifest = shards
+    steps = manifest["splits"]["train"]["count"] // 16
+    run_dir = str(tmp_path / "run")
+    signal_at = steps + 5  # epoch 2, after 5 of its steps
+    script = _SELF_SIGNAL.replace("SIGNAL_AT", str(signal_at)).replace("SIGNAL_NAME", sig)
+    stopped = subprocess.run([sys.executable, "-c", script, *train_args(data_dir, run_dir)], capture_output=True,
+                             text=True, timeout=300, cwd=ROOT, env=ENV)
+    assert stopped.returncode == code, stopped.stderr[-3000:]
+    calls = [line for line in stopped.stdout.splitlines() if line.startswith("CALL ")]
+    # The signal arrived during call `signal_at`; the next call carried the vote and was the last one.
+    assert len(calls) == signal_at + 1 and calls[-1].endswith("vote=1.0" if sig == "SIGTERM" else "vote=1e-06")
+    recorded = runs.status(run_dir)
+    assert recorded["status"] == status and recorded["epochs_done"] == 1 and recorded["steps_done_in_epoch"] == 6
+    assert recorded["checkpoint"].endswith(f"ckpt-{steps + 6}")
+    assert f"train: {status} at epoch 2, step 6" in stopped.stderr and "Traceback" not in stopped.stderr
+    reader = tf.train.load_checkpoint(recorded["checkpoint"])
+    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == steps + 6
+    assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 6
+
+    resumed = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *train_args(data_dir, run_dir)],
+                             capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming run {run_dir} at epoch 2, step 6" in resumed.stdout
+    history = open(os.path.join(run_dir, "history.csv")).read().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]
+    latest = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")))
+    assert latest.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 3 * steps  # no step twice
+    validation = event_steps(os.path.join(run_dir, "validation"), "accuracy")
+    assert validation == [steps, 2 * steps, 3 * steps]  # one validation per epoch, on the global-step axis
+    assert runs.status(run_dir)["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_two_workers_stop_at_the_same_step_when_one_is_preempted_and_resume_together(shards, tmp_path):
+    data_dir, manifest = shards
+    run_dir = str(tmp_path / "mw")
+    args = train_args(data_dir, run_dir, "--strategy=multi_worker", "--cache=none")
+    launcher = subprocess.Popen([sys.executable, "-m", "celeba_gender.launch_local", "--workers=2", "--",
+                                 os.path.join(ROOT, "train.py"), *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    while not glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.index")):  # epoch 1 is done
+        assert time.time() < deadline and launcher.poll() is None, "no checkpoint after epoch 1"
+        time.sleep(0.05)
+    # Preempt worker 1 only (as Kubernetes evicts one pod): both must stop after the same step.
+    workers = open(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read().split()
+    os.kill(int(workers[1]), signal.SIGTERM)
+    out, _ = launcher.communicate(timeout=180)
+    assert launcher.returncode == 143, out[-3000:]
+    stops = sorted(line.split("train: ", 1)[1] for line in out.splitlines() if "train: preempted at epoch" in line)
+    assert len(stops) == 2 and stops[0].split(";")[0] == stops[1].split(";")[0], stops  # same epoch and step
+    assert runs.status(run_dir)["status"] == "preempted"
+
+    again = subprocess.run([sys.executable, "-m", "celeba_gender.launch_local", "--workers=2", "--",
+                            os.path.join(ROOT, "train.py"), *args], cwd=ROOT, env=ENV, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "resuming run" in again.stdout
+    epochs = [line.split(",")[0] for line in open(os.path.join(run_dir, "history.csv")).read().splitlines()[1:]]
+    assert epochs == ["1", "2", "3"]
+    hashes = re.findall(r"final weights sha256 ([0-9a-f]{16})", again.stdout)
+    assert len(hashes) == 2 and len(set(hashes)) == 1  # both workers hold the same model
+    assert runs.status(run_dir)["status"] == "complete"
+    assert json.load(open(os.path.join(run_dir, "summary.json")))["workers"] == 2
