@@ -21,6 +21,21 @@ def test_tables_show_mean_and_std_with_repeats():
     assert table[1][0] == "2" and table[1][2] == "0.9600 ± 0.0141"
 
 
+def test_tables_put_the_source_numbers_beside_and_name_the_checkpoint(tmp_path):
+    config = study.StudyConfig(name="s", archs=("alexnet", "small"), vary="epochs", values=(5, 7),
+                               checkpoint="last", study_dir=str(tmp_path))
+    rows = [{"arch": a, "value": v, "test_accuracy": acc, "seed": 42, "run_dir": "r"} for a, v, acc in (
+        ("alexnet", 5, 0.9), ("small", 5, 0.8), ("alexnet", 7, 0.91), ("small", 7, 0.82))]
+    _, table = study.tabulate(config, rows)
+    # The source reported AlexNet at 5 epochs (0.86), not at 7, and never trained `small`.
+    assert table == [["5", "0.9000 (source 0.86)", "0.8000"], ["7", "0.9100", "0.8200"]]
+    study.write_tables(config, rows)
+    markdown = open(tmp_path / "study.md").read()
+    assert "last epoch's checkpoint" in markdown and "0.9000 (source 0.86)" in markdown
+    spec = study.plan(config)[0]
+    assert "--test_checkpoint=last" in study.train_command(config, spec)
+
+
 def test_plan_names_one_run_per_cell_and_seed(tmp_path):
     config = study.StudyConfig(name="p", archs=("tiny", "plain4"), vary="dataset_size", values=(100, 200),
                                repeats=2, seed=7, study_dir=str(tmp_path))

@@ -278,3 +278,45 @@ def test_other_training_paths_run(shards, tmp_path, changes):
 def test_float16_wraps_the_optimizer_in_loss_scaling():
     assert isinstance(optimizers.make_optimizer("adam", 1e-3, 10, 1, loss_scaling=True), keras.optimizers.LossScaleOptimizer)
     assert not isinstance(optimizers.make_optimizer("adam", 1e-3, 10, 1), keras.optimizers.LossScaleOptimizer)
+
+
+def test_a_log_file_gets_plain_lines_and_tensorboard_gets_scalars_every_n_steps(shards, tmp_path):
+    """As a cluster runs it: output to a file, no terminal. No carriage returns; a line per logging window;
+    per-step training scalars and per-epoch validation on the same global-step axis."""
+    data_dir, manifest = shards
+    steps = manifest["splits"]["train"]["count"] // 16
+    run_dir = str(tmp_path / "run")
+    log = tmp_path / "train.log"
+    with open(log, "wb") as out:
+        done = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--arch=tiny", f"--data_dir={data_dir}",
+                               f"--run_dir={run_dir}", "--batch=16", "--epochs=2", "--log_every_steps=4",
+                               "--evaluate_test=false"], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                              timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    text = log.read_bytes()
+    assert done.returncode == 0, text[-3000:]
+    assert b"\r" not in text
+    lines = text.decode().splitlines()
+    windows = [line for line in lines if line.startswith("epoch 1/2 step ")]
+    assert [w.split()[3] for w in windows] == [f"{s}/{steps}:" for s in range(4, steps, 4)] + [f"{steps}/{steps}:"]
+    assert all(" lr " in w and " img/s, input wait " in w for w in windows)
+    train_steps = event_tags(os.path.join(run_dir, "train"))
+    expected = sorted({*range(4, 2 * steps + 1, 4), steps, 2 * steps})
+    assert sorted(train_steps["loss"]) == sorted(train_steps["learning_rate"]) == expected
+    assert sorted(event_tags(os.path.join(run_dir, "validation"))["accuracy"]) == [steps, 2 * steps]
+
+
+def test_the_exported_keras_model_loads_in_a_python_that_never_imports_the_package(trained_run, tmp_path):
+    _, result = trained_run
+    code = textwrap.dedent("""
+        import sys
+        import keras, numpy as np
+        model = keras.models.load_model(sys.argv[1])
+        probs = model.predict(np.zeros((2, *model.input_shape[1:]), "uint8"), verbose=0)
+        assert probs.shape == (2, 2) and np.allclose(probs.sum(-1), 1, atol=1e-5)
+        assert not [m for m in sys.modules if m.startswith("celeba_gender")]
+        print("loaded", model.input_shape, model.input.dtype)
+    """)
+    done = subprocess.run([sys.executable, "-c", code, result["export"]["keras"]], capture_output=True, text=True,
+                          cwd=str(tmp_path), timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "loaded (None, 64, 52, 3) uint8" in done.stdout
