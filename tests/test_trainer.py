@@ -101,9 +101,9 @@ _KILL = textwrap.dedent("""
     from celeba_gender import loop
     from celeba_gender.cli import train
     calls, original = [], loop.TrainLoop.train
-    def train_steps(self, iterator, steps):
+    def train_steps(self, iterator, steps, *rest):
         calls.append(steps)
-        out = original(self, iterator, steps)
+        out = original(self, iterator, steps, *rest)
         if len(calls) == STEPS_PER_EPOCH + 3:
             os.kill(os.getpid(), signal.SIGKILL)
         return out

@@ -237,8 +237,13 @@ def _mix(images, targets, config: AugmentConfig, seed):
 
 
 def training_targets(images, labels, num_classes: int, label_smoothing: float = 0.0,
-                     config: AugmentConfig | None = None, seed=None) -> tuple[tf.Tensor, tf.Tensor]:
+                     config: AugmentConfig | None = None, seed=None, multi_label: bool = False
+                     ) -> tuple[tf.Tensor, tf.Tensor]:
     """The training step's inputs and targets from integer labels -> (float32 images, float32 targets [B, K]).
+
+    ``multi_label``: ``labels`` are already 0/1 targets [B, K], one per attribute (K independent binary
+    decisions): step 1 takes them as they are, and smoothing pulls each towards 1/2 (``t * (1 - eps) +
+    eps / 2``), the binary case of the rule below.
 
     In this order:
 
@@ -259,10 +264,13 @@ def training_targets(images, labels, num_classes: int, label_smoothing: float = 
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     config = _as_config(config)
     images = tf.cast(images, tf.float32)
-    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-    targets = tf.one_hot(labels, num_classes, dtype=tf.float32)
+    if multi_label:
+        targets = tf.cast(labels, tf.float32)
+    else:
+        targets = tf.one_hot(tf.reshape(tf.cast(labels, tf.int32), [-1]), num_classes, dtype=tf.float32)
     if config.mixup > 0 or config.cutmix > 0:
         images, targets = _mix(images, targets, config, seed)
     if label_smoothing > 0:
-        targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+        classes = 2 if multi_label else num_classes
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / classes
     return images, targets

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from celeba_gender import evaluation, loop, optimizers, runs, storage
+from celeba_gender import evaluation, loop, multilabel, optimizers, runs, storage
 from celeba_gender.checkpoints import Checkpoints, RunState
 from celeba_gender.errors import UserError
 from celeba_gender.feed import Feed
@@ -170,8 +170,13 @@ class EpochLoop:
     def _end_epoch(self, epoch: int, row: dict) -> None:
         self.loop.sync_non_trainable()
         probs, labels = self.loop.predict(self.feed.evaluation("validation"))
-        metrics = evaluation.compute_metrics(probs, labels, self.feed.class_names)
-        val = {"loss": metrics["log_loss"], "accuracy": metrics["accuracy"], "auc": metrics["roc_auc"]}
+        if self.feed.multi_label:  # accuracy and AUC are the means over the attributes
+            metrics = multilabel.attribute_metrics(probs, labels, self.feed.outputs)
+            val = {"loss": metrics["log_loss"], "accuracy": metrics["mean_accuracy"], "auc": metrics["mean_roc_auc"],
+                   "balanced_accuracy": metrics["mean_balanced_accuracy"]}
+        else:
+            metrics = evaluation.compute_metrics(probs, labels, self.feed.class_names)
+            val = {"loss": metrics["log_loss"], "accuracy": metrics["accuracy"], "auc": metrics["roc_auc"]}
         self.state.epoch.assign(epoch + 1)
         self.state.step.assign(0)
         improved = val["accuracy"] > float(self.state.best.numpy())
@@ -181,8 +186,13 @@ class EpochLoop:
         self.checkpoints.save(global_step, best=improved)
         self.summaries.scalars("train", global_step, {"auc": row["auc"]})
         self.summaries.scalars("validation", global_step, val)
-        self.summaries.confusion_matrix("validation", global_step, np.asarray(metrics["confusion_matrix"]),
-                                        self.feed.class_names, f"validation, epoch {epoch + 1}")
+        if self.feed.multi_label:
+            for name, m in metrics["attributes"].items():
+                self.summaries.scalars("validation", global_step, {f"attributes/{name}/accuracy": m["accuracy"],
+                                                                   f"attributes/{name}/auc": m["roc_auc"]})
+        else:
+            self.summaries.confusion_matrix("validation", global_step, np.asarray(metrics["confusion_matrix"]),
+                                            self.feed.class_names, f"validation, epoch {epoch + 1}")
         row.update({f"val_{k}": round(v, 6) for k, v in val.items()})
         if self.checkpoints.chief:
             append_history(self.run_dir, row)

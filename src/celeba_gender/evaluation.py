@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn import metrics as skm
 
-from celeba_gender import archs, checkpoints, figures, pipeline, report_markdown, runs, storage
+from celeba_gender import archs, checkpoints, figures, multilabel, pipeline, report_markdown, runs, storage
 from celeba_gender.errors import UserError
 from celeba_gender.summaries import Summaries
 
@@ -138,7 +138,8 @@ def fetch_images(data_dir: str, split: str, image_size, wanted: set[str], manife
 
 
 HEADLINE = ("count", "accuracy", "accuracy_ci95", "balanced_accuracy", "roc_auc", "log_loss", "confusion_matrix",
-            "class_names", "split", "checkpoint")
+            "class_names", "split", "checkpoint", "multi_label", "mean_accuracy", "mean_balanced_accuracy",
+            "mean_roc_auc", "mean_majority_accuracy")
 
 
 def headline(report: dict) -> dict:
@@ -159,6 +160,8 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
     model, config = load_model(run_dir, checkpoint)
     data_dir = data_dir or config["train"]["data_dir"]
     manifest = storage.read_manifest(data_dir)
+    if config["model"].get("multi_label"):
+        return evaluate_attributes(model, config, run_dir, split, checkpoint, data_dir, manifest, batch)
     class_names = list(manifest["class_names"])
     probs, labels, names, attrs = predict_split(model, data_dir, split, config["image_size"], batch, manifest)
     report = {"run_dir": run_dir, "split": split, "checkpoint": checkpoint, "data_dir": data_dir,
@@ -179,6 +182,53 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
                                 intact="The run's checkpoints and export are intact: run evaluate.py again."):
         _write_report(report, out, run_dir, images, probs, labels, names)
     return report
+
+
+def evaluate_attributes(model: keras.Model, config: dict, run_dir: str, split: str, checkpoint: str, data_dir: str,
+                        manifest: dict, batch: int = 64) -> dict:
+    """The report of a multi-attribute run: per attribute accuracy, balanced accuracy, AUC, majority baseline
+    and positive rate, their means, the published figures beside them (multilabel.py); report.md, report.json,
+    attributes.png, curves.png and predictions.csv (every attribute's probability per image)."""
+    outputs = list(config["outputs"])
+    probs, _, names, attrs = predict_split(model, data_dir, split, config["image_size"], batch, manifest)
+    columns = [list(manifest["attribute_names"]).index(a) for a in outputs]
+    labels = attrs[:, columns].astype(np.float32)
+    report = {"run_dir": run_dir, "split": split, "checkpoint": checkpoint, "data_dir": data_dir,
+              "multi_label": True, "outputs": outputs, **multilabel.attribute_metrics(probs, labels, outputs),
+              "config": config}
+    out = report_dir(run_dir, split, checkpoint)
+    with storage.disk_space_for("the evaluation report", out,
+                                intact="The run's checkpoints and export are intact: run evaluate.py again."):
+        storage.makedirs(out)
+        files = {"attributes": figures.save_attribute_accuracy(report, storage.join(out, "attributes.png"))}
+        history = storage.join(run_dir, "history.csv")
+        if storage.exists(history):
+            files["curves"] = figures.save_curves(history, storage.join(out, "curves.png"))
+        files["predictions"] = storage.join(out, "predictions.csv")
+        write_attribute_predictions(files["predictions"], probs, labels, names, outputs)
+        report["files"] = files
+        storage.write_json(storage.join(out, "report.json"), report)
+        markdown = report_markdown.attributes_markdown(report)
+        storage.write_text(storage.join(out, "report.md"), markdown)
+    summaries = Summaries(run_dir)
+    name = f"evaluation_{split}_{checkpoint}"
+    summaries.scalars(name, 0, {"mean_accuracy": report["mean_accuracy"], "log_loss": report["log_loss"],
+                                "mean_balanced_accuracy": report["mean_balanced_accuracy"]})
+    summaries.figure(name, "attributes", 0, storage.read_bytes(files["attributes"]))
+    summaries.text(name, "report", 0, markdown)
+    summaries.close()
+    return report
+
+
+def write_attribute_predictions(path: str, probs: np.ndarray, labels: np.ndarray, names: list[str],
+                                outputs: list[str]) -> None:
+    """predictions.csv of a multi-attribute run: per image, each attribute's true value and probability."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["filename", *(f"true_{a}" for a in outputs), *(f"p_{a}" for a in outputs)])
+    for name, y, p in zip(names, labels, probs):
+        writer.writerow([name, *(int(v) for v in y), *(f"{v:.6f}" for v in p)])
+    storage.write_text(path, buffer.getvalue())
 
 
 def write_predictions(path: str, probs: np.ndarray, labels: np.ndarray, names: list[str],

@@ -7,7 +7,9 @@ inside the model, so what is exported is what was trained. The SavedModel has tw
   model's size by :func:`celeba_gender.decode.decode_image`, the training pipeline's own rule;
 - ``serve_images``: uint8 images ``[N, height, width, 3]``.
 
-Both return ``probabilities`` [N, classes], ``class_id`` [N] and ``class_name`` [N].
+Both return ``probabilities`` [N, classes], ``class_id`` [N] and ``class_name`` [N]; a multi-attribute model
+returns ``probabilities`` [N, attributes] (one sigmoid each) and ``present`` [N, attributes] (probability >= 0.5).
+``labels.json`` names the outputs (``class_names``) and says which kind the model is (``multi_label``).
 """
 
 from __future__ import annotations
@@ -30,25 +32,29 @@ def inference_model(core: keras.Model, image_size: tuple[int, int]) -> keras.Mod
     return keras.Model(inputs, core(as_float), name=f"{core.name}_inference")
 
 
-def export(core: keras.Model, export_dir: str, image_size: tuple[int, int], class_names: list[str]) -> dict:
-    """Writes the inference model of ``core`` as ``model.keras``, ``labels.json`` (class names, input size) and
-    ``saved_model/`` under ``export_dir``; returns their paths."""
+def export(core: keras.Model, export_dir: str, image_size: tuple[int, int], class_names: list[str],
+           multi_label: bool = False) -> dict:
+    """Writes the inference model of ``core`` as ``model.keras``, ``labels.json`` (output names, input size,
+    kind) and ``saved_model/`` under ``export_dir``; returns their paths."""
     model = inference_model(core, image_size)
     with storage.disk_space_for("the export (model.keras and the SavedModel)", export_dir,
                                 intact="The run's checkpoints are intact: rerun the same command to export again."):
-        return _write(model, export_dir, image_size, class_names)
+        return _write(model, export_dir, image_size, class_names, multi_label)
 
 
-def _write(model: keras.Model, export_dir: str, image_size: tuple[int, int], class_names: list[str]) -> dict:
+def _write(model: keras.Model, export_dir: str, image_size: tuple[int, int], class_names: list[str],
+           multi_label: bool) -> dict:
     storage.makedirs(export_dir)  # local, or any tf.io.gfile URL
     keras_path = storage.join(export_dir, "model.keras")
     model.save(keras_path)
     storage.write_json(storage.join(export_dir, "labels.json"),
-                       {"class_names": list(class_names), "image_size": list(image_size)})
+                       {"class_names": list(class_names), "image_size": list(image_size), "multi_label": multi_label})
     names = tf.constant(class_names)
 
     def outputs(probs):
         probs = tf.cast(probs, tf.float32)
+        if multi_label:
+            return {"probabilities": probs, "present": probs >= 0.5}
         class_id = tf.argmax(probs, axis=-1, output_type=tf.int32)
         return {"probabilities": probs, "class_id": class_id, "class_name": tf.gather(names, class_id)}
 

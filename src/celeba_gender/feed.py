@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from celeba_gender import distribute, pipeline, storage
+from celeba_gender import distribute, multilabel, pipeline, storage
 from celeba_gender.pipeline import DataConfig, SplitInfo
 from celeba_gender.storage import DataError
 
@@ -38,10 +38,17 @@ def resolve_cache(cache: str, count: int, image_size: tuple[int, int], data_serv
 class Feed:
     """The run's datasets and their sizes for a strategy, checked against the manifest once."""
 
-    def __init__(self, config: DataConfig, strategy: tf.distribute.Strategy, image_size: tuple[int, int]):
-        """``config.batch`` is the global batch; ``config.cache`` may be ``auto``."""
+    def __init__(self, config: DataConfig, strategy: tf.distribute.Strategy, image_size: tuple[int, int],
+                 attributes: tuple[str, ...] = ()):
+        """``config.batch`` is the global batch; ``config.cache`` may be ``auto``. ``attributes``: attribute
+        names (or ``("all",)``) for multi-attribute training; the labels are then their 0/1 values."""
         self.strategy, self.image_size = strategy, tuple(image_size)
         self.manifest = storage.read_manifest(config.data_dir)
+        self.warnings: list[str] = []
+        self._resolve_attributes(attributes)
+        if attributes:
+            indices = tuple(self.manifest["attribute_names"].index(a) for a in self.outputs)
+            config = dataclasses.replace(config, attributes=indices)
         self.workers = distribute.num_workers(strategy)
         replicas = strategy.num_replicas_in_sync
         if config.batch % replicas:
@@ -64,7 +71,32 @@ class Feed:
                            for split in self.infos if split != "train"}
         cache = resolve_cache(config.cache, train[0].count, self.image_size, config.data_service)
         self.config = dataclasses.replace(config, batch=worker_batch, image_size=self.image_size, cache=cache)
-        self.class_names = list(self.manifest["class_names"])
+
+    def _resolve_attributes(self, attributes: tuple[str, ...]) -> None:
+        """``outputs``: the class names of one attribute's softmax, or the attribute names of a multi-label model."""
+        self.multi_label = bool(attributes)
+        if not attributes:
+            self.outputs = list(self.manifest["class_names"])
+            return
+        try:
+            self.outputs = list(multilabel.resolve(tuple(attributes), list(self.manifest["attribute_names"])))
+        except ValueError as e:
+            raise DataError(str(e)) from None
+        options = self.manifest.get("options", {})
+        if options.get("balance"):
+            self.warnings.append(
+                f"these shards were balanced on {self.manifest['attribute']} (make_tfrecords.py's default), which "
+                "skews the other attributes' rates; for --attributes convert with --nobalance")
+
+    @property
+    def class_names(self) -> list[str]:
+        """The names of the model's outputs (classes, or attributes for multi-label)."""
+        return self.outputs
+
+    def positive_rates(self) -> tuple[float, ...]:
+        """Each attribute's share of positives over the whole training split (every worker gets the same)."""
+        info = pipeline.split_info(self.config.data_dir, "train", self.manifest, verify_counts=False)
+        return pipeline.positive_rates(info, self.config.attributes)
 
     @property
     def cache(self) -> str:

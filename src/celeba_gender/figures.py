@@ -99,3 +99,21 @@ def save_gallery(errors: list[dict], images: dict, actual: str, predicted: str, 
     fig.suptitle(f"Actual {actual} predicted {predicted} ({len(errors)} shown, most confident first)", fontsize=9)
     fig.tight_layout()
     return _write(path, figure_png(fig))
+
+
+def save_attribute_accuracy(report: dict, path: str) -> str:
+    """Per-attribute accuracy beside the majority baseline, sorted by the gap between them."""
+    items = sorted(report["attributes"].items(), key=lambda kv: kv[1]["accuracy"] - kv[1]["majority_accuracy"])
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 0.22 * len(items) + 1.2), dpi=100)
+    y = np.arange(len(items))
+    ax.barh(y, [m["accuracy"] for _, m in items], color="tab:blue", label="accuracy")
+    ax.plot([m["majority_accuracy"] for _, m in items], y, "|", color="black", markersize=9,
+            label="majority baseline")
+    ax.set_yticks(y, labels=[name for name, _ in items], fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"{report['split']} accuracy (mean {report['mean_accuracy']:.3f})")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _write(path, figure_png(fig))

@@ -8,8 +8,13 @@ cluster, ``jit_compile``) -> the optimizer (Keras' TF optimizer all-reduces grad
 The loss is averaged over the *global* batch (``tf.nn.compute_average_loss``), so summing replicas gives
 the batch mean. ``steps_per_execution`` steps run inside one ``tf.function`` call (an in-graph loop).
 
-Metrics are sums reduced across replicas (loss, correct, count, and score histograms per class for AUC),
-so they are exact under any strategy without relying on metric-variable synchronisation.
+Metrics are sums reduced across replicas (loss, correct, count, and score histograms of positives and negatives
+for AUC), so they are exact under any strategy without relying on metric-variable synchronisation.
+
+Two kinds of model: one softmax over the classes of one attribute (integer labels [B]), or ``multi_label``: one
+sigmoid per attribute (0/1 labels [B, K]) with binary cross-entropy averaged over the attributes, optionally
+weighting each attribute's positives (``positive_weights``). Accuracy is then the mean over the attributes and
+the AUC histograms are kept per attribute.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ class LoopConfig:
     measure_input_wait: bool = True
     # Its mixup / cutmix alphas are read (augment.training_targets); None or both 0: no mixing.
     mixing: AugmentConfig | None = None
+    multi_label: bool = False  # num_classes sigmoid outputs (one per attribute) instead of one softmax
+    positive_weights: tuple[float, ...] | None = None  # multi_label: per-attribute weight of the positives
+
+    @property
+    def score_rows(self) -> int:
+        """Rows of the AUC histograms: one per attribute, or one (P(class 1)) for a softmax."""
+        return self.num_classes if self.multi_label else 1
 
 
 class Stopped(Exception):
@@ -61,10 +73,12 @@ def histogram_auc(pos_hist: np.ndarray, neg_hist: np.ndarray) -> float:
 
 
 def summarize(stats: dict) -> dict:
-    """Turns summed statistics into mean loss, accuracy and AUC."""
+    """Turns summed statistics into mean loss, accuracy and AUC (the mean over attributes for multi-label)."""
     count = max(float(stats["count"]), 1.0)
-    return {"loss": float(stats["loss_sum"]) / count, "accuracy": float(stats["correct"]) / count,
-            "auc": histogram_auc(np.asarray(stats["pos_hist"]), np.asarray(stats["neg_hist"])),
+    pos, neg = np.atleast_2d(stats["pos_hist"]), np.atleast_2d(stats["neg_hist"])
+    aucs = [histogram_auc(p, n) for p, n in zip(pos, neg)]
+    auc = float(np.nanmean(aucs)) if not all(np.isnan(aucs)) else float("nan")
+    return {"loss": float(stats["loss_sum"]) / count, "accuracy": float(stats["correct"]) / count, "auc": auc,
             "count": int(stats["count"])}
 
 
@@ -87,6 +101,12 @@ class TrainLoop:
     # --- one replica -----------------------------------------------------------------------------------
 
     def _per_example_loss(self, targets, probs):
+        if self.config.multi_label:  # binary cross-entropy of each sigmoid, averaged over the attributes
+            p = tf.clip_by_value(tf.cast(probs, tf.float32), 1e-7, 1.0 - 1e-7)
+            positive = targets * tf.math.log(p)
+            if self.config.positive_weights is not None:
+                positive *= tf.constant(self.config.positive_weights, tf.float32)
+            return -tf.reduce_mean(positive + (1.0 - targets) * tf.math.log(1.0 - p), axis=-1)
         probs = tf.clip_by_value(tf.cast(probs, tf.float32), 1e-7, 1.0)
         return -tf.reduce_sum(targets * tf.math.log(probs), axis=-1)  # cross-entropy of the softmax output
 
@@ -105,19 +125,26 @@ class TrainLoop:
 
     def _stats(self, probs, labels, per_example):
         probs = tf.cast(probs, tf.float32)
-        predicted = tf.argmax(probs, axis=-1, output_type=tf.int32)
-        score = probs[:, -1]  # P(class 1)
-        bins = tf.clip_by_value(tf.cast(score * AUC_BINS, tf.int32), 0, AUC_BINS - 1)
-        positive = tf.equal(labels, self.config.num_classes - 1)
-        return {
-            "loss_sum": tf.reduce_sum(per_example),
-            "correct": tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32)),
-            "count": tf.cast(tf.size(labels), tf.float32),
-            "pos_hist": tf.math.bincount(tf.boolean_mask(bins, positive), minlength=AUC_BINS,
-                                         maxlength=AUC_BINS, dtype=tf.float32),
-            "neg_hist": tf.math.bincount(tf.boolean_mask(bins, ~positive), minlength=AUC_BINS,
-                                         maxlength=AUC_BINS, dtype=tf.float32),
-        }
+        if self.config.multi_label:
+            truth = labels > 0.5
+            correct = tf.reduce_mean(tf.cast(tf.equal(probs >= 0.5, truth), tf.float32), axis=-1)
+            scores, positive = probs, truth  # [B, K]
+        else:
+            correct = tf.cast(tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), labels), tf.float32)
+            scores, positive = probs[:, -1:], tf.equal(labels, self.config.num_classes - 1)[:, None]  # P(class 1)
+        rows = self.config.score_rows
+        # Histogram cell of each score: row * AUC_BINS + bin, counted separately for positives and negatives.
+        cells = tf.clip_by_value(tf.cast(scores * AUC_BINS, tf.int32), 0, AUC_BINS - 1) + \
+            tf.range(rows)[None, :] * AUC_BINS
+
+        def histogram(mask):
+            counts = tf.math.bincount(tf.boolean_mask(cells, mask), minlength=rows * AUC_BINS,
+                                      maxlength=rows * AUC_BINS, dtype=tf.float32)
+            return tf.reshape(counts, [rows, AUC_BINS])
+
+        return {"loss_sum": tf.reduce_sum(per_example), "correct": tf.reduce_sum(correct),
+                "count": tf.cast(tf.shape(labels)[0], tf.float32), "pos_hist": histogram(positive),
+                "neg_hist": histogram(~positive)}
 
     def _replica_train_step(self, batch):
         images, labels = batch[0], batch[1]
@@ -125,7 +152,7 @@ class TrainLoop:
         if self.augment is not None:
             images = self.augment(images, training=True)  # on the accelerator, outside any XLA cluster
         images, targets = training_targets(images, labels, self.config.num_classes, self.config.label_smoothing,
-                                           self.config.mixing)
+                                           self.config.mixing, multi_label=self.config.multi_label)
         probs, per_example, grads = self._compiled(images, targets, weights)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         return self._stats(probs, labels, per_example)
@@ -133,8 +160,9 @@ class TrainLoop:
     # --- across replicas -------------------------------------------------------------------------------
 
     def _zero_stats(self):
+        rows = self.config.score_rows
         return {"loss_sum": tf.constant(0.0), "correct": tf.constant(0.0), "count": tf.constant(0.0),
-                "pos_hist": tf.zeros([AUC_BINS]), "neg_hist": tf.zeros([AUC_BINS]),
+                "pos_hist": tf.zeros([rows, AUC_BINS]), "neg_hist": tf.zeros([rows, AUC_BINS]),
                 "input_wait": tf.constant(0.0, tf.float64)}
 
     def _train_many(self, iterator, steps, stop_vote):
@@ -194,12 +222,14 @@ class TrainLoop:
         return self.strategy.gather(probs, axis=0), self.strategy.gather(labels, axis=0)
 
     def predict(self, dataset) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities [N, classes] and labels [N] for every example of a (distributed) eval dataset;
-        padding examples (label -1, see pipeline.eval_dataset's pad_to_steps) are dropped."""
-        probs, labels = [np.zeros((0, self.config.num_classes), np.float32)], [np.zeros((0,), np.int32)]
+        """Probabilities [N, outputs] and labels ([N], or [N, attributes] for multi-label) for every example of a
+        (distributed) eval dataset; padding examples (label -1, see pipeline.eval_dataset) are dropped."""
+        k = self.config.num_classes
+        probs = [np.zeros((0, k), np.float32)]
+        labels = [np.zeros((0, k) if self.config.multi_label else (0,), np.float32)]
         for batch in dataset:
-            p, y = self._eval(batch)
-            keep = y.numpy() >= 0
-            probs.append(p.numpy()[keep])
-            labels.append(y.numpy()[keep])
-        return np.concatenate(probs), np.concatenate(labels)
+            p, y = (t.numpy() for t in self._eval(batch))
+            keep = (y[:, 0] if y.ndim > 1 else y) >= 0
+            probs.append(p[keep])
+            labels.append(y[keep])
+        return np.concatenate(probs), np.concatenate(labels).astype(np.float32 if self.config.multi_label else np.int32)

@@ -23,6 +23,7 @@ import hashlib
 import json
 from collections.abc import Callable
 
+import numpy as np
 import tensorflow as tf
 
 from celeba_gender import records, storage
@@ -55,6 +56,9 @@ class DataConfig:
     deterministic: bool = False
     class_weights: bool = False  # training batches carry per-example weights that balance the classes
     data_service: str = ""
+    # Multi-attribute training: the labels are these entries of each record's attribute vector (float32 0/1
+    # [B, K]) instead of its class label. Empty: the class label (int32 [B]).
+    attributes: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +109,21 @@ def class_weights(info: SplitInfo) -> tuple[float, ...]:
     return tuple(total / (len(info.class_counts) * max(c, 1)) for c in info.class_counts)
 
 
+def positive_rates(info: SplitInfo, attributes: tuple[int, ...]) -> tuple[float, ...]:
+    """The share of examples with each of ``attributes`` present, over ``info``'s files (one pass that parses
+    only the attribute vectors: seconds for CelebA's training split)."""
+    def vectors(serialized):
+        return records.parse_example(serialized, info.num_attributes, keys=(records.ATTRIBUTES,))[records.ATTRIBUTES]
+
+    ds = _records(info, shuffle_files=False, seed=None, deterministic=False).batch(4096).map(vectors)
+    totals, count = np.zeros(len(attributes)), 0
+    for batch in ds:
+        chosen = batch.numpy()[:, list(attributes)]
+        totals += chosen.sum(axis=0)
+        count += len(chosen)
+    return tuple(float(t / max(count, 1)) for t in totals)
+
+
 def memory_available() -> int | None:
     """Bytes of memory available to new allocations (Linux), or None when unknown."""
     try:
@@ -152,10 +171,15 @@ def _records(info: SplitInfo, shuffle_files: bool, seed: int | None, determinist
 
 
 def _decoder(info: SplitInfo, size: tuple[int, int], with_metadata: bool = False,
-             weights: tuple[float, ...] | None = None) -> Callable:
-    """A map function: a batch of serialised records -> (images, labels[, weights | filenames, attributes])."""
+             weights: tuple[float, ...] | None = None, attributes: tuple[int, ...] = ()) -> Callable:
+    """A map function: a batch of serialised records -> (images, labels[, weights | filenames, attributes]).
+
+    Labels are the class ids (int32 [B]), or with ``attributes`` those entries of the attribute vector
+    (float32 [B, K])."""
     image_spec = tf.TensorSpec((*size, 3), tf.uint8)
-    keys = (records.ENCODED, records.LABEL) + ((records.FILENAME, records.ATTRIBUTES) if with_metadata else ())
+    keys = (records.ENCODED, records.LABEL)
+    if with_metadata or attributes:
+        keys += (records.FILENAME, records.ATTRIBUTES)
 
     def decode_batch(serialized):
         # One map call per batch, decoding its images in a loop, costs far less tf.data overhead than one
@@ -163,7 +187,10 @@ def _decoder(info: SplitInfo, size: tuple[int, int], with_metadata: bool = False
         ex = records.parse_example(serialized, info.num_attributes, keys=keys)
         images = tf.map_fn(lambda e: decode_image(e, size, info.stored_size), ex[records.ENCODED],
                            fn_output_signature=image_spec, parallel_iterations=1)
-        labels = tf.cast(ex[records.LABEL], tf.int32)
+        if attributes:
+            labels = tf.cast(tf.gather(ex[records.ATTRIBUTES], list(attributes), axis=1), tf.float32)
+        else:
+            labels = tf.cast(ex[records.LABEL], tf.int32)
         if with_metadata:
             return images, labels, ex[records.FILENAME], tf.cast(ex[records.ATTRIBUTES], tf.int32)
         if weights is not None:
@@ -217,7 +244,7 @@ def train_dataset(config: DataConfig, info: SplitInfo | None = None, host_augmen
         check_memory_cache(min(info.count, max_examples or info.count), size)
     deterministic = config.deterministic
     weights = class_weights(info) if config.class_weights else None
-    decode_batch = _decoder(info, size, weights=weights)
+    decode_batch = _decoder(info, size, weights=weights, attributes=config.attributes)
     ds = _records(info, shuffle_files=not config.data_service, seed=config.seed, deterministic=deterministic)
     if max_examples is not None:
         ds = ds.take(max_examples)  # before the cache, so that the cache is complete after one pass
@@ -257,8 +284,8 @@ def eval_dataset(config: DataConfig, split: str | SplitInfo, pad_to_steps: int |
     info = split if isinstance(split, SplitInfo) else split_info(config.data_dir, split)
     size = _size(config, info)
     ds = _records(info, shuffle_files=False, seed=None, deterministic=True)
-    ds = ds.batch(config.batch).map(_decoder(info, size, with_metadata), num_parallel_calls=AUTOTUNE,
-                                    deterministic=True)
+    ds = ds.batch(config.batch).map(_decoder(info, size, with_metadata, attributes=config.attributes),
+                                    num_parallel_calls=AUTOTUNE, deterministic=True)
     if pad_to_steps is not None:
         ds = _pad_batches(ds, config.batch, pad_to_steps)
     return _finish(ds, config.batch, replicas, deterministic=True, repeat=False)
@@ -268,7 +295,9 @@ def _pad_batches(ds: tf.data.Dataset, batch_size: int, steps: int) -> tf.data.Da
     """Pads each batch to ``batch_size`` (label -1) and appends padding batches up to ``steps``."""
     def pad(images, labels):
         extra = batch_size - tf.shape(labels)[0]
-        return (tf.pad(images, [[0, extra], [0, 0], [0, 0], [0, 0]]), tf.pad(labels, [[0, extra]], constant_values=-1))
+        label_padding = [[0, extra]] + [[0, 0]] * (labels.shape.rank - 1)
+        return (tf.pad(images, [[0, extra], [0, 0], [0, 0], [0, 0]]),
+                tf.pad(labels, label_padding, constant_values=-1))
 
     ds = ds.map(pad)
     images, labels = ds.element_spec

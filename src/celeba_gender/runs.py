@@ -5,8 +5,8 @@ though the default run directory has a timestamp in its name. So without ``--run
 ``--runs_root`` for an unfinished run of the same arch whose recorded settings equal this one's.
 
 config.json: ``{"train": every setting, "model": how the model is built (archs.ModelConfig, with the image size
-and weights resolved), "sources": where each setting came from}``. Evaluation rebuilds the model from
-``model``; resumption compares ``train``.
+and weights resolved), "outputs": the names of the model's outputs (classes, or attributes), "sources": where
+each setting came from}``. Evaluation rebuilds the model from ``model``; resumption compares ``train``.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def set_status(run_dir: str, value: str, **extra) -> None:
         "pid": os.getpid(), **extra})
 
 
-def record(run_dir: str, config, model: dict, sources: dict | None = None) -> None:
+def record(run_dir: str, config, model: dict, outputs: list[str], sources: dict | None = None) -> None:
     """Writes config.json and flags.txt before training.
 
     flags.txt holds every setting, grouped by where it came from. ``python train.py --flagfile=RUN/flags.txt``
@@ -94,7 +94,8 @@ def record(run_dir: str, config, model: dict, sources: dict | None = None) -> No
     """
     storage.makedirs(run_dir)
     settings = dataclasses.asdict(config)
-    storage.write_json(storage.join(run_dir, CONFIG), {"train": settings, "model": model, "sources": sources or {}})
+    storage.write_json(storage.join(run_dir, CONFIG), {"train": settings, "model": model, "outputs": list(outputs),
+                                                       "sources": sources or {}})
     pinned = bool(config.run_dir) and (sources or {}).get("run_dir", options.COMMAND_LINE) != options.DEFAULT
     shown = config if pinned else dataclasses.replace(config, run_dir="")
     header = (f"Settings of the run in {run_dir}, written by train.py.\n"

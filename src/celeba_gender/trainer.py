@@ -90,6 +90,12 @@ class TrainConfig:
     dropout: float = option(0.2, "Dropout of the seed and linear heads.", lower=0, upper=0.95)
     class_weights: bool = option(False, "Weight examples so both classes count equally (for shards made with "
                                  "--nobalance).")
+    attributes: tuple[str, ...] = option((), "Several CelebA attributes in one model, one sigmoid each: all, or "
+                                         "names (e.g. Smiling,Eyeglasses,Male). Empty: the attribute the shards were "
+                                         "converted for (one softmax). Convert with --nobalance for this.")
+    attribute_weights: str = option("none", "With --attributes: none, or balanced (each attribute's positives "
+                                    "weigh negatives/positives of the training split, so rare attributes such as "
+                                    "Bald count as much as common ones).", choices=("none", "balanced"))
     log_every_steps: int = option(50, "Report training loss, accuracy, learning rate, images/s and input wait "
                                   "every N steps (TensorBoard and the log), and at each epoch end.", lower=1)
     checkpoint_steps: int = option(0, "Also checkpoint every N steps (0: at the end of each epoch only).", lower=0)
@@ -114,6 +120,10 @@ class TrainConfig:
             problems.append("--profile_steps=START,STOP needs START <= STOP")
         if self.augment_on == "none" and (self.augment.mixup or self.augment.cutmix):
             problems.append("--mixup/--cutmix need augmentation on: drop --augment_on=none")
+        if self.class_weights and self.attributes:
+            problems.append("--class_weights is for one attribute; with --attributes use --attribute_weights=balanced")
+        if self.attribute_weights != "none" and not self.attributes:
+            problems.append("--attribute_weights needs --attributes")
         if self.strategy == "multi_worker" and self.num_cpu_devices > 1:
             problems.append("--num_cpu_devices is for trying MirroredStrategy on one machine, not with multi_worker")
         if self.strategy == "multi_worker" and not self.run_dir:
@@ -171,9 +181,12 @@ def train(config: TrainConfig, sources: dict | None = None, monitor: Monitor | N
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    model_config = config.model_config()
-    image_size = archs.image_size(model_config)
-    feed = Feed(config.data_config(), strategy, image_size)  # checks the shards before anything is written
+    image_size = archs.image_size(config.model_config())
+    feed = Feed(config.data_config(), strategy, image_size, config.attributes)  # checks the shards first
+    model_config = dataclasses.replace(config.model_config(), num_classes=len(feed.outputs),
+                                       multi_label=feed.multi_label)
+    for warning in feed.warnings:
+        monitor.note(f"warning: {warning}")
     run_dir = config.run_dir or runs.find_resumable(config.runs_root, config.arch, dataclasses.asdict(config)) \
         or runs.new_run_dir(config.runs_root, config.arch)
     if runs.status(run_dir).get("status") == runs.COMPLETE:
@@ -182,7 +195,7 @@ def train(config: TrainConfig, sources: dict | None = None, monitor: Monitor | N
         return storage.read_json(storage.join(run_dir, runs.SUMMARY)) or {"run_dir": run_dir}
     if chief:
         runs.record(run_dir, config, dataclasses.asdict(dataclasses.replace(model_config, image_size=image_size)),
-                    sources)
+                    feed.outputs, sources)
         runs.set_status(run_dir, runs.RUNNING)
     try:
         return _run(config, strategy, chief, policy, model_config, image_size, feed, run_dir, sources, monitor,
@@ -213,10 +226,17 @@ def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: 
     # Built here, eagerly and outside the strategy scope: tf.data's map may update its random state, not create
     # it. Unseeded: parallel map calls take the draws in no fixed order anyway.
     host_layer = Augmenter(config.augment, name="host_augment") if config.augment_on == "host" else None
+    positive_weights = None
+    if config.attribute_weights == "balanced":
+        # negatives / positives: each attribute's positives then weigh as much as its negatives (capped for
+        # attributes with almost no positives, whose weights would otherwise swamp the loss).
+        positive_weights = tuple(min((1 - r) / max(r, 1e-6), 100.0) for r in feed.positive_rates())
     train_loop = loop.TrainLoop(strategy, model.core, optimizer,
                                 loop.LoopConfig(config.batch, config.steps_per_execution, config.jit_compile,
                                                 config.label_smoothing, model_config.num_classes,
-                                                measure_input_wait=not config.deterministic, mixing=config.augment),
+                                                measure_input_wait=not config.deterministic, mixing=config.augment,
+                                                multi_label=model_config.multi_label,
+                                                positive_weights=positive_weights),
                                 augment=augment_layer)
     checkpoints = Checkpoints(run_dir, chief, model.core, optimizer, state, config.keep_checkpoints)
     resumed_from = checkpoints.restore_latest()
@@ -265,7 +285,8 @@ def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: 
               "frozen_params": frozen, "precision": policy, "replicas": strategy.num_replicas_in_sync,
               "workers": feed.workers, "final_weights_sha256": fingerprint, "checkpoint": "best" if best else "last"}
     _stop_if_asked(should_stop)
-    result["export"] = export.export(model.core, storage.join(run_dir, "export"), image_size, feed.class_names)
+    result["export"] = export.export(model.core, storage.join(run_dir, "export"), image_size, feed.outputs,
+                                     feed.multi_label)
     if config.evaluate_test and feed.has_test:
         _stop_if_asked(should_stop)
         # The full report (evaluate.py's), on the chief alone: no collectives left to wait on.

@@ -102,8 +102,9 @@ class ModelConfig:
     weights: str = "none"  # none | imagenet | a local weights file
     head: str = "auto"  # auto: the arch's default (seed for the transfer-learning backbones)
     trainable_layers: int = -1  # -1: every backbone layer trains; N: only the last N
-    num_classes: int = 2
+    num_classes: int = 2  # outputs: classes of one attribute, or attributes when multi_label
     dropout: float = 0.2
+    multi_label: bool = False  # one sigmoid per output (several attributes) instead of one softmax
 
 
 def image_size(config: ModelConfig) -> tuple[int, int]:
@@ -178,7 +179,7 @@ def build_model(config: ModelConfig) -> Model:
     set_trainable_layers(backbone, config.trainable_layers)
     inputs = keras.Input((*size, 3), dtype="float32", name="image")
     x = preprocessing(spec.preprocess)(inputs)
-    outputs = classification_head(backbone(x), head, config.num_classes, config.dropout)
+    outputs = classification_head(backbone(x), head, config.num_classes, config.dropout, config.multi_label)
     core = keras.Model(inputs, outputs, name=spec.name)
     return Model(core, backbone, spec, size)
 

@@ -45,8 +45,9 @@ def preprocessing(mode: str, name: str = "preprocess") -> keras.layers.Layer:
 HEADS = ("seed", "linear", "fc4096")
 
 
-def classification_head(features, head: str, num_classes: int = 2, dropout: float = 0.2):
-    """Backbone feature maps -> class probabilities. The softmax is float32 even under mixed precision.
+def classification_head(features, head: str, num_classes: int = 2, dropout: float = 0.2, multi_label: bool = False):
+    """Backbone feature maps -> class probabilities (a softmax over ``num_classes``), or with ``multi_label``
+    one sigmoid per output (``num_classes`` independent attributes). Float32 even under mixed precision.
 
     ``seed``: global average pooling, then the source study's Dense 1024 -> 256 -> 64 -> 32 (ReLU, dropout
     ``dropout`` after each) -> classes. ``linear``: global average pooling, dropout, one Dense layer.
@@ -68,4 +69,5 @@ def classification_head(features, head: str, num_classes: int = 2, dropout: floa
         else:
             x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     logits = keras.layers.Dense(num_classes, name="logits")(x)
-    return keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    activation = "sigmoid" if multi_label else "softmax"
+    return keras.layers.Activation(activation, dtype="float32", name="probabilities")(logits)

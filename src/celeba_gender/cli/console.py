@@ -111,7 +111,12 @@ def format_summary(result: dict) -> str:
              f"{result['replicas']} replica(s))",
              f"best validation accuracy {result['best_validation_accuracy']:.4f}"]
     test = result.get("test")
-    if test:
+    if test and test.get("multi_label"):
+        lines.append(f"test ({test.get('checkpoint', 'best')} checkpoint): mean accuracy {test['mean_accuracy']:.4f} "
+                     f"(majority baseline {test['mean_majority_accuracy']:.4f}), mean balanced accuracy "
+                     f"{test['mean_balanced_accuracy']:.4f}, mean ROC-AUC {test['mean_roc_auc']:.4f} on "
+                     f"{test['count']:,} images")
+    elif test:
         names = test["class_names"]
         lo, hi = test["accuracy_ci95"]
         lines.append(f"test ({test.get('checkpoint', 'best')} checkpoint): accuracy {test['accuracy']:.4f} (95% CI "
@@ -122,7 +127,7 @@ def format_summary(result: dict) -> str:
         for name, row in zip(names, test["confusion_matrix"]):
             lines.append(f"{'actual ' + name:>{width + 17}}" + "".join(f"{v:>{width},}" for v in row))
     if "report" in result:
-        lines.append(f"report: {result['report']}/report.md (galleries of errors, subgroups, curves, predictions.csv)")
+        lines.append(f"report: {result['report']}/report.md")
     if "export" in result:
         lines.append(f"exported: {result['export']['keras']} and {result['export']['saved_model']}")
     if result.get("workers", 1) > 1:
