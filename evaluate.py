@@ -5,11 +5,7 @@
     python evaluate.py --run_dir=runs/... --split=validation --checkpoint=last
 """
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
-from celeba_gender.cli import evaluate  # noqa: E402
+from celeba_gender.cli import evaluate
 
 if __name__ == "__main__":
     evaluate.run()

@@ -5,11 +5,7 @@
     python predict.py --run_dir=runs/... --detect_faces --output=predictions.csv my_photos/
 """
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
-from celeba_gender.cli import predict  # noqa: E402
+from celeba_gender.cli import predict
 
 if __name__ == "__main__":
     predict.run()

@@ -6,11 +6,7 @@
     python train.py --flagfile=flags/demo.flags          # the small CNN on the synthetic demo data, on a CPU
 """
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines (oneDNN, CPU features)
-
-from celeba_gender.cli import train  # noqa: E402
+from celeba_gender.cli import train
 
 if __name__ == "__main__":
     train.run()

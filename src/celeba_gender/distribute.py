@@ -75,8 +75,8 @@ def make_strategy(name: str, num_cpu_devices: int = 1, require_gpu: bool = False
         if name == "mirrored" and num_cpu_devices <= 1:
             raise DistributeError(f"--strategy=mirrored needs GPUs and TensorFlow sees none. To use them, "
                                   f"{NO_GPU_FIX}; to try MirroredStrategy on a CPU add --num_cpu_devices=2.")
-        logging.warning("No GPU visible: training runs on the CPU (slow for the big archs). To use NVIDIA GPUs, %s; "
-                        "--require_gpu makes this an error.", NO_GPU_FIX)
+        logging.warning("No GPU visible: training on the CPU. For NVIDIA GPUs install the [gpu] extra (README, Set "
+                        "up); --require_gpu makes this an error.")
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 or num_cpu_devices > 1 else "default"
     if name == "default":

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import threading
 
+from celeba_gender.cli import tf_startup
+
 
 def free_ports(n: int) -> list[int]:
     """``n`` distinct TCP ports that are free on 127.0.0.1 right now."""
@@ -40,8 +42,14 @@ def tf_configs(n: int, ports: list[int] | None = None) -> list[dict]:
     return [{"cluster": cluster, "task": {"type": "worker", "index": i}} for i in range(n)]
 
 
-def _pump(stream, prefix: str) -> None:
+def _pump(stream, prefix: str, seen: set, lock: threading.Lock) -> None:
     for line in iter(stream.readline, ""):
+        key = tf_startup.log_message(line)
+        if key is not None:  # TensorFlow's start-up lines: once for the job, not once per worker
+            with lock:
+                if key in seen:
+                    continue
+                seen.add(key)
         sys.stdout.write(f"{prefix} {line}")
         sys.stdout.flush()
 
@@ -50,12 +58,12 @@ def launch(command: list[str], workers: int, env: dict | None = None) -> int:
     """Runs ``command`` (a script and its flags, run with this Python) once per worker; returns the exit code."""
     if command and command[0].endswith(".py"):
         command = [sys.executable, *command]
-    procs, pumps = [], []
+    procs, pumps, seen, lock = [], [], set(), threading.Lock()
     for i, config in enumerate(tf_configs(workers)):
         worker_env = {**os.environ, **(env or {}), "TF_CONFIG": json.dumps(config)}
         proc = subprocess.Popen(command, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
-        pump = threading.Thread(target=_pump, args=(proc.stdout, f"[worker {i}]"), daemon=True)
+        pump = threading.Thread(target=_pump, args=(proc.stdout, f"[worker {i}]", seen, lock), daemon=True)
         pump.start()
         procs.append(proc)
         pumps.append(pump)

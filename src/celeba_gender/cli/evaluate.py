@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from celeba_gender import evaluation, report_markdown, runs, storage
-from celeba_gender.cli import config_flags, runner
-from celeba_gender.options import option
+from celeba_gender.cli import tf_startup
+
+with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
+    from celeba_gender import evaluation, report_markdown, runs, storage
+    from celeba_gender.cli import config_flags, runner
+    from celeba_gender.options import option
+    tf_startup.find_devices()
 
 
 @dataclasses.dataclass(frozen=True)

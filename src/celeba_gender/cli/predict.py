@@ -9,9 +9,15 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from celeba_gender import inference
-from celeba_gender.cli import config_flags, runner
-from celeba_gender.options import option
+from celeba_gender.cli import tf_startup
+
+with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
+    import tensorflow  # noqa: F401 - imported now (inference imports it lazily) so that its lines are tidied
+    tf_startup.find_devices()
+
+    from celeba_gender import inference
+    from celeba_gender.cli import config_flags, runner
+    from celeba_gender.options import option
 
 SOME_FAILED_EXIT = 1
 

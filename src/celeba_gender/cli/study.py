@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 
-from celeba_gender import study
-from celeba_gender.cli import config_flags, runner
+from celeba_gender.cli import tf_startup
+
+with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
+    from celeba_gender import study
+    from celeba_gender.cli import config_flags, runner
 
 config_flags.define(study.StudyConfig, __name__)
 

@@ -14,9 +14,13 @@ import sys
 
 from absl import flags
 
-from celeba_gender import archs, loop, runs, trainer
-from celeba_gender.cli import config_flags, console, runner
-from celeba_gender.signals import StopSignals
+from celeba_gender.cli import tf_startup
+
+with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
+    from celeba_gender import archs, loop, runs, trainer
+    from celeba_gender.cli import config_flags, console, runner
+    from celeba_gender.signals import StopSignals
+    tf_startup.find_devices()
 
 config_flags.define(trainer.TrainConfig, __name__)
 
