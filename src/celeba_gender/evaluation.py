@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn import metrics as skm
 
-from celeba_gender import archs, checkpoints, figures, pipeline, report_markdown, runs, storage
+from celeba_gender import archs, checkpoints, figures, gradcam_report, pipeline, report_markdown, runs, storage, tta
 from celeba_gender.errors import UserError
 from celeba_gender.summaries import Summaries
 
@@ -115,12 +115,13 @@ def _metadata_batches(data_dir: str, split: str, image_size, batch: int, manifes
 
 
 def predict_split(model: keras.Model, data_dir: str, split: str, image_size, batch: int,
-                  manifest: dict | None = None):
-    """(probabilities, labels, file names, attributes) for every example of ``split``, in shard order."""
+                  manifest: dict | None = None, tta_mode: str = tta.NONE):
+    """(probabilities, labels, file names, attributes) for every example of ``split``, in shard order; with a
+    ``tta_mode``, the probabilities are averaged over its views (tta.py)."""
     ds = _metadata_batches(data_dir, split, image_size, batch, manifest)
     out = ([], [], [], [])
     for images, labels, names, attrs in ds:
-        out[0].append(np.asarray(model(tf.cast(images, tf.float32), training=False), np.float32))
+        out[0].append(tta.predict(model, tf.cast(images, tf.float32), tta_mode))
         out[1].append(labels.numpy())
         out[2].extend(n.decode() for n in names.numpy())
         out[3].append(attrs.numpy())
@@ -146,6 +147,18 @@ def headline(report: dict) -> dict:
     return {k: report[k] for k in HEADLINE if k in report}
 
 
+def tta_summary(mode: str, plain: np.ndarray, augmented: np.ndarray, labels: np.ndarray,
+                class_names: list[str]) -> dict:
+    """The test-time augmented figures beside the plain ones: accuracy, balanced accuracy, ROC-AUC, log loss,
+    and how many predictions it changed (``fixed``: wrong before, right with it; ``broken``: the reverse)."""
+    m = compute_metrics(augmented, labels, class_names)
+    before, after = plain.argmax(-1), augmented.argmax(-1)
+    return {"mode": mode, **{k: m[k] for k in ("accuracy", "balanced_accuracy", "roc_auc", "log_loss")},
+            "changed_predictions": int((before != after).sum()),
+            "fixed": int(((before != labels) & (after == labels)).sum()),
+            "broken": int(((before == labels) & (after != labels)).sum())}
+
+
 def report_dir(run_dir: str, split: str, checkpoint: str) -> str:
     """``RUN/report`` for the default (test, best); ``RUN/report/<split>-<checkpoint>`` otherwise."""
     base = os.path.join(run_dir, "report")
@@ -153,9 +166,11 @@ def report_dir(run_dir: str, split: str, checkpoint: str) -> str:
 
 
 def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", data_dir: str | None = None,
-                 batch: int = 64, gallery_size: int = 24, min_support: int = 20) -> dict:
-    """Evaluates a run and writes report.json, report.md, confusion_matrix.png, curves.png and the two
-    error galleries; returns the report."""
+                 batch: int = 64, gallery_size: int = 24, min_support: int = 20, tta_mode: str = tta.NONE,
+                 gradcam_size: int = 6) -> dict:
+    """Evaluates a run and writes report.json, report.md, confusion_matrix.png, curves.png, the two error
+    galleries and the Grad-CAM figures (``gradcam_size`` faces each; 0: none); returns the report. With a
+    ``tta_mode``, report["tta"] holds its figures beside the plain ones."""
     model, config = load_model(run_dir, checkpoint)
     data_dir = data_dir or config["train"]["data_dir"]
     manifest = storage.read_manifest(data_dir)
@@ -168,6 +183,14 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
     report["errors"] = {f"{class_names[a]}_as_{class_names[p]}": worst_errors(probs, labels, names, a, p, gallery_size)
                         for a, p in ((1, 0), (0, 1))}
     report["config"] = config
+    if tta_mode != tta.NONE:
+        augmented = predict_split(model, data_dir, split, config["image_size"], batch, manifest, tta_mode)[0]
+        report["tta"] = tta_summary(tta_mode, probs, augmented, labels, class_names)
+    report["gradcam"] = gradcam_report.select(probs, labels, names, class_names, gradcam_size)
+    explained = {e["filename"] for group in report["gradcam"].values() for e in group}
+    model_inputs = fetch_images(data_dir, split, config["image_size"], explained, manifest) if explained else {}
+    heatmaps = gradcam_report.heatmaps(model, config["model"]["arch"], config["image_size"], report["gradcam"],
+                                       model_inputs)
 
     out = report_dir(run_dir, split, checkpoint)
     wanted = {e["filename"] for errors in report["errors"].values() for e in errors}
@@ -177,7 +200,7 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
         images = fetch_images(data_dir, split, stored or config["image_size"], wanted, manifest)
     with storage.disk_space_for("the evaluation report", out,
                                 intact="The run's checkpoints and export are intact: run evaluate.py again."):
-        _write_report(report, out, run_dir, images, probs, labels, names)
+        _write_report(report, out, run_dir, images, probs, labels, names, (model_inputs, heatmaps))
     return report
 
 
@@ -194,7 +217,8 @@ def write_predictions(path: str, probs: np.ndarray, labels: np.ndarray, names: l
     storage.write_text(path, buffer.getvalue())
 
 
-def _write_report(report: dict, out: str, run_dir: str, images: dict, probs, labels, names) -> None:
+def _write_report(report: dict, out: str, run_dir: str, images: dict, probs, labels, names,
+                  explained: tuple[dict, dict] = ({}, {})) -> None:
     storage.makedirs(out)
     files = {"confusion_matrix": figures.save_confusion_matrix(report, storage.join(out, "confusion_matrix.png"))}
     history = storage.join(run_dir, "history.csv")
@@ -203,6 +227,7 @@ def _write_report(report: dict, out: str, run_dir: str, images: dict, probs, lab
     for key, errors in report["errors"].items():
         actual, predicted = key.split("_as_")
         files[key] = figures.save_gallery(errors, images, actual, predicted, storage.join(out, f"errors_{key}.png"))
+    files.update(gradcam_report.save(report.get("gradcam", {}), *explained, out))
     files["predictions"] = storage.join(out, "predictions.csv")
     write_predictions(files["predictions"], probs, labels, names, report["class_names"])
     report["files"] = files
