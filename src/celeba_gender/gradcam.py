@@ -6,7 +6,11 @@
 For each image: the feature map A [h, w, channels] of the arch's Grad-CAM layer (the registry's
 ``ArchSpec.gradcam_layer``, recorded in ``export/labels.json``), the gradient of the chosen output's score with
 respect to A, one weight per channel (the spatial mean of its gradient), the ReLU of the weighted sum of the
-channels, upsampled (bilinear) to the image's size and divided by its maximum.
+channels, upsampled (bilinear) to the image's size and divided by its maximum. One departure from the paper: cells
+of A that the score cannot see at all (a zero gradient in every channel: the last row or column that a
+floor-mode max-pooling after A drops, as VGG16's, AlexNet's and plain4's do at most sizes) are set to 0, where
+plain Grad-CAM paints them with whatever the channels hold there (on plain4 that put 73 of 81 peaks in the
+dropped column).
 
 The model is taken apart once: the layers before the backbone (the uint8 -> float cast, the arch's
 preprocessing), the backbone (a nested model holding the Grad-CAM layer, run as a two-output model: that
@@ -104,6 +108,9 @@ class GradCam:
         features = tf.cast(features, tf.float32)  # mixed precision: weigh in float32
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True))
+        # Cells whose every channel has a zero gradient are never seen by the score: those a floor-mode pooling
+        # drops (13 -> 6 leaves the last row out), which plain Grad-CAM would light up as evidence.
+        cam *= tf.cast(tf.reduce_any(grads != 0, axis=-1, keepdims=True), tf.float32)
         cam = tf.image.resize(cam, images.shape[1:3], method="bilinear")[..., 0]
         peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
         cam = tf.math.divide_no_nan(cam, peak)
