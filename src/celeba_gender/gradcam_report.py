@@ -35,7 +35,7 @@ def select(probs: np.ndarray, labels: np.ndarray, names: list[str], class_names:
                  "output_index": int(preds[i]), "probability": float(confidence[i])} for i in idx]
 
     chosen = {}
-    for a in range(len(class_names)):
+    for a in reversed(range(len(class_names))):  # Male_as_Female first: the error galleries' order
         for p in range(len(class_names)):
             if a != p:
                 chosen[f"{class_names[a]}_as_{class_names[p]}"] = entries((labels == a) & (preds == p), per_figure)
