@@ -41,7 +41,8 @@ def _cam(features: np.ndarray, weights: np.ndarray, size) -> np.ndarray:
     """CAM (Zhou et al., 2016): for a GAP + linear head, Grad-CAM of a logit is ReLU(features . its weights)."""
     cam = np.maximum(np.einsum("nhwc,c->nhw", features, weights), 0)[..., None]
     cam = tf.image.resize(cam, size, method="bilinear").numpy()[..., 0]
-    return cam / cam.max(axis=(1, 2), keepdims=True)
+    peak = cam.max(axis=(1, 2), keepdims=True)
+    return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)  # no evidence anywhere: all 0
 
 
 @pytest.mark.parametrize("outputs,activation,index,scale", [(2, "softmax", 1, 1.0), (2, "softmax", 0, 1.0),
@@ -49,6 +50,7 @@ def _cam(features: np.ndarray, weights: np.ndarray, size) -> np.ndarray:
 def test_gradcam_of_a_gap_linear_head_is_its_class_activation_map(outputs, activation, index, scale):
     """The known answer, for a softmax class, a saturated softmax (probabilities exactly 0 and 1: the score
     is the logit, whose gradient survives) and one attribute of a 40-sigmoid multi-attribute model."""
+    keras.utils.set_random_seed(3)
     size = (24, 20)
     backbone = archs.get("tiny").build((*size, 3), None)
     inputs = keras.Input((*size, 3), name="image")
@@ -64,8 +66,9 @@ def test_gradcam_of_a_gap_linear_head_is_its_class_activation_map(outputs, activ
     maps = gradcam.heatmaps(model, images, index, "block2_relu")
     features = np.asarray(backbone(preprocessing("tf")(images.astype("float32")), training=False))
     expected = _cam(features, kernel[:, index] * scale, size)
+    assert expected.max() == 1  # some evidence to find
     np.testing.assert_allclose(maps, expected, atol=1e-5)
-    assert gradcam.peak(maps[0]) == np.unravel_index(expected[0].argmax(), size)
+    assert [gradcam.peak(m) for m in maps] == [np.unravel_index(e.argmax(), size) for e in expected]
 
 
 def test_models_that_are_not_a_chain_around_a_backbone_are_refused():
