@@ -102,7 +102,7 @@ def open_photo(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
             with _own_pixel_limit(), Image.open(f) as im:
                 fmt, mode, (width, height) = im.format, im.mode, im.size
                 frames = int(getattr(im, "n_frames", 1) or 1) if fmt == "GIF" else 1
-                orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+                orientation = im.getexif().get(_EXIF_ORIENTATION, 1)  # Pillow warns on corrupt EXIF, not raises
             pixels = width * height * frames
             if pixels > max_pixels:
                 what = f"{width}x{height}" + (f" x {frames} frames" if frames > 1 else "")
@@ -122,7 +122,8 @@ def open_photo(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
         raise UnreadableImage(f"unreadable file ({getattr(e, 'strerror', None) or e})") from None
     if mode in _HIGH_DEPTH_MODES and fmt not in TF_FORMATS:
         raise UnreadableImage(f"a {mode} (16-bit or floating-point) {fmt} image: save it as 8-bit, or as PNG")
-    return Photo(path, data, fmt, mode, height, width, orientation if orientation in _ORIENT else 1, frames)
+    upright = orientation if isinstance(orientation, int) and orientation in _ORIENT else 1
+    return Photo(path, data, fmt, mode, height, width, upright, frames)
 
 
 def _reason(error: Exception) -> str:
@@ -152,7 +153,7 @@ def full_image(photo: Photo) -> np.ndarray:
         if photo.by_tensorflow:
             image = tf.io.decode_image(photo.data, channels=3, expand_animations=False).numpy()
         else:
-            with Image.open(io.BytesIO(photo.data)) as im:
+            with _own_pixel_limit(), Image.open(io.BytesIO(photo.data)) as im:
                 image = np.asarray(im.convert("RGB"))
     except (OSError, SyntaxError, ValueError, tf.errors.InvalidArgumentError) as e:
         raise UnreadableImage(_reason(e)) from None
