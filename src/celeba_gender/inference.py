@@ -195,6 +195,7 @@ def _overlay_path(folder: str, file: str, box, taken: set) -> str:
     taken.add(name)
     return os.path.join(folder, name)
 
+
 def write_predictions(predictions: list[Prediction], path: str) -> None:
     """CSV (file, x, y, width, height, label, probability, P(class)..., error, note, explanation) or JSON, by
     the extension."""
