@@ -127,3 +127,69 @@ def test_evaluation_dataset_sees_every_example_with_its_metadata(shards):
         attrs.append(batch_attrs.numpy())
     assert len(names) == len(set(names)) == manifest["splits"]["test"]["count"]
     assert np.concatenate(attrs).shape[1] == len(manifest["attribute_names"])
+
+
+def test_flip_tta_is_reported_beside_the_plain_figures(trained_run, shards):
+    _, result = trained_run
+    run_dir = result["run_dir"]
+    data_dir, _ = shards
+    report = evaluation.evaluate_run(run_dir, "validation", "best", tta_mode="flip", gradcam_size=0, min_support=5)
+    model, config = evaluation.load_model(run_dir, "best")
+    size = config["image_size"]
+    plain, labels, _, _ = evaluation.predict_split(model, data_dir, "validation", size, 32)
+    mirrored = np.concatenate([np.asarray(model(tf.cast(images[:, :, ::-1], tf.float32), training=False))
+                               for images, *_ in pipeline.eval_dataset(pipeline.DataConfig(data_dir, tuple(size), 32),
+                                                                       "validation", with_metadata=True)])
+    both = (plain + mirrored) / 2  # the image's and its mirror's probabilities, averaged
+    tta = report["tta"]
+    assert tta["mode"] == "flip" and tta["accuracy"] == pytest.approx(float((both.argmax(-1) == labels).mean()))
+    assert tta["log_loss"] == pytest.approx(evaluation.compute_metrics(both, labels, NAMES)["log_loss"], rel=1e-5)
+    assert tta["changed_predictions"] == int((both.argmax(-1) != plain.argmax(-1)).sum())
+    assert tta["fixed"] - tta["broken"] == int((both.argmax(-1) == labels).sum() - (plain.argmax(-1) == labels).sum())
+    assert report["accuracy"] == pytest.approx(float((plain.argmax(-1) == labels).mean()))  # plain stays plain
+    out = evaluation.report_dir(run_dir, "validation", "best")
+    assert json.load(open(os.path.join(out, "report.json")))["tta"] == tta
+    markdown = open(os.path.join(out, "report.md")).read()
+    assert "plain vs flip" in markdown and f"| accuracy | {100 * report['accuracy']:.2f}% | " \
+        f"{100 * tta['accuracy']:.2f}% |" in markdown
+    assert not any(name.startswith("gradcam_") for name in report["files"])  # --gradcam_size=0
+
+
+def test_the_report_shows_gradcam_of_the_errors_and_of_correct_answers(trained_run, shards):
+    from celeba_gender import archs, export, gradcam
+
+    _, result = trained_run
+    run_dir = result["run_dir"]
+    data_dir, manifest = shards
+    report = evaluation.evaluate_run(run_dir, "test", "best", gradcam_size=3, min_support=5)
+    out = os.path.join(run_dir, "report")
+    markdown = open(os.path.join(out, "report.md")).read()
+    for group in ("Male_as_Female", "Female_as_Male", "correct"):
+        path = report["files"][f"gradcam_{group}"]
+        assert path == os.path.join(out, f"gradcam_{group}.png") and os.path.getsize(path) > 0
+        assert f"](gradcam_{group}.png)" in markdown
+    for key in ("Male_as_Female", "Female_as_Male"):  # the gallery's most confident errors, explained as predicted
+        shown = report["gradcam"][key]
+        assert [e["filename"] for e in shown] == [e["filename"] for e in report["errors"][key][:3]]
+        assert all(e["explained"] == key.split("_as_")[1] != e["actual"] for e in shown)
+    correct = report["gradcam"]["correct"]
+    assert correct and all(e["explained"] == e["actual"] for e in correct)
+    # The recorded peak is that of the model's own Grad-CAM on the image it evaluated.
+    model, config = evaluation.load_model(run_dir, "best")
+    entry = correct[0]
+    image = evaluation.fetch_images(data_dir, "test", config["image_size"], {entry["filename"]}, manifest)
+    heatmap = gradcam.heatmaps(export.inference_model(model, tuple(config["image_size"])),
+                               image[entry["filename"]][None], entry["output_index"], archs.get("tiny").gradcam_layer)
+    row, col = gradcam.peak(heatmap[0])
+    assert entry["peak"] == [row / heatmap.shape[1], col / heatmap.shape[2]]
+
+
+def test_evaluate_cli_tta_and_gradcam_flags(trained_run):
+    _, result = trained_run
+    cmd = [sys.executable, os.path.join(ROOT, "evaluate.py"), f"--run_dir={result['run_dir']}", "--split=train",
+           "--tta=flip", "--gradcam_size=2", "--min_subgroup=5"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "## Test-time augmentation: plain vs flip" in done.stdout and "| ROC-AUC |" in done.stdout
+    saved = json.load(open(os.path.join(result["run_dir"], "report", "train-best", "report.json")))
+    assert saved["tta"]["mode"] == "flip" and len(saved["gradcam"]["correct"]) == 2

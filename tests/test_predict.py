@@ -1,4 +1,5 @@
-"""predict.py: any image files, folders with junk in them, face detection, RGB order, CSV/JSON output."""
+"""predict.py: the same pixels as training, any image file (and hostile ones), folders with junk in them, face
+detection, RGB order, test-time augmentation, Grad-CAM overlays, CSV/JSON output, exit codes."""
 
 from __future__ import annotations
 
@@ -13,23 +14,39 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from celeba_gender import inference
+from celeba_gender import inference, photos
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _face(celeba_original, number: int = 1) -> str:
+    return os.path.join(celeba_original, "img_align_celeba", f"{number:06d}.jpg")
+
+
 @pytest.fixture
-def photos(celeba_original, tmp_path) -> str:
-    """A folder with two face crops (JPEG and PNG), a text file, a truncated JPEG and a face on a big canvas."""
+def photos_dir(celeba_original, tmp_path) -> str:
+    """A folder with two face crops (JPEG and PNG), a text file, a truncated JPEG."""
     folder = tmp_path / "photos"
     folder.mkdir()
-    img = os.path.join(celeba_original, "img_align_celeba")
-    shutil.copy(os.path.join(img, "000001.jpg"), folder / "a.jpg")
-    Image.open(os.path.join(img, "000002.jpg")).save(folder / "b.png")
+    shutil.copy(_face(celeba_original, 1), folder / "a.jpg")
+    Image.open(_face(celeba_original, 2)).save(folder / "b.png")
     (folder / "notes.txt").write_text("not a picture")
-    data = open(os.path.join(img, "000003.jpg"), "rb").read()
+    data = open(_face(celeba_original, 3), "rb").read()
     (folder / "broken.jpg").write_bytes(data[: len(data) // 3])
     return str(folder)
+
+
+@pytest.fixture(scope="module")
+def run_at_half_size(shards, tmp_path_factory) -> dict:
+    """The tiny CNN trained one epoch at 109x89: half of the stored 218x178, so JPEGs take libjpeg's DCT
+    scaling in training, evaluation, the SavedModel and (it must) predict.py."""
+    from celeba_gender import trainer
+
+    data_dir, _ = shards
+    config = trainer.TrainConfig(arch="tiny", data_dir=data_dir, run_dir=str(tmp_path_factory.mktemp("run109") / "r"),
+                                 image_size=(109, 89), batch=16, epochs=1, lr=3e-3, precision="float32",
+                                 progress=False, seed=1, evaluate_test=False)
+    return trainer.train(config)
 
 
 def canvas_with_face(face_path: str, top: int = 100, left: int = 300) -> np.ndarray:
@@ -39,8 +56,34 @@ def canvas_with_face(face_path: str, top: int = 100, left: int = 300) -> np.ndar
     return canvas
 
 
+def test_predict_decodes_exactly_as_evaluation_and_the_savedmodel_on_every_test_image(run_at_half_size, shards,
+                                                                                     celeba_original):
+    import tensorflow as tf
+
+    from celeba_gender import decode, evaluation
+
+    data_dir, manifest = shards
+    run_dir = run_at_half_size["run_dir"]
+    assert decode.jpeg_ratio((218, 178), (109, 89)) == 2  # the DCT path is the one under test
+    core, config = evaluation.load_model(run_dir, run_at_half_size["checkpoint"])
+    probs, labels, names, _ = evaluation.predict_split(core, data_dir, "test", config["image_size"], 16, manifest)
+    inputs = evaluation.fetch_images(data_dir, "test", config["image_size"], set(names), manifest)
+    assert len(names) == manifest["splits"]["test"]["count"] > 20
+    files = [os.path.join(celeba_original, "img_align_celeba", n) for n in names]
+    predictor = inference.Predictor(run_dir)
+    for name, file in zip(names, files):  # the very pixels evaluation fed the model
+        np.testing.assert_array_equal(photos.model_input(photos.open_photo(file), (109, 89)), inputs[name])
+    ours = predictor.predict(files)
+    saved_model = tf.saved_model.load(os.path.join(run_dir, "export", "saved_model"))  # kept: it owns the weights
+    served = saved_model.serve_jpeg(tf.constant([open(f, "rb").read() for f in files]))
+    assert [p.label for p in ours] == [["Female", "Male"][k] for k in probs.argmax(-1)] == \
+        [n.decode() for n in served["class_name"].numpy()]
+    np.testing.assert_allclose([p.probabilities["Male"] for p in ours], probs[:, 1], atol=1e-5)
+    np.testing.assert_allclose(served["probabilities"].numpy(), probs, atol=1e-5)
+
+
 def test_face_detection_crops_the_face_from_a_larger_canvas(celeba_original):
-    face_path = os.path.join(celeba_original, "img_align_celeba", "000001.jpg")
+    face_path = _face(celeba_original, 1)
     canvas = canvas_with_face(face_path)
     boxes = inference.detect_faces(canvas)
     assert boxes, "no face found on the canvas"
@@ -64,18 +107,18 @@ def test_face_detection_crops_the_face_from_a_larger_canvas(celeba_original):
 def test_images_are_read_as_rgb_whatever_the_format(tmp_path):
     red = np.zeros((20, 30, 3), np.uint8)
     red[..., 0] = 255
-    for ext in ("png", "bmp", "jpg"):
+    for ext in ("png", "bmp", "jpg", "webp", "tiff"):
         Image.fromarray(red).save(tmp_path / f"red.{ext}")
-        image = inference.read_image(str(tmp_path / f"red.{ext}"))
-        assert image.shape == (20, 30, 3) and image[..., 0].mean() > 240 and image[..., 2].mean() < 15
+        image = photos.read_image(str(tmp_path / f"red.{ext}"))
+        assert image.shape == (20, 30, 3) and image[..., 0].mean() > 240 and image[..., 2].mean() < 15, ext
     with pytest.raises(ValueError, match="no such file"):
-        inference.read_image(str(tmp_path / "missing.jpg"))
+        photos.read_image(str(tmp_path / "missing.jpg"))
 
 
-def test_a_folder_with_junk_is_predicted_file_by_file(trained_run, photos, tmp_path):
+def test_a_folder_with_junk_is_predicted_file_by_file(trained_run, photos_dir, tmp_path):
     _, result = trained_run
     predictor = inference.Predictor(result["run_dir"])
-    files = inference.list_inputs([photos, str(tmp_path / "missing.jpg")])
+    files = inference.list_inputs([photos_dir, str(tmp_path / "missing.jpg")])
     predictions = predictor.predict(files)
     by_file = {os.path.basename(p.file): p for p in predictions}
     assert set(by_file) == {"a.jpg", "b.png", "notes.txt", "broken.jpg", "missing.jpg"}
@@ -95,25 +138,6 @@ def test_a_folder_with_junk_is_predicted_file_by_file(trained_run, photos, tmp_p
     assert len(json.load(open(out_json))) == 5
 
 
-def test_the_model_sees_the_same_pixels_as_in_training(trained_run, celeba_original):
-    """A CelebA-sized crop through predict equals the exported model on the pipeline's decode."""
-    import keras
-    import tensorflow as tf
-
-    from celeba_gender.decode import fit_to_size
-
-    _, result = trained_run
-    predictor = inference.Predictor(result["run_dir"])
-    path = os.path.join(celeba_original, "img_align_celeba", "000005.jpg")
-    (p,) = predictor.predict([path])
-    model = keras.models.load_model(result["export"]["keras"])
-    image = fit_to_size(tf.io.decode_jpeg(open(path, "rb").read(), channels=3), predictor.image_size).numpy()
-    ours = inference.centre_crop(inference.read_image(path), predictor.image_size)
-    np.testing.assert_array_equal(ours, image)  # the same decoder and the same crop/resize as training
-    expected = model(image[None], training=False).numpy()[0]
-    assert p.probabilities["Male"] == pytest.approx(float(expected[1]), abs=1e-5)
-
-
 def test_exif_orientation_is_applied(tmp_path):
     from PIL import ImageOps
 
@@ -125,17 +149,161 @@ def test_exif_orientation_is_applied(tmp_path):
         path = tmp_path / f"o{orientation}.png"
         Image.fromarray(pixels).save(path, exif=exif)
         expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
-        np.testing.assert_array_equal(inference.read_image(str(path)), expected)
+        np.testing.assert_array_equal(photos.read_image(str(path)), expected)
 
 
-def test_predict_cli_detects_faces_and_reports_files_without_one(trained_run, photos, celeba_original, tmp_path):
+def _exif(orientation: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+def _variants(face: np.ndarray, folder) -> dict[str, tuple[str, float]]:
+    """name -> (path, pixel tolerance): the face stored in every awkward way, each upright once decoded right.
+    Tolerance 0: lossless (the model's input must be identical); else the mean pixel error re-encoding allows."""
+    import cv2
+
+    out = {}
+
+    def save(name, image, tolerance=0.0, **kwargs):
+        path = str(folder / name)
+        image.save(path, **kwargs)
+        out[name] = (path, tolerance)
+
+    save("exif6.png", Image.fromarray(np.ascontiguousarray(np.rot90(face, 1))), exif=_exif(6))
+    save("exif3.png", Image.fromarray(np.ascontiguousarray(face[::-1, ::-1])), exif=_exif(3))
+    save("exif6.jpg", Image.fromarray(np.ascontiguousarray(np.rot90(face, 1))), 3.0, quality=95, exif=_exif(6))
+    save("cmyk.jpg", Image.fromarray(face).convert("CMYK"), 3.0, quality=95)
+    rgba = np.dstack([face, np.linspace(0, 255, face.shape[1], dtype=np.uint8)[None].repeat(face.shape[0], 0)])
+    save("rgba.png", Image.fromarray(rgba))  # alpha is dropped: the colour channels are the face
+    save("lossless.webp", Image.fromarray(face), lossless=True)
+    cv2.imwrite(str(folder / "rgb16.png"), face[..., ::-1].astype(np.uint16) * 257)  # 16 bits a channel
+    out["rgb16.png"] = (str(folder / "rgb16.png"), 0.0)
+    return out
+
+
+def test_awkward_files_predict_like_the_same_face_in_plain_rgb(trained_run, celeba_original, tmp_path):
+    import tensorflow as tf
+
+    from celeba_gender.decode import fit_to_size
+
     _, result = trained_run
-    Image.fromarray(canvas_with_face(os.path.join(celeba_original, "img_align_celeba", "000001.jpg"))).save(
-        os.path.join(photos, "group.png"))
-    Image.fromarray(np.full((300, 300, 3), 90, np.uint8)).save(os.path.join(photos, "wall.png"))
-    cmd = [sys.executable, os.path.join(ROOT, "predict.py"), f"--run_dir={result['run_dir']}", "--detect_faces",
-           f"--output={tmp_path}/out.csv", photos]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT)
+    predictor = inference.Predictor(result["run_dir"])
+    face = np.asarray(Image.open(_face(celeba_original, 4)).convert("RGB"))
+    Image.fromarray(face).save(tmp_path / "plain.png")
+    gray = np.asarray(Image.fromarray(face).convert("L"))
+    Image.fromarray(np.dstack([gray] * 3)).save(tmp_path / "gray_rgb.png")
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    Image.fromarray(gray).save(tmp_path / "gray.jpg", quality=95)
+    frames = [Image.fromarray(face).quantize(256), Image.fromarray(255 - face).quantize(256)]
+    frames[0].save(tmp_path / "animated.gif", save_all=True, append_images=frames[1:], duration=100)
+    Image.fromarray(np.asarray(frames[0].convert("RGB"))).save(tmp_path / "gif_frame0.png")
+
+    cases = {name: (path, tol, "plain.png") for name, (path, tol) in _variants(face, tmp_path).items()}
+    cases["gray.png"] = (str(tmp_path / "gray.png"), 0.0, "gray_rgb.png")
+    cases["gray.jpg"] = (str(tmp_path / "gray.jpg"), 3.0, "gray_rgb.png")
+    cases["animated.gif"] = (str(tmp_path / "animated.gif"), 0.0, "gif_frame0.png")
+    size = predictor.image_size
+    for name, (path, tolerance, reference) in cases.items():
+        ours = photos.model_input(photos.open_photo(path), size).astype(np.float32)
+        theirs = photos.model_input(photos.open_photo(str(tmp_path / reference)), size).astype(np.float32)
+        error = np.abs(ours - theirs).mean()
+        assert error <= tolerance, (name, error)
+    # ... where the upside-down file read as stored would be far off.
+    stored = fit_to_size(tf.io.decode_image(open(cases["exif3.png"][0], "rb").read(), channels=3), size).numpy()
+    upright = photos.model_input(photos.open_photo(str(tmp_path / "plain.png")), size)
+    assert np.abs(stored.astype(np.float32) - upright).mean() > 20
+    predictions = {os.path.basename(p.file): p for p in predictor.predict(
+        [path for path, *_ in cases.values()] + [str(tmp_path / r) for r in ("plain.png", "gray_rgb.png",
+                                                                             "gif_frame0.png")])}
+    for name, (_, tolerance, reference) in cases.items():
+        p, q = predictions[name], predictions[reference]
+        assert p.error is None, (name, p.error)
+        assert p.probabilities["Male"] == pytest.approx(q.probabilities["Male"], abs=1e-6 if tolerance == 0 else 0.02)
+    assert predictions["exif6.png"].note == "turned upright (EXIF orientation 6)"
+    assert predictions["animated.gif"].note == "first of 2 frames"
+
+
+def test_deep_and_huge_images_are_refused_with_their_reason_before_decoding(trained_run, celeba_original, tmp_path,
+                                                                           monkeypatch):
+    _, result = trained_run
+    # A JPEG whose header claims 20000x20000 pixels (its SOF0 patched): Pillow reads the size from the header.
+    data = bytearray(open(_face(celeba_original, 5), "rb").read())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = (20000).to_bytes(2, "big") * 2  # height, width
+    (tmp_path / "bomb.jpg").write_bytes(bytes(data))
+    gray16 = (np.arange(40 * 30, dtype=np.uint16).reshape(40, 30) * 50)
+    Image.fromarray(gray16).save(tmp_path / "deep.tiff")  # 16-bit TIFF: Pillow would clip it to white
+    frames = [Image.fromarray(np.full((218, 178, 3), v, np.uint8)) for v in (10, 200, 90)]
+    frames[0].save(tmp_path / "long.gif", save_all=True, append_images=frames[1:])
+    shutil.copy(_face(celeba_original, 5), tmp_path / "face.jpg")
+
+    files = [str(tmp_path / n) for n in ("bomb.jpg", "deep.tiff", "long.gif", "face.jpg")]
+    refused = set(files[:2])
+    decode_model_input = photos.model_input
+
+    def model_input(photo, size):
+        assert photo.path not in refused, f"{photo.path} was decoded"
+        return decode_model_input(photo, size)
+
+    monkeypatch.setattr(photos, "model_input", model_input)
+    by_name = {os.path.basename(p.file): p for p in inference.Predictor(result["run_dir"]).predict(files)}
+    assert by_name["bomb.jpg"].error == ("too large: 20000x20000 = 400,000,000 pixels, over --max_pixels=40,000,000 "
+                                         "(checked from the header, nothing decoded; raise --max_pixels to read it)")
+    assert "16-bit or floating-point" in by_name["deep.tiff"].error and "PNG" in by_name["deep.tiff"].error
+    assert by_name["long.gif"].error is None and by_name["face.jpg"].error is None
+    # A lower limit: the 3-frame GIF counts 3 x 38,804 pixels, a single CelebA image fits.
+    refused.add(files[2])
+    by_name = {os.path.basename(p.file): p for p in inference.Predictor(result["run_dir"], max_pixels=100_000)
+               .predict(files)}
+    assert by_name["long.gif"].error.startswith("too large: 178x218 x 3 frames = 116,412 pixels, over "
+                                                "--max_pixels=100,000")
+    assert by_name["face.jpg"].error is None
+
+
+def test_flip_tta_averages_the_face_and_its_mirror(trained_run, celeba_original, tmp_path):
+    _, result = trained_run
+    # At the model's size (64x52), so that the mirror's input is exactly the mirror of the face's input.
+    face = np.asarray(Image.open(_face(celeba_original, 6)).convert("RGB").resize((52, 64)))
+    Image.fromarray(face).save(tmp_path / "face.png")
+    Image.fromarray(np.ascontiguousarray(face[:, ::-1])).save(tmp_path / "mirror.png")
+    files = [str(tmp_path / "face.png"), str(tmp_path / "mirror.png")]
+    plain = inference.Predictor(result["run_dir"]).predict(files)
+    flip = inference.Predictor(result["run_dir"], tta_mode="flip").predict(files)
+    # The average of a face and its mirror is the same for the face and for its mirror...
+    assert flip[0].probabilities["Male"] == pytest.approx(flip[1].probabilities["Male"], abs=1e-6)
+    # ... and it is the mean of the two plain predictions.
+    mean = (plain[0].probabilities["Male"] + plain[1].probabilities["Male"]) / 2
+    assert flip[0].probabilities["Male"] == pytest.approx(mean, abs=1e-6)
+    assert plain[0].probabilities["Male"] != pytest.approx(plain[1].probabilities["Male"], abs=1e-6)
+
+
+def test_explain_writes_a_gradcam_overlay_per_prediction(trained_run, photos_dir, celeba_original, tmp_path):
+    _, result = trained_run
+    Image.fromarray(canvas_with_face(_face(celeba_original, 1))).save(os.path.join(photos_dir, "group.png"))
+    predictor = inference.Predictor(result["run_dir"])
+    out = str(tmp_path / "explain")
+    plain = predictor.predict(inference.list_inputs([photos_dir]), explain_dir=out)
+    faces = predictor.predict([os.path.join(photos_dir, "group.png")], faces=True, explain_dir=out)
+    predicted = [p for p in plain + faces if p.error is None]
+    assert len(predicted) == 4 and all(p.explanation and os.path.dirname(p.explanation) == out for p in predicted)
+    assert len({p.explanation for p in predicted}) == 4  # group.png, whole and as a face, gets two names
+    for p in predicted:
+        overlay = Image.open(p.explanation)
+        assert overlay.format == "PNG" and overlay.size[0] > 2 * 89  # the input and its overlay side by side
+    assert all(p.explanation is None for p in plain if p.error)
+
+
+def _cli(*args, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, os.path.join(ROOT, "predict.py"), *args], capture_output=True, text=True,
+                          timeout=180, cwd=cwd)
+
+
+def test_predict_cli_detects_faces_and_reports_files_without_one(trained_run, photos_dir, celeba_original, tmp_path):
+    _, result = trained_run
+    Image.fromarray(canvas_with_face(_face(celeba_original, 1))).save(os.path.join(photos_dir, "group.png"))
+    Image.fromarray(np.full((300, 300, 3), 90, np.uint8)).save(os.path.join(photos_dir, "wall.png"))
+    done = _cli(f"--run_dir={result['run_dir']}", "--detect_faces", f"--output={tmp_path}/out.csv", photos_dir)
     assert done.returncode == 1, done.stderr[-2000:]  # some inputs could not be predicted
     lines = {line.split("\t")[0].rsplit("/", 1)[-1]: line for line in done.stdout.splitlines() if "\t" in line}
     assert "box x=" in lines["group.png"] and ("\tFemale\t" in lines["group.png"] or "\tMale\t" in lines["group.png"])
@@ -143,3 +311,34 @@ def test_predict_cli_detects_faces_and_reports_files_without_one(trained_run, ph
     assert "error: not an image" in lines["notes.txt"]
     assert "input(s) without a prediction" in done.stderr and "Traceback" not in done.stderr
     assert os.path.exists(tmp_path / "out.csv")
+
+
+def test_predict_cli_exit_codes(trained_run, celeba_original, tmp_path):
+    _, result = trained_run
+    good = [_face(celeba_original, 7), _face(celeba_original, 8)]
+    # 0: every input predicted; --explain writes into explain/ beside --output by default.
+    done = _cli(f"--run_dir={result['run_dir']}", "--tta=flip", "--explain", f"--output={tmp_path}/out/p.json", *good)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.load(open(tmp_path / "out" / "p.json"))
+    assert [r["error"] for r in rows] == [None, None]
+    assert all(os.path.dirname(r["explanation"]) == str(tmp_path / "out" / "explain") for r in rows)
+    assert all(os.path.exists(r["explanation"]) for r in rows) and "explanation: " in done.stdout
+    # 1: some inputs unreadable; the others are still printed and written, each failure listed with its reason.
+    Image.open(good[1]).resize((356, 436)).save(tmp_path / "big.png")  # 155,216 pixels
+    done = _cli(f"--run_dir={result['run_dir']}", f"--output={tmp_path}/some.csv", "--max_pixels=100000",
+                good[0], str(tmp_path / "big.png"), str(tmp_path / "missing.jpg"))
+    assert done.returncode == 1
+    rows = list(csv.DictReader(open(tmp_path / "some.csv")))
+    assert [r["error"] for r in rows] == [
+        "", "too large: 356x436 = 155,216 pixels, over --max_pixels=100,000 (checked from the header, nothing "
+        "decoded; raise --max_pixels to read it)", "no such file"]
+    assert rows[0]["label"] in ("Female", "Male") and f"{good[0]}\twhole image\t{rows[0]['label']}" in done.stdout
+    assert f"{tmp_path / 'missing.jpg'}: no such file" in done.stderr and "2 of 3 input(s)" in done.stderr
+    # 2: user errors, one line each: a run without export/, a bad flag value.
+    (tmp_path / "not_a_run").mkdir()
+    for args, message in (([f"--run_dir={tmp_path / 'not_a_run'}", good[0]], "export/model.keras does not exist"),
+                          ([f"--run_dir={result['run_dir']}", "--tta=rotate", good[0]], "--tta")):
+        done = _cli(*args)
+        assert done.returncode == 2, (args, done.stderr[-2000:])
+        assert done.stderr.strip().splitlines()[-1].startswith("predict: error: ") and message in done.stderr
+        assert "Traceback" not in done.stderr

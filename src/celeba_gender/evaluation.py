@@ -19,7 +19,8 @@ import numpy as np
 import tensorflow as tf
 from sklearn import metrics as skm
 
-from celeba_gender import archs, checkpoints, figures, multilabel, pipeline, report_markdown, runs, storage
+from celeba_gender import (archs, checkpoints, figures, gradcam_report, multilabel, pipeline, report_markdown,
+                           runs, storage, tta)
 from celeba_gender.errors import UserError
 from celeba_gender.summaries import Summaries
 
@@ -115,12 +116,13 @@ def _metadata_batches(data_dir: str, split: str, image_size, batch: int, manifes
 
 
 def predict_split(model: keras.Model, data_dir: str, split: str, image_size, batch: int,
-                  manifest: dict | None = None):
-    """(probabilities, labels, file names, attributes) for every example of ``split``, in shard order."""
+                  manifest: dict | None = None, tta_mode: str = tta.NONE):
+    """(probabilities, labels, file names, attributes) for every example of ``split``, in shard order; with a
+    ``tta_mode``, the probabilities are averaged over its views (tta.py)."""
     ds = _metadata_batches(data_dir, split, image_size, batch, manifest)
     out = ([], [], [], [])
     for images, labels, names, attrs in ds:
-        out[0].append(np.asarray(model(tf.cast(images, tf.float32), training=False), np.float32))
+        out[0].append(tta.predict(model, tf.cast(images, tf.float32), tta_mode))
         out[1].append(labels.numpy())
         out[2].extend(n.decode() for n in names.numpy())
         out[3].append(attrs.numpy())
@@ -147,6 +149,18 @@ def headline(report: dict) -> dict:
     return {k: report[k] for k in HEADLINE if k in report}
 
 
+def tta_summary(mode: str, plain: np.ndarray, augmented: np.ndarray, labels: np.ndarray,
+                class_names: list[str]) -> dict:
+    """The test-time augmented figures beside the plain ones: accuracy, balanced accuracy, ROC-AUC, log loss,
+    and how many predictions it changed (``fixed``: wrong before, right with it; ``broken``: the reverse)."""
+    m = compute_metrics(augmented, labels, class_names)
+    before, after = plain.argmax(-1), augmented.argmax(-1)
+    return {"mode": mode, **{k: m[k] for k in ("accuracy", "balanced_accuracy", "roc_auc", "log_loss")},
+            "changed_predictions": int((before != after).sum()),
+            "fixed": int(((before != labels) & (after == labels)).sum()),
+            "broken": int(((before == labels) & (after != labels)).sum())}
+
+
 def report_dir(run_dir: str, split: str, checkpoint: str) -> str:
     """``RUN/report`` for the default (test, best); ``RUN/report/<split>-<checkpoint>`` otherwise."""
     base = os.path.join(run_dir, "report")
@@ -154,14 +168,18 @@ def report_dir(run_dir: str, split: str, checkpoint: str) -> str:
 
 
 def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", data_dir: str | None = None,
-                 batch: int = 64, gallery_size: int = 24, min_support: int = 20) -> dict:
-    """Evaluates a run and writes report.json, report.md, confusion_matrix.png, curves.png and the two
-    error galleries; returns the report."""
+                 batch: int = 64, gallery_size: int = 24, min_support: int = 20, tta_mode: str = tta.NONE,
+                 gradcam_size: int = 6, gradcam_attribute: str = "") -> dict:
+    """Evaluates a run and writes report.json, report.md, confusion_matrix.png, curves.png, the two error
+    galleries and the Grad-CAM figures (``gradcam_size`` faces each; 0: none); returns the report. With a
+    ``tta_mode``, report["tta"] holds its figures beside the plain ones. A multi-attribute run gets
+    :func:`evaluate_attributes`' report instead (Grad-CAM of ``gradcam_attribute``)."""
     model, config = load_model(run_dir, checkpoint)
     data_dir = data_dir or config["train"]["data_dir"]
     manifest = storage.read_manifest(data_dir)
     if config["model"].get("multi_label"):
-        return evaluate_attributes(model, config, run_dir, split, checkpoint, data_dir, manifest, batch)
+        return evaluate_attributes(model, config, run_dir, split, checkpoint, data_dir, manifest, batch, tta_mode,
+                                   gradcam_size, gradcam_attribute)
     class_names = list(manifest["class_names"])
     probs, labels, names, attrs = predict_split(model, data_dir, split, config["image_size"], batch, manifest)
     report = {"run_dir": run_dir, "split": split, "checkpoint": checkpoint, "data_dir": data_dir,
@@ -171,6 +189,14 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
     report["errors"] = {f"{class_names[a]}_as_{class_names[p]}": worst_errors(probs, labels, names, a, p, gallery_size)
                         for a, p in ((1, 0), (0, 1))}
     report["config"] = config
+    if tta_mode != tta.NONE:
+        augmented = predict_split(model, data_dir, split, config["image_size"], batch, manifest, tta_mode)[0]
+        report["tta"] = tta_summary(tta_mode, probs, augmented, labels, class_names)
+    report["gradcam"] = gradcam_report.select(probs, labels, names, class_names, gradcam_size)
+    explained = {e["filename"] for group in report["gradcam"].values() for e in group}
+    model_inputs = fetch_images(data_dir, split, config["image_size"], explained, manifest) if explained else {}
+    heatmaps = gradcam_report.heatmaps(model, config["model"]["arch"], config["image_size"], report["gradcam"],
+                                       model_inputs)
 
     out = report_dir(run_dir, split, checkpoint)
     wanted = {e["filename"] for errors in report["errors"].values() for e in errors}
@@ -180,15 +206,17 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
         images = fetch_images(data_dir, split, stored or config["image_size"], wanted, manifest)
     with storage.disk_space_for("the evaluation report", out,
                                 intact="The run's checkpoints and export are intact: run evaluate.py again."):
-        _write_report(report, out, run_dir, images, probs, labels, names)
+        _write_report(report, out, run_dir, images, probs, labels, names, (model_inputs, heatmaps))
     return report
 
 
 def evaluate_attributes(model: keras.Model, config: dict, run_dir: str, split: str, checkpoint: str, data_dir: str,
-                        manifest: dict, batch: int = 64) -> dict:
+                        manifest: dict, batch: int = 64, tta_mode: str = tta.NONE, gradcam_size: int = 6,
+                        gradcam_attribute: str = "") -> dict:
     """The report of a multi-attribute run: per attribute accuracy, balanced accuracy, AUC, majority baseline
     and positive rate, their means, the published figures beside them (multilabel.py); report.md, report.json,
-    attributes.png, curves.png and predictions.csv (every attribute's probability per image)."""
+    attributes.png, curves.png, predictions.csv (every attribute's probability per image), the Grad-CAM figures
+    of ``gradcam_attribute`` (default Male when trained, else the first), and TTA's means beside the plain ones."""
     outputs = list(config["outputs"])
     probs, _, names, attrs = predict_split(model, data_dir, split, config["image_size"], batch, manifest)
     columns = [list(manifest["attribute_names"]).index(a) for a in outputs]
@@ -196,6 +224,21 @@ def evaluate_attributes(model: keras.Model, config: dict, run_dir: str, split: s
     report = {"run_dir": run_dir, "split": split, "checkpoint": checkpoint, "data_dir": data_dir,
               "multi_label": True, "outputs": outputs, **multilabel.attribute_metrics(probs, labels, outputs),
               "config": config}
+    if tta_mode != tta.NONE:
+        augmented = predict_split(model, data_dir, split, config["image_size"], batch, manifest, tta_mode)[0]
+        m = multilabel.attribute_metrics(augmented, labels, outputs)
+        report["tta"] = {"mode": tta_mode, **{k: m[k] for k in ("mean_accuracy", "mean_balanced_accuracy",
+                                                                "mean_roc_auc", "log_loss")},
+                         "changed_decisions": int(((probs >= 0.5) != (augmented >= 0.5)).sum())}
+    attribute = gradcam_attribute or ("Male" if "Male" in outputs else outputs[0])
+    if attribute not in outputs:
+        raise EvaluationError(f"--gradcam_attribute={attribute}: this run predicts {', '.join(outputs)}.")
+    report["gradcam_attribute"] = attribute
+    report["gradcam"] = gradcam_report.select_attribute(probs, labels, names, outputs, attribute, gradcam_size)
+    explained = {e["filename"] for group in report["gradcam"].values() for e in group}
+    model_inputs = fetch_images(data_dir, split, config["image_size"], explained, manifest) if explained else {}
+    heatmaps = gradcam_report.heatmaps(model, config["model"]["arch"], config["image_size"], report["gradcam"],
+                                       model_inputs)
     out = report_dir(run_dir, split, checkpoint)
     with storage.disk_space_for("the evaluation report", out,
                                 intact="The run's checkpoints and export are intact: run evaluate.py again."):
@@ -206,6 +249,7 @@ def evaluate_attributes(model: keras.Model, config: dict, run_dir: str, split: s
             files["curves"] = figures.save_curves(history, storage.join(out, "curves.png"))
         files["predictions"] = storage.join(out, "predictions.csv")
         write_attribute_predictions(files["predictions"], probs, labels, names, outputs)
+        files.update(gradcam_report.save(report["gradcam"], model_inputs, heatmaps, out))
         report["files"] = files
         storage.write_json(storage.join(out, "report.json"), report)
         markdown = report_markdown.attributes_markdown(report)
@@ -214,7 +258,9 @@ def evaluate_attributes(model: keras.Model, config: dict, run_dir: str, split: s
     name = f"evaluation_{split}_{checkpoint}"
     summaries.scalars(name, 0, {"mean_accuracy": report["mean_accuracy"], "log_loss": report["log_loss"],
                                 "mean_balanced_accuracy": report["mean_balanced_accuracy"]})
-    summaries.figure(name, "attributes", 0, storage.read_bytes(files["attributes"]))
+    for key, path in files.items():
+        if path.endswith(".png"):
+            summaries.figure(name, key, 0, storage.read_bytes(path))
     summaries.text(name, "report", 0, markdown)
     summaries.close()
     return report
@@ -244,7 +290,8 @@ def write_predictions(path: str, probs: np.ndarray, labels: np.ndarray, names: l
     storage.write_text(path, buffer.getvalue())
 
 
-def _write_report(report: dict, out: str, run_dir: str, images: dict, probs, labels, names) -> None:
+def _write_report(report: dict, out: str, run_dir: str, images: dict, probs, labels, names,
+                  explained: tuple[dict, dict] = ({}, {})) -> None:
     storage.makedirs(out)
     files = {"confusion_matrix": figures.save_confusion_matrix(report, storage.join(out, "confusion_matrix.png"))}
     history = storage.join(run_dir, "history.csv")
@@ -253,6 +300,7 @@ def _write_report(report: dict, out: str, run_dir: str, images: dict, probs, lab
     for key, errors in report["errors"].items():
         actual, predicted = key.split("_as_")
         files[key] = figures.save_gallery(errors, images, actual, predicted, storage.join(out, f"errors_{key}.png"))
+    files.update(gradcam_report.save(report.get("gradcam", {}), *explained, out))
     files["predictions"] = storage.join(out, "predictions.csv")
     write_predictions(files["predictions"], probs, labels, names, report["class_names"])
     report["files"] = files

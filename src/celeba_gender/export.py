@@ -35,20 +35,29 @@ def inference_model(core: keras.Model, image_size: tuple[int, int]) -> keras.Mod
 def export(core: keras.Model, export_dir: str, image_size: tuple[int, int], class_names: list[str],
            multi_label: bool = False) -> dict:
     """Writes the inference model of ``core`` as ``model.keras``, ``labels.json`` (output names, input size,
-    kind) and ``saved_model/`` under ``export_dir``; returns their paths."""
+    kind, the arch's Grad-CAM layer) and ``saved_model/`` under ``export_dir``; returns their paths."""
     model = inference_model(core, image_size)
     with storage.disk_space_for("the export (model.keras and the SavedModel)", export_dir,
                                 intact="The run's checkpoints are intact: rerun the same command to export again."):
-        return _write(model, export_dir, image_size, class_names, multi_label)
+        return _write(model, export_dir, image_size, class_names, multi_label, _gradcam_layer(core))
+
+
+def _gradcam_layer(core: keras.Model) -> str:
+    # predict.py --explain reads it from labels.json: the registry's layer for the arch the core is named after.
+    from celeba_gender import archs
+
+    spec = archs.ARCHS.get(core.name)
+    return spec.gradcam_layer if spec else ""
 
 
 def _write(model: keras.Model, export_dir: str, image_size: tuple[int, int], class_names: list[str],
-           multi_label: bool) -> dict:
+           multi_label: bool = False, gradcam_layer: str = "") -> dict:
     storage.makedirs(export_dir)  # local, or any tf.io.gfile URL
     keras_path = storage.join(export_dir, "model.keras")
     model.save(keras_path)
-    storage.write_json(storage.join(export_dir, "labels.json"),
-                       {"class_names": list(class_names), "image_size": list(image_size), "multi_label": multi_label})
+    storage.write_json(storage.join(export_dir, "labels.json"), {
+        "class_names": list(class_names), "image_size": list(image_size), "multi_label": multi_label,
+        "gradcam_layer": gradcam_layer})
     names = tf.constant(class_names)
 
     def outputs(probs):

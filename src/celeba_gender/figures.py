@@ -1,4 +1,5 @@
-"""Figures (matplotlib, rendered to PNG): the confusion matrix, training curves, error galleries."""
+"""Figures (matplotlib, rendered to PNG): the confusion matrix, training curves, error galleries, Grad-CAM
+overlays."""
 
 from __future__ import annotations
 
@@ -115,5 +116,51 @@ def save_attribute_accuracy(report: dict, path: str) -> str:
     ax.set_xlabel(f"{report['split']} accuracy (mean {report['mean_accuracy']:.3f})")
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _write(path, figure_png(fig))
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """uint8 RGB: ``image`` [H, W, 3] with a Grad-CAM ``heatmap`` [H, W] in [0, 1] laid over it (jet colours,
+    weighted by the heat itself so that cold regions keep the face visible)."""
+    from matplotlib import colormaps
+
+    colours = colormaps["jet"](np.clip(heatmap, 0, 1))[..., :3]
+    weight = alpha * np.clip(heatmap, 0, 1)[..., None] ** 0.5
+    mixed = (1 - weight) * (image.astype(np.float32) / 255) + weight * colours
+    return (np.clip(mixed, 0, 1) * 255).round().astype(np.uint8)
+
+
+def save_explanation(image: np.ndarray, heatmap: np.ndarray, title: str, path: str) -> str:
+    """The model's input beside its Grad-CAM overlay (predict.py --explain)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(4.4, 3.0), dpi=100)
+    for ax, shown, caption in zip(axes, (image, overlay(image, heatmap)), ("model input", "Grad-CAM")):
+        ax.imshow(shown)
+        ax.set_title(caption, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return _write(path, figure_png(fig))
+
+
+def save_gradcam_gallery(entries: list[dict], images: dict, heatmaps: dict, title: str, path: str,
+                         columns: int = 6) -> str:
+    """Faces with their Grad-CAM overlays, each captioned with its file name and the explained output's
+    probability (``entries``: {"filename", "explained", "probability"})."""
+    plt = _pyplot()
+    n = max(len(entries), 1)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.7, rows * 2.25 + 0.5), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, entry in zip(axes.flat, entries):
+        name = entry["filename"]
+        if name in images and name in heatmaps:
+            ax.imshow(overlay(images[name], heatmaps[name]))
+        ax.set_title(f"{name}\nP({entry['explained']})={entry['probability']:.2f}", fontsize=7)
+    if not entries:
+        axes.flat[0].text(0.5, 0.5, "none", ha="center", va="center")
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _write(path, figure_png(fig))

@@ -1,9 +1,11 @@
-"""Prediction on your own photos with an exported model: any size, JPEG/PNG/BMP/..., optional face detection.
+"""Prediction on your own photos with an exported model: any size, JPEG/PNG/BMP/..., optional face detection,
+test-time augmentation and Grad-CAM overlays.
 
-Images are decoded to RGB as the training pipeline decodes them (the source study's demo fed OpenCV's BGR
-arrays to an RGB model) and turned upright by their EXIF orientation. Without ``detect_faces`` a photo is taken to be a CelebA-like aligned crop
-and centre-cropped to the model's aspect ratio; with it, OpenCV's bundled Haar cascade finds the faces and each
-is cropped the way CelebA's aligned images frame a face.
+Each file is read by :mod:`celeba_gender.photos`: checked from its header (size, format) before decoding, then
+decoded and resized exactly as training decodes (the source study's demo fed OpenCV's BGR arrays to an RGB
+model), turned upright by its EXIF orientation. Without ``detect_faces`` a photo is taken to be a CelebA-like
+aligned crop and centre-cropped to the model's aspect ratio; with it, OpenCV's bundled Haar cascade finds the
+faces and each is cropped the way CelebA's aligned images frame a face.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 
 import numpy as np
 
+from celeba_gender import figures, photos, tta
 from celeba_gender.errors import UserError
 
 # CelebA's aligned crops (178x218) frame a face so that a frontal-face detector's box is about 1/1.5 of the
@@ -38,6 +40,8 @@ class Prediction:
     probability: float | None = None  # of ``label``
     probabilities: dict | None = None
     error: str | None = None
+    note: str | None = None  # what was done to the file besides decoding (turned upright, first GIF frame)
+    explanation: str | None = None  # the Grad-CAM overlay's path (--explain)
 
 
 def list_inputs(paths: list[str]) -> list[str]:
@@ -52,49 +56,6 @@ def list_inputs(paths: list[str]) -> list[str]:
         else:
             files.append(path)
     return files
-
-
-# EXIF orientation -> how to turn the decoded pixels upright (Pillow's exif_transpose, in numpy).
-_ORIENT = {
-    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-    5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
-    8: lambda a: np.rot90(a, 1),
-}
-# Formats TensorFlow decodes itself: decoded by tf.io.decode_image, exactly as the training pipeline decodes
-# (Pillow's JPEG decoder differs from it by a few units in red and blue).
-_TF_FORMATS = ("JPEG", "PNG", "BMP", "GIF")
-
-
-def read_image(path: str) -> np.ndarray:
-    """RGB uint8 [H, W, 3] of any image Pillow can identify, turned upright by its EXIF orientation;
-    ValueError with a reason otherwise."""
-    import io
-
-    import tensorflow as tf
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise ValueError("no such file") from None
-    except OSError as e:
-        raise ValueError(f"unreadable file ({e.strerror or e})") from None
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt, orientation = im.format, im.getexif().get(0x0112, 1)
-            if fmt not in _TF_FORMATS:
-                image = np.asarray(im.convert("RGB"))
-        if fmt in _TF_FORMATS:
-            image = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
-    except UnidentifiedImageError:
-        raise ValueError("not an image (Pillow cannot identify it)") from None
-    except (OSError, SyntaxError, tf.errors.InvalidArgumentError) as e:
-        message = getattr(e, "message", None) or str(e)
-        # TensorFlow wraps its op errors in "{{function_node ...}} ... [Op:DecodeImage]": keep the reason only.
-        message = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*", "", message.splitlines()[0])
-        raise ValueError(f"unreadable or corrupt image ({message[:120]})") from None
-    return np.ascontiguousarray(_ORIENT.get(orientation, lambda a: a)(image))
 
 
 def detect_faces(image: np.ndarray, min_size: int = 40) -> list[tuple[int, int, int, int]]:
@@ -132,61 +93,131 @@ def crop_like_celeba(image: np.ndarray, box: tuple[int, int, int, int], size: tu
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-def centre_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The largest central crop with the model's aspect ratio, resized (what the training pipeline does)."""
-    from celeba_gender.decode import fit_to_size
-
-    return np.asarray(fit_to_size(image, size))
-
-
 class Predictor:
-    """An exported run: ``export/model.keras`` and ``export/labels.json``."""
+    """An exported run (``export/model.keras`` and ``export/labels.json``) and how to read photos for it."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, max_pixels: int = photos.DEFAULT_MAX_PIXELS, tta_mode: str = tta.NONE):
         import keras
 
-        import celeba_gender.archs  # noqa: F401 - registers the model's layers for loading
-        import celeba_gender.augment  # noqa: F401
-
-        path = os.path.join(run_dir, "export", "model.keras")
-        if not os.path.exists(path):
-            raise PredictError(f"{path} does not exist: --run_dir must be a finished train.py run.")
+        export_dir = os.path.join(run_dir, "export")
+        path, labels = os.path.join(export_dir, "model.keras"), os.path.join(export_dir, "labels.json")
+        for needed in (path, labels):
+            if not os.path.exists(needed):
+                raise PredictError(f"{needed} does not exist: --run_dir must be a train.py run that finished "
+                                   "(training writes export/ at the end; python evaluate.py does not).")
+        if tta_mode not in tta.MODES:
+            raise PredictError(f"--tta={tta_mode}: choose one of {', '.join(tta.MODES)}.")
         self.model = keras.models.load_model(path)
         self.image_size = tuple(self.model.input_shape[1:3])
-        with open(os.path.join(run_dir, "export", "labels.json")) as f:
-            self.class_names = json.load(f)["class_names"]
+        with open(labels) as f:
+            recorded = json.load(f)
+        self.class_names = recorded["class_names"]
+        # A multi-attribute model: one sigmoid per name; an attribute is present when its probability >= 0.5.
+        self.multi_label = bool(recorded.get("multi_label"))
+        self.explained_attribute = "Male" if "Male" in self.class_names else self.class_names[0]
+        # Exports made before labels.json recorded the layer: the registry knows it by the arch (the core's name).
+        self.gradcam_layer = recorded.get("gradcam_layer") or _registry_gradcam_layer(self.model)
+        self.max_pixels, self.tta_mode = max_pixels, tta_mode
+        self._gradcam = None
 
-    def predict(self, files: list[str], faces: bool = False, batch: int = 32) -> list[Prediction]:
-        """One Prediction per face (or per image without ``faces``), and one per file that failed."""
-        crops, owners, results = [], [], []
+    def explainer(self):
+        """The :class:`celeba_gender.gradcam.GradCam` of this model (built on first use)."""
+        from celeba_gender import gradcam
+
+        if self._gradcam is None:
+            if not self.gradcam_layer:
+                raise PredictError("This export records no Grad-CAM layer and its arch is not in the registry: "
+                                   "--explain cannot be used with it.")
+            self._gradcam = gradcam.GradCam(self.model, self.gradcam_layer)
+        return self._gradcam
+
+    def predict(self, files: list[str], faces: bool = False, batch: int = 32,
+                explain_dir: str | None = None) -> list[Prediction]:
+        """One Prediction per face (or per image without ``faces``), and one per file that failed, in the order
+        of ``files``. ``explain_dir``: also write a Grad-CAM overlay of each prediction there."""
+        pending, results, names = [], [], set()
+
+        def flush():
+            if pending:
+                results.extend(self._predict_batch(pending, explain_dir, names))
+                pending.clear()
+
         for file in files:
             try:
-                image = read_image(file)
-            except ValueError as e:
+                photo = photos.open_photo(file, self.max_pixels)
+                if not faces:
+                    pending.append((file, None, photo.note, photos.model_input(photo, self.image_size)))
+                else:
+                    image = photos.full_image(photo)
+                    boxes = detect_faces(image)
+                    if not boxes:
+                        results.append(Prediction(file, error="no face found", note=photo.note))
+                    pending += [(file, box, photo.note, crop_like_celeba(image, box, self.image_size))
+                                for box in boxes]
+            except photos.UnreadableImage as e:
                 results.append(Prediction(file, error=str(e)))
-                continue
-            if not faces:
-                crops.append(centre_crop(image, self.image_size))
-                owners.append((file, None))
-                continue
-            boxes = detect_faces(image)
-            if not boxes:
-                results.append(Prediction(file, error="no face found"))
-            for box in boxes:
-                crops.append(crop_like_celeba(image, box, self.image_size))
-                owners.append((file, box))
-        for start in range(0, len(crops), batch):
-            probs = np.asarray(self.model(np.stack(crops[start:start + batch]), training=False))
-            for (file, box), p in zip(owners[start:start + batch], probs):
-                k = int(p.argmax())
-                results.append(Prediction(file, box, self.class_names[k], float(p[k]),
-                                          {n: float(v) for n, v in zip(self.class_names, p)}))
+            if len(pending) >= batch:
+                flush()
+        flush()
         order = {f: i for i, f in enumerate(files)}
         return sorted(results, key=lambda r: order.get(r.file, len(order)))
 
+    def _predict_batch(self, pending: list, explain_dir: str | None, names: set) -> list[Prediction]:
+        crops = np.stack([crop for *_, crop in pending])
+        probs = tta.predict(self.model, crops, self.tta_mode)
+        maps = self._explain(crops, probs) if explain_dir else [None] * len(crops)
+        out = []
+        for (file, box, note, crop), p, heatmap in zip(pending, probs, maps):
+            label, probability, caption = self._decision(p)
+            explanation = None
+            if heatmap is not None:
+                explanation = _overlay_path(explain_dir, file, box, names)
+                figures.save_explanation(crop, heatmap, f"{os.path.basename(file)}: {caption}", explanation)
+            out.append(Prediction(file, box, label, probability, {n: float(v) for n, v in zip(self.class_names, p)},
+                                  note=note, explanation=explanation))
+        return out
+
+    def _decision(self, p: np.ndarray) -> tuple[str, float | None, str]:
+        """(label, its probability, the overlay's caption): the most probable class, or for a multi-attribute
+        model the attributes present (no single probability)."""
+        if not self.multi_label:
+            k = int(p.argmax())
+            return self.class_names[k], float(p[k]), f"{self.class_names[k]} {p[k]:.2f}"
+        present = ",".join(n for n, v in zip(self.class_names, p) if v >= 0.5) or "none"
+        j = self.class_names.index(self.explained_attribute)
+        return present, None, f"Grad-CAM of {self.explained_attribute} (P={p[j]:.2f})"
+
+    def _explain(self, crops: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """Heatmaps of the predicted class, or of a multi-attribute model's explained attribute (its evidence
+        for the value the model chose)."""
+        if not self.multi_label:
+            return self.explainer()(crops, probs.argmax(-1))
+        j = self.class_names.index(self.explained_attribute)
+        return self.explainer()(crops, j, sign=np.where(probs[:, j] >= 0.5, 1.0, -1.0))
+
+
+def _registry_gradcam_layer(model) -> str:
+    from celeba_gender import archs
+
+    spec = archs.ARCHS.get(model.layers[-1].name)
+    return spec.gradcam_layer if spec else ""
+
+
+def _overlay_path(folder: str, file: str, box, taken: set) -> str:
+    """``folder/<file's stem>[_x<x>_y<y>].png``, numbered when two inputs share a name."""
+    os.makedirs(folder, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(file))[0] + ("" if box is None else f"_x{box[0]}_y{box[1]}")
+    name, n = f"{stem}.png", 1
+    while name in taken:
+        n += 1
+        name = f"{stem}_{n}.png"
+    taken.add(name)
+    return os.path.join(folder, name)
+
 
 def write_predictions(predictions: list[Prediction], path: str) -> None:
-    """CSV (file, x, y, width, height, label, probability, P(class)..., error) or JSON, by the extension."""
+    """CSV (file, x, y, width, height, label, probability, P(class)..., error, note, explanation) or JSON, by
+    the extension."""
     rows = [dataclasses.asdict(p) for p in predictions]
     if path.endswith(".json"):
         with open(path, "w") as f:
@@ -198,9 +229,9 @@ def write_predictions(predictions: list[Prediction], path: str) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "x", "y", "width", "height", "label", "probability", *[f"p_{n}" for n in names],
-                         "error"])
+                         "error", "note", "explanation"])
         for p in predictions:
             box = p.box or ("", "", "", "")
             probs = [f"{p.probabilities[n]:.6f}" if p.probabilities else "" for n in names]
             writer.writerow([p.file, *box, p.label or "", f"{p.probability:.6f}" if p.probability is not None else "",
-                             *probs, p.error or ""])
+                             *probs, p.error or "", p.note or "", p.explanation or ""])

@@ -35,6 +35,9 @@ class ArchSpec:
     default_size: tuple[int, int] = CELEBA_SIZE
     imagenet: tuple[str, str, str] | None = None  # (no-top file name, URL folder, MD5) when pretrained exists
     description: str = ""
+    # Grad-CAM's layer: the name, inside the backbone, of the last spatial feature map before pooling (after its
+    # activation), so that gradcam.py never guesses it from the model's structure.
+    gradcam_layer: str = ""
 
     def recipe(self, epochs: int | None = None) -> dict:
         """The recommended training settings for a run of ``epochs`` epochs (option name -> value;
@@ -59,28 +62,37 @@ def _scratch(fn):
 _A = keras.applications
 ARCHS: dict[str, ArchSpec] = {spec.name: spec for spec in (
     ArchSpec("alexnet", _scratch(scratch.alexnet), "rescale", (23, 23), "fc4096",
-             description="the source's AlexNet (from scratch), with a softmax where it had a 2-unit sigmoid"),
+             description="the source's AlexNet (from scratch), with a softmax where it had a 2-unit sigmoid",
+             gradcam_layer="bn5"),
     ArchSpec("resnet50v2", _app(_A.ResNet50V2), "tf", (32, 32), "seed",
              imagenet=("resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5", "resnet/",
-                       "fac2f116257151a9d068a22e544a4917")),
+                       "fac2f116257151a9d068a22e544a4917"),
+             gradcam_layer="post_relu"),
     ArchSpec("inceptionv3", _app(_A.InceptionV3), "tf", (75, 75), "seed",
              imagenet=("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "inception_v3/",
-                       "bcbd6486424b2319ff4ef7d526e38f63"), description="the source's 'GoogLeNet'"),
+                       "bcbd6486424b2319ff4ef7d526e38f63"), description="the source's 'GoogLeNet'",
+             gradcam_layer="mixed10"),
     ArchSpec("vgg16", _app(_A.VGG16), "caffe", (32, 32), "seed",
              imagenet=("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "vgg16/",
-                       "6d6bbae143d832006294945121d1f1fc")),
+                       "6d6bbae143d832006294945121d1f1fc"),
+             gradcam_layer="block5_conv3"),
     ArchSpec("densenet201", _app(_A.DenseNet201), "torch", (32, 32), "seed",
              imagenet=("densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5", "densenet/",
-                       "c13680b51ded0fb44dff2d8f86ac8bb1")),
+                       "c13680b51ded0fb44dff2d8f86ac8bb1"),
+             gradcam_layer="relu"),
     ArchSpec("efficientnetv2b0", _app(_A.EfficientNetV2B0), "none", (32, 32), "seed",
              imagenet=("efficientnetv2-b0_notop.h5", "efficientnet_v2/", "893217f2bb855e2983157299931e43ff"),
-             description="a modern efficient backbone (7 M parameters, ~0.7 GFLOPs at 224x224)"),
+             description="a modern efficient backbone (7 M parameters, ~0.7 GFLOPs at 224x224)",
+             gradcam_layer="top_activation"),
     ArchSpec("small", _scratch(scratch.small), "tf", (32, 32), "linear", default_size=(109, 89),
-             description="the CPU-demo CNN: plain4 with a depthwise-separable residual block per stage"),
+             description="the CPU-demo CNN: plain4 with a depthwise-separable residual block per stage",
+             gradcam_layer="block4_res_out"),
     ArchSpec("plain4", _scratch(scratch.plain4), "tf", (16, 16), "linear", default_size=(109, 89),
-             description="a plain 4-block CNN: the reference the small CNN is measured against"),
+             description="a plain 4-block CNN: the reference the small CNN is measured against",
+             gradcam_layer="block4_relu"),
     ArchSpec("tiny", _scratch(scratch.tiny), "tf", (8, 8), "linear", default_size=(64, 52),
-             description="two convolutions, for smoke tests"),
+             description="two convolutions, for smoke tests",
+             gradcam_layer="block2_relu"),
 )}
 ARCH_NAMES = tuple(ARCHS)
 HEAD_CHOICES = ("auto", *HEADS)

@@ -8,7 +8,7 @@ import os
 from celeba_gender.cli import tf_startup
 
 with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
-    from celeba_gender import evaluation, report_markdown, runs, storage
+    from celeba_gender import evaluation, report_markdown, runs, storage, tta
     from celeba_gender.cli import config_flags, runner
     from celeba_gender.options import option
     tf_startup.find_devices()
@@ -25,6 +25,12 @@ class EvaluateConfig:
     batch: int = option(64, "Evaluation batch size.", lower=1)
     gallery_size: int = option(24, "Misclassified faces shown per direction.", lower=0)
     min_subgroup: int = option(20, "Smallest attribute subgroup reported.", lower=1)
+    tta: str = option(tta.NONE, "Test-time augmentation reported beside the plain figures: flip averages the "
+                      "probabilities of each image and its mirror image.", choices=tta.MODES)
+    gradcam_size: int = option(6, "Faces per Grad-CAM figure (the most confident errors of each direction, and "
+                               "correct answers); 0: no Grad-CAM figures.", lower=0)
+    gradcam_attribute: str = option("", "Multi-attribute runs: the attribute the Grad-CAM figures explain "
+                                    "(default: Male when the run predicts it, else its first).")
 
 
 config_flags.define(EvaluateConfig, __name__)
@@ -35,11 +41,16 @@ def main(argv: list[str]) -> None:
     if not storage.is_url(c.run_dir) and not os.path.isdir(c.run_dir):
         raise runs.NotARunError(f"{c.run_dir} is not a directory; pass --run_dir=runs/<arch>-<time>.")
     report = evaluation.evaluate_run(c.run_dir, c.split, c.checkpoint, c.data_dir, c.batch, c.gallery_size,
-                                     c.min_subgroup)
+                                     c.min_subgroup, c.tta, c.gradcam_size, c.gradcam_attribute)
     out = evaluation.report_dir(c.run_dir, c.split, c.checkpoint)
+    if report.get("multi_label"):
+        print(report_markdown.attributes_markdown(report).split("## Grad-CAM")[0].rstrip())
+        print(f"\nreport.json, report.md, predictions.csv, attributes.png, curves.png and the Grad-CAM figures are "
+              f"in {out}")
+        return
     print(report_markdown.report_markdown(report).split("## Most confident errors")[0].rstrip())
-    print(f"\nreport.json, report.md, predictions.csv, confusion_matrix.png, curves.png and the error galleries are "
-          f"in {out}")
+    print(f"\nreport.json, report.md, predictions.csv, confusion_matrix.png, curves.png, the error galleries and "
+          f"the Grad-CAM figures are in {out}")
 
 
 def run() -> None:

@@ -1,23 +1,24 @@
 """predict.py: flags and photo paths -> celeba_gender.inference.Predictor.
 
-Exit code 0 when every input was predicted, 1 when some could not be read (their results are written and
-each failure is listed), 2 for a user error (no model, bad flags).
+Exit code 0 when every input was predicted, 1 when some could not be read (the results of the others are
+printed and written, and each failure is listed with its reason), 2 for a user error (no model, bad flags).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 
 from celeba_gender.cli import tf_startup
 
 with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
     import tensorflow  # noqa: F401 - imported now (inference imports it lazily) so that its lines are tidied
-    tf_startup.find_devices()
 
-    from celeba_gender import inference
+    from celeba_gender import inference, photos, tta
     from celeba_gender.cli import config_flags, runner
     from celeba_gender.options import option
+    tf_startup.find_devices()
 
 SOME_FAILED_EXIT = 1
 
@@ -32,32 +33,62 @@ class PredictConfig:
                                 "crop).")
     output: str | None = option(None, "Also write the predictions to this .csv or .json file.", path=True)
     batch: int = option(32, "Faces per model call.", lower=1)
+    max_pixels: int = option(photos.DEFAULT_MAX_PIXELS, "Refuse (per file, from its header, before decoding) images "
+                             "with more pixels than this, counting every frame of an animated GIF; a CelebA image "
+                             "has 38,804.", lower=1)
+    tta: str = option(tta.NONE, "Test-time augmentation: flip averages the probabilities of each face and its "
+                      "mirror image.", choices=tta.MODES)
+    explain: bool = option(False, "Write a Grad-CAM overlay of each prediction (where the model found the evidence "
+                           "for the label it gives) into --explain_dir.")
+    explain_dir: str | None = option(None, "Where --explain writes its overlays; default: explain/ in --output's "
+                                     "folder, or ./explain without --output.", path=True)
 
 
 config_flags.define(PredictConfig, __name__)
 
 
+def explain_dir(c: PredictConfig) -> str:
+    """The folder of the Grad-CAM overlays: --explain_dir, else explain/ beside --output, else ./explain."""
+    if c.explain_dir:
+        return c.explain_dir
+    return os.path.join(os.path.dirname(c.output) if c.output else ".", "explain")
+
+
 def format_line(p: inference.Prediction) -> str:
+    """One printed line: file, box or whole image, label and probability (or the error), note, overlay."""
     if p.error:
-        return f"{p.file}\terror: {p.error}"
-    box = "whole image" if p.box is None else "box x={} y={} w={} h={}".format(*p.box)
-    return f"{p.file}\t{box}\t{p.label}\t{p.probability:.4f}"
+        line = f"{p.file}\terror: {p.error}"
+    else:
+        box = "whole image" if p.box is None else "box x={} y={} w={} h={}".format(*p.box)
+        if p.probability is not None:
+            line = f"{p.file}\t{box}\t{p.label}\t{p.probability:.4f}"
+        else:  # a multi-attribute model: the attributes present, each with its probability
+            shown = ", ".join(f"{n} {p.probabilities[n]:.2f}" for n in p.label.split(",") if n in p.probabilities)
+            line = f"{p.file}\t{box}\t{shown or 'no attribute present'}"
+    if p.note:
+        line += f"\t({p.note})"
+    if p.explanation:
+        line += f"\texplanation: {p.explanation}"
+    return line
 
 
 def main(argv: list[str]) -> None:
     c, _ = config_flags.build(PredictConfig)
     if len(argv) < 2:
         raise inference.PredictError("name at least one image file or folder: predict.py --run_dir=RUN photo.jpg ...")
-    predictor = inference.Predictor(c.run_dir)
-    predictions = predictor.predict(inference.list_inputs(argv[1:]), c.detect_faces, c.batch)
+    predictor = inference.Predictor(c.run_dir, c.max_pixels, c.tta)
+    predictions = predictor.predict(inference.list_inputs(argv[1:]), c.detect_faces, c.batch,
+                                    explain_dir(c) if c.explain else None)
     for p in predictions:
         print(format_line(p))
     if c.output:
         inference.write_predictions(predictions, c.output)
         print(f"wrote {c.output}")
-    failed = sum(1 for p in predictions if p.error)
+    failed = [p for p in predictions if p.error]
     if failed:
-        print(f"predict: {failed} of {len(predictions)} input(s) without a prediction (reasons above)", file=sys.stderr)
+        print(f"predict: {len(failed)} of {len(predictions)} input(s) without a prediction:", file=sys.stderr)
+        for p in failed:
+            print(f"  {p.file}: {p.error}", file=sys.stderr)
         sys.exit(SOME_FAILED_EXIT)
 
 
