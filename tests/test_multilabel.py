@@ -91,6 +91,22 @@ def test_one_model_learns_the_visible_attributes_and_not_the_invisible_one(unbal
     assert out["probabilities"].shape == (2, len(attributes)) and out["present"].dtype == tf.bool
     labels = json.load(open(os.path.join(result["run_dir"], "export", "labels.json")))
     assert labels["multi_label"] and labels["class_names"] == list(attributes)
+    # Grad-CAM of the chosen attribute, TTA beside the plain means, and predict.py's attributes present.
+    evaluated = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), f"--run_dir={result['run_dir']}",
+                                "--tta=flip", "--gradcam_attribute=Eyeglasses", "--gradcam_size=3"],
+                               capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    again = json.load(open(os.path.join(result["report"], "report.json")))
+    assert again["tta"]["mode"] == "flip" and 0 <= again["tta"]["mean_accuracy"] <= 1
+    assert again["gradcam_attribute"] == "Eyeglasses" and "gradcam_correct" in again["files"]
+    assert all(os.path.getsize(path) > 0 for key, path in again["files"].items() if key.startswith("gradcam_"))
+    face = os.path.join(os.path.dirname(unbalanced_shards), "celeba", "img_align_celeba", "000001.jpg")
+    predicted = subprocess.run([sys.executable, os.path.join(ROOT, "predict.py"), f"--run_dir={result['run_dir']}",
+                                "--explain", f"--explain_dir={tmp_path / 'explain'}", face],
+                               capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    line = [row for row in predicted.stdout.splitlines() if row.startswith(face)][0]
+    assert "whole image" in line and os.listdir(tmp_path / "explain")
 
 
 def test_balanced_attribute_weights_train_and_one_attribute_balanced_shards_are_warned_about(shards, tmp_path):
