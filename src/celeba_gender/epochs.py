@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import time
 from collections.abc import Callable
@@ -102,6 +103,8 @@ class EpochLoop:
     def run(self) -> None:
         """Trains from the state's epoch and step to the last epoch; raises Stopped or Diverged."""
         self._iterator = self.feed.train(self._host_augment)
+        if self.checkpoints.chief:
+            trim_history(self.run_dir, int(self.state.epoch.numpy()))
         for epoch in range(int(self.state.epoch.numpy()), self.schedule.epochs):
             row = self._train_steps(epoch)
             self._end_epoch(epoch, row)
@@ -183,6 +186,9 @@ class EpochLoop:
         if improved:
             self.state.best.assign(val["accuracy"])
         global_step = (epoch + 1) * self.steps_per_epoch
+        row.update({f"val_{k}": round(v, 6) for k, v in val.items()})
+        if self.checkpoints.chief:  # before the checkpoint: a restart trims rows its checkpoint does not cover
+            append_history(self.run_dir, row)
         self.checkpoints.save(global_step, best=improved)
         self.summaries.scalars("train", global_step, {"auc": row["auc"]})
         self.summaries.scalars("validation", global_step, val)
@@ -193,9 +199,6 @@ class EpochLoop:
         else:
             self.summaries.confusion_matrix("validation", global_step, np.asarray(metrics["confusion_matrix"]),
                                             self.feed.class_names, f"validation, epoch {epoch + 1}")
-        row.update({f"val_{k}": round(v, 6) for k, v in val.items()})
-        if self.checkpoints.chief:
-            append_history(self.run_dir, row)
         self.monitor.epoch_done(row, improved)
 
 
@@ -212,6 +215,24 @@ def _reason(votes: float) -> str | None:
 
 def _add(totals: dict | None, stats: dict) -> dict:
     return dict(stats) if totals is None else {k: totals[k] + stats[k] for k in stats}
+
+
+def trim_history(run_dir: str, epochs_done: int) -> None:
+    """Drops history.csv's rows of epochs the restored checkpoint does not cover (a process stopped between
+    writing an epoch's row and its checkpoint), so that a restart writes each epoch once."""
+    path = storage.join(run_dir, HISTORY)
+    if not storage.exists(path):
+        return
+    rows = list(csv.DictReader(io.StringIO(storage.read_text(path))))
+    kept = [r for r in rows if int(r["epoch"]) <= epochs_done]
+    if len(kept) == len(rows):
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(kept)
+    with storage.disk_space_for("history.csv", run_dir):
+        storage.write_text(path, buffer.getvalue())
 
 
 def append_history(run_dir: str, row: dict) -> None:
