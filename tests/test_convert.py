@@ -245,6 +245,15 @@ def test_identity_split_and_balance_end_to_end(celeba_original, tmp_path):
     assert manifest["dropped_counts"]["balanced_out"] > 0
 
 
+def test_identity_split_with_a_zero_fraction_writes_no_shard_for_that_split(celeba_original, tmp_path):
+    manifest = convert.convert(convert.ConvertConfig(celeba_dir=celeba_original, out_dir=str(tmp_path), workers=1,
+                                                     split="identity", split_fractions=(0.9, 0.1, 0.0),
+                                                     progress=False))
+    assert manifest["splits"]["test"]["count"] == 0 and manifest["splits"]["test"]["shards"] == []
+    assert manifest["splits"]["train"]["count"] > manifest["splits"]["validation"]["count"] > 0
+    assert "test 0 dropped" in convert.format_summary(manifest, str(tmp_path))
+
+
 def test_seed_split_end_to_end_records_the_protocol(celeba_original, tmp_path):
     out = str(tmp_path / "out")
     manifest = convert.convert(convert.ConvertConfig(celeba_dir=celeba_original, out_dir=out, split="seed",
