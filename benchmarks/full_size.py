@@ -22,8 +22,9 @@ Each phase runs in its own process, so that one's imports and memory do not coun
   thread (inter- and intra-op pools of 1), over the same JPEG bytes held in memory, times the cores.
 
 The synthetic folder (benchmarks/_data/, git-ignored) was just written, so its files are in the page cache:
-the conversion reads from memory, as benchmarks/convert.py's timed runs do. Prints a table and writes
-benchmarks/results/full_size.json.
+the conversion reads from memory, as benchmarks/convert.py's timed runs do. The development machine's two cores
+are shared with other work, so the load average is recorded with each phase, and the conversion's CPU seconds
+(which other work moves far less than wall time). Prints a table and writes benchmarks/results/full_size.json.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -115,6 +117,7 @@ def _env() -> dict:
 def phase_convert(celeba_dir: str, out_dir: str, workers: int) -> dict:
     """Converts with the defaults into a fresh ``out_dir`` in a child process; time and tree memory."""
     shutil.rmtree(out_dir, ignore_errors=True)  # else the converter keeps the shards and has nothing to do
+    cpu_before, load_before = _children_cpu(), os.getloadavg()[0]
     cmd = [sys.executable, "-m", "celeba_gender.cli.convert", f"--celeba_dir={celeba_dir}", f"--out_dir={out_dir}",
            "--progress=false", *([f"--workers={workers}"] if workers else [])]
     start = time.perf_counter()
@@ -122,6 +125,7 @@ def phase_convert(celeba_dir: str, out_dir: str, workers: int) -> dict:
     with TreeMemory(proc.pid) as memory:
         stdout, stderr = proc.communicate()
     wall = time.perf_counter() - start
+    cpu = _children_cpu() - cpu_before  # the converter and its workers (each reaped by its parent)
     if proc.returncode:
         raise SystemExit(f"conversion failed ({proc.returncode}):\n{stderr[-3000:]}")
     with open(os.path.join(out_dir, "manifest.json")) as f:
@@ -136,7 +140,14 @@ def phase_convert(celeba_dir: str, out_dir: str, workers: int) -> dict:
             "wall_s": round(wall, 2), "images_per_s_wall": round(images / wall),
             "converter_s": seconds, "images_per_s_converter": round(images / seconds),
             "peak_tree_rss_bytes": memory.peak_rss, "peak_tree_pss_bytes": memory.peak_pss,
-            "peak_processes": memory.peak_processes, "summary": stdout.strip()}
+            "peak_processes": memory.peak_processes, "cpu_s": round(cpu, 1),
+            "images_per_cpu_s": round(images / cpu), "load_before": load_before, "load_after": os.getloadavg()[0],
+            "summary": stdout.strip()}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _child(phase: str, *args: str) -> dict:
@@ -161,13 +172,14 @@ def run_pipeline(out_dir: str, batch: int) -> dict:
     start = time.perf_counter()
     it = iter(pipeline.train_dataset(pipeline.DataConfig(out_dir, batch=batch, cache="none")))
     next(it)
-    first = time.perf_counter()
+    first, cpu_first = time.perf_counter(), time.process_time()
     for _ in range(steps - 1):
         next(it)
-    end = time.perf_counter()
+    end, cpu_end = time.perf_counter(), time.process_time()
     return {"train_images": info.count, "batch": batch, "steps": steps, "first_batch_s": round(first - start, 2),
             "pass_s": round(end - start, 2), "images_per_s": round((steps - 1) * batch / (end - first)),
-            "images_per_s_with_first": round(steps * batch / (end - start)), "peak_rss_bytes": _peak_rss_self()}
+            "images_per_s_with_first": round(steps * batch / (end - start)), "peak_rss_bytes": _peak_rss_self(),
+            "cores_used": round((cpu_end - cpu_first) / (end - first), 2), "load_after": os.getloadavg()[0]}
 
 
 def run_ceiling(image_dir: str, n: int, repeats: int) -> dict:
@@ -188,18 +200,20 @@ def run_ceiling(image_dir: str, n: int, repeats: int) -> dict:
         def body(i, total):
             image = tf.io.decode_jpeg(encoded[i], channels=3)
             return i + 1, total + tf.shape(image)[0]  # uses every decode, so none is pruned
-        return tf.while_loop(lambda i, _: i < tf.shape(encoded)[0], body, (0, 0))[1]
+        return tf.while_loop(lambda i, _: i < tf.shape(encoded)[0], body, (0, 0), parallel_iterations=1)[1]
 
     decode_all(data[:8])  # trace
-    rates = []
+    rates, used = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         decode_all(data).numpy()
         rates.append(len(blobs) / (time.perf_counter() - start))
+        used.append((time.process_time() - cpu) / (time.perf_counter() - start))
     rates.sort()
     cores = len(os.sched_getaffinity(0))
     return {"images": len(blobs), "single_thread_per_s": round(rates[len(rates) // 2]), "cores": cores,
-            "ceiling_per_s": round(rates[len(rates) // 2] * cores), "all_single_thread": [round(r) for r in rates]}
+            "ceiling_per_s": round(rates[len(rates) // 2] * cores), "all_single_thread": [round(r) for r in rates],
+            "cores_used": [round(u, 2) for u in used], "load_after": os.getloadavg()[0]}
 
 
 # --- main --------------------------------------------------------------------------------------------------
@@ -256,12 +270,13 @@ def main() -> None:
     print(f"\nmachine: {machine.one_line(info)}")
     print(f"convert: {conv['images']:,} images in {conv['wall_s']:.1f} s (converter {conv['converter_s']:.1f} s), "
           f"{conv['written']:,} written in {conv['shards']} shards ({conv['bytes'] / 2**20:,.0f} MB), "
-          f"up to {conv['peak_processes']} processes")
+          f"up to {conv['peak_processes']} processes, {conv['cpu_s']:.1f} CPU seconds ({conv['images_per_cpu_s']:,} "
+          f"images per CPU second); load average {conv['load_before']:.1f} before, {conv['load_after']:.1f} after")
     print(f"pass: {pipe['steps']} steps of {pipe['batch']} over {pipe['train_images']:,} training images in "
           f"{pipe['pass_s']:.1f} s (first batch {pipe['first_batch_s']:.1f} s; {pipe['images_per_s_with_first']:,} "
-          f"images/s counting it)")
+          f"images/s counting it); {pipe['cores_used']} cores busy")
     print(f"ceiling: {ceil['single_thread_per_s']:,} images/s on one thread x {ceil['cores']} cores "
-          f"({ceil['images']:,} files)")
+          f"({ceil['images']:,} files; cores busy per run {ceil['cores_used']})")
     print(f"\n{'measure':<46}{'value':>12}  {'target':<10}met")
     for name, value, target, met in rows:
         print(f"{name:<46}{value:>12}  {target:<10}{'' if met is None else 'yes' if met else 'NO'}")

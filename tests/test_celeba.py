@@ -7,9 +7,10 @@ import subprocess
 import sys
 import textwrap
 
+import pandas as pd
 import pytest
 
-from celeba_gender import celeba_locate
+from celeba_gender import celeba, celeba_locate
 from celeba_gender.attributes import ATTRIBUTE_NAMES
 from celeba_gender.celeba import CelebaError, check_attribute, detect_layout, read_celeba
 from celeba_gender.celeba_locate import ENV_VAR
@@ -36,6 +37,16 @@ def test_kaggle_layout_parses_to_the_same_table_shape(celeba_kaggle):
     assert all(os.path.isfile(p) for p in table["path"])
 
 
+@pytest.mark.parametrize("form", ["original", "kaggle"])
+def test_a_clean_file_takes_the_fast_reader_and_gives_the_row_by_row_table(celeba_original, celeba_kaggle, form):
+    layout = detect_layout(celeba_original if form == "original" else celeba_kaggle)
+    assert celeba._read_clean(layout.attr_file) is not None
+    fast, dropped = read_celeba(layout)
+    slow, slow_dropped = celeba._read_row_by_row(layout)
+    pd.testing.assert_frame_equal(fast, slow)
+    assert dropped == slow_dropped == []
+
+
 def _write_attr(root, header, rows):
     os.makedirs(os.path.join(root, "img_align_celeba"), exist_ok=True)
     with open(os.path.join(root, "list_attr_celeba.txt"), "w") as f:
@@ -47,6 +58,7 @@ def test_bad_rows_are_dropped_with_reasons_and_a_column_subset_is_fine(tmp_path)
         "000001.jpg  1 -1", "000002.jpg -1  1", "000003.jpg  1  2", "000004.jpg 1", "../etc.jpg 1 1",
         "000001.jpg -1 -1", "000006.jpg 0 1", "000007.jpg x 1", "/abs.jpg 1 1",
     ])
+    assert celeba._read_clean(str(tmp_path / "list_attr_celeba.txt")) is None  # so every row is checked alone
     table, dropped = read_celeba(detect_layout(str(tmp_path)))
     assert table["image_id"].tolist() == ["000001.jpg", "000002.jpg", "000006.jpg"]
     assert table["Male"].tolist() == [1, 0, 0] and table["Young"].tolist() == [0, 1, 1]  # 0/1 and -1/1 both read

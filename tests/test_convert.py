@@ -462,6 +462,18 @@ def _solid_jpeg(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.parametrize("near", [False, True])
+def test_every_truncation_of_a_jpeg_is_caught_with_and_without_the_full_size_decode(celeba_original, near):
+    # Without --dedupe=near the check decodes at 1/8 scale, which still entropy-decodes the whole file.
+    data = open(os.path.join(celeba_original, "img_align_celeba", "000001.jpg"), "rb").read()
+    assert scan.check_jpeg(data, near).problem is None
+    for end in range(200, len(data) - 2, max(1, len(data) // 40)):
+        result = scan.check_jpeg(data[:end], near)
+        assert result.problem == scan.CORRUPT, (end, len(data), result)
+        with pytest.raises(tf.errors.InvalidArgumentError):  # what TensorFlow would have met in training
+            tf.io.decode_jpeg(data[:end])
+
+
 def test_an_image_over_max_pixels_is_skipped_as_too_large(celeba_copy, tmp_path):
     big = _solid_jpeg(2000, 2000)  # 4 megapixels of one colour: a few tens of KB
     open(os.path.join(celeba_copy, "img_align_celeba", "000020.jpg"), "wb").write(big)

@@ -277,7 +277,6 @@ def _convert(config: ConvertConfig) -> dict:
         class_counts = {names[k]: int(counts.get(k, 0)) for k in (0, 1)}
         manifest["splits"][split] = {"count": len(part), "class_counts": class_counts, "num_shards": n, "bytes": 0,
                                      "shards": []}
-    manifest["plan_fingerprint"] = writer.plan_fingerprint(config.plan_options(), specs)
 
     bar = tqdm(total=len(plan), desc="write", unit="img", disable=not config.progress, smoothing=0.05)
     manifest = writer.write_shards(specs, config.out_dir, manifest, workers, progress=bar.update)

@@ -126,9 +126,9 @@ def shard_key(options: dict, spec: ShardSpec) -> str:
     return sha.hexdigest()
 
 
-def plan_fingerprint(options: dict, specs: Sequence[ShardSpec]) -> str:
-    """A checksum of the whole plan: every shard's key, in order."""
-    return hashlib.sha256("".join(shard_key(options, s) for s in specs).encode()).hexdigest()
+def plan_fingerprint(keys: Sequence[str]) -> str:
+    """A checksum of the whole plan: every shard's key (:func:`shard_key`), in order."""
+    return hashlib.sha256("".join(keys).encode()).hexdigest()
 
 
 def write_shard(job: tuple[ShardSpec, str, str]) -> dict:
@@ -210,13 +210,18 @@ def _full_disk(what: str, out_dir: str, specs: Sequence[ShardSpec], saved: set[s
 def write_shards(specs: Sequence[ShardSpec], out_dir: str, manifest: dict, workers: int,
                  progress: Callable[[int], None] | None = None) -> dict:
     """Writes every shard of ``specs`` not already present, keeping ``manifest`` (a dict whose ``splits``
-    have counts but no shard lists yet) up to date on disk; returns the completed manifest, whose
-    ``shards_kept`` and ``shards_written`` say what this run did.
+    have counts but no shard lists yet) up to date on disk; returns the completed manifest, with its
+    ``plan_fingerprint``, and ``shards_kept`` and ``shards_written`` saying what this run did.
+
+    While shards are being written, manifest.json is rewritten after each one but without the list of dropped
+    images, which comes with the finished manifest: for CelebA that list is 3 MB of JSON, and serialising it
+    after every shard took the parent process seconds that the workers needed.
     """
     os.makedirs(out_dir, exist_ok=True)
     remove_temporary_files(out_dir)
     options = manifest["options"]
     keys = {s.file: shard_key(options, s) for s in specs}
+    manifest["plan_fingerprint"] = plan_fingerprint(list(keys.values()))
     done = reusable_shards(out_dir, storage.find_manifest(out_dir), keys)
     remove_shards(out_dir, keep=set(done))
     manifest.update(status=storage.IN_PROGRESS, shards_kept=len(done), shards_written=0)
@@ -224,8 +229,10 @@ def write_shards(specs: Sequence[ShardSpec], out_dir: str, manifest: dict, worke
     saved: set[str] = set()  # the shards listed by the manifest on disk
 
     def save() -> None:
+        finished = manifest["status"] == storage.COMPLETE
         with _full_disk(storage.MANIFEST, out_dir, specs, saved):
-            storage.write_json(manifest_path, manifest)
+            storage.write_json(manifest_path, manifest if finished else
+                               {k: v for k, v in manifest.items() if k != "dropped"})
         saved.update(done)
 
     def record(entry: dict) -> None:
