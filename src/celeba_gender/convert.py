@@ -47,7 +47,8 @@ class ConvertConfig:
                             "with kagglehub into its cache and convert it; a copy kagglehub already finished is "
                             "used without contacting Kaggle. Needs Kaggle credentials (~/.kaggle/kaggle.json or "
                             "KAGGLE_USERNAME and KAGGLE_KEY).")
-    out_dir: str = option("tfrecords", "Where shards and manifest.json go.", path=True)
+    out_dir: str = option("tfrecords", "Where shards and manifest.json go. One conversion at a time: while it runs, "
+                          "a .lock file there names it, and a second one is refused.", path=True)
     attribute: str = option("Male", "The attribute to classify (any column of the attribute file).")
     split: str = option("official", "official: CelebA's identity-disjoint list_eval_partition; identity: a random "
                         "identity-disjoint split by --split_fractions (needs identity_CelebA.txt); seed: the source "
@@ -55,7 +56,8 @@ class ConvertConfig:
                         choices=curation.SPLIT_MODES)
     split_fractions: tuple[float, float, float] = option((0.8, 0.1, 0.1), "train,validation,test fractions for "
                                                          "--split=identity.", lower=0)
-    limit: int = option(0, "Use this many rows drawn at random (df.sample with --seed); 0 = all.", lower=0)
+    limit: int = option(0, "Use this many rows drawn at random (df.sample with --seed); 0 = all (as is a limit "
+                        "above the usable rows, which the summary says).", lower=0)
     balance: bool = option(True, "Undersample the majority class (per split; before the split for --split=seed); "
                            "--nobalance keeps every image.")
     dedupe: str = option("exact", "Drop copies before splitting: exact = byte-identical files; near = also "
