@@ -287,6 +287,9 @@ def test_cli_whole_input_errors_are_one_clear_line(celeba_copy, tmp_path):
     os.remove(os.path.join(celeba_copy, "list_attr_celeba.txt"))
     no_attr = run_cli(f"--celeba_dir={celeba_copy}", f"--out_dir={tmp_path}/d")
     assert no_attr.returncode == 2 and "No attribute file" in no_attr.stderr
+    (tmp_path / "a_file").write_text("")
+    out_is_file = run_cli(f"--celeba_dir={celeba_copy}", f"--out_dir={tmp_path}/a_file")
+    assert "is a file, not a folder: choose another --out_dir." in error_line(out_is_file)
     bad_flag = run_cli(f"--celeba_dir={celeba_copy}", "--dedupe=fuzzy")
     assert bad_flag.returncode == 2 and "value should be one of <none|exact|near>" in bad_flag.stderr
     for r in (bad_attr, no_partition, empty, no_attr, bad_flag):

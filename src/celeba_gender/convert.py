@@ -183,6 +183,8 @@ def find_celeba(config: ConvertConfig, workers: int) -> str:
 def convert(config: ConvertConfig) -> dict:
     """Runs one conversion and returns its manifest (also written to ``out_dir/manifest.json``). The run holds
     ``out_dir``'s lock: a second conversion into the same folder stops at once with a LockHeldError."""
+    if os.path.exists(config.out_dir) and not os.path.isdir(config.out_dir):
+        raise ConvertError(f"--out_dir={config.out_dir} is a file, not a folder: choose another --out_dir.")
     with locks.hold(config.out_dir, purpose="converting CelebA into it",
                     fix="wait for it to finish, or choose another --out_dir"):
         return _convert(config)
