@@ -121,3 +121,20 @@ def test_near_pairs_match_brute_force(threshold):
     brute = {(i, j) for i in range(len(hashes)) for j in range(i + 1, len(hashes)) if dist[i, j] <= threshold}
     assert len(brute) >= threshold  # the test data has pairs near the threshold
     assert set(curation._near_pairs(hashes, threshold)) == brute
+
+
+@pytest.mark.parametrize("fractions", [(0.9, 0.1, 0.0), (0.9, 0.0, 0.1), (1.0, 0.0, 0.0)])
+def test_identity_split_leaves_a_split_asked_to_be_empty_empty(fractions):
+    table = _label_table(700, 500)
+    plan, _ = curation.identity_split(table, fractions, seed=1)
+    counts = plan["split"].value_counts()
+    for split, fraction in zip(curation.SPLITS, fractions):
+        assert (counts.get(split, 0) > 0) == (fraction > 0), (split, counts.to_dict())
+    assert len(plan) == len(table)
+
+
+def test_near_pairs_need_no_numpy_2(monkeypatch):
+    # setup.cfg allows NumPy 1.26, which has no np.bitwise_count.
+    monkeypatch.delattr(np, "bitwise_count", raising=False)
+    hashes = np.array([[0b1111_0000] * 32, [0b1111_0111] + [0b1111_0000] * 31, [0b0000_1111] * 32], dtype=np.uint8)
+    assert curation._near_pairs(hashes, 3) == [(0, 1)]  # 3 bits apart; the third is 256 bits from the first

@@ -1,8 +1,9 @@
 """The converter: a CelebA folder in, de-duplicated, balanced, leak-free TFRecord shards and a manifest out.
 
-Steps: read the attribute table -> choose candidate rows (``--limit``; the source's draws for ``seed``)
--> scan their files in parallel (exists, JPEG, decodes, sha256, perceptual hash) -> drop bad rows and
-duplicates -> split and balance -> write shards in parallel -> manifest.json. No TensorFlow is imported.
+Steps: find CelebA (``celeba_locate``) -> read the attribute table -> choose candidate rows (``--limit``; the
+source's draws for ``seed``) -> scan their files in parallel (exists, JPEG, size, decodes, sha256, perceptual
+hash) -> drop bad rows and duplicates -> split and balance -> write shards in parallel -> manifest.json. The
+whole run holds ``out_dir``'s lock (``locks``): one conversion at a time per folder. No TensorFlow is imported.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 import celeba_gender
-from celeba_gender import curation, options, parallel, records, scan, storage, writer
+from celeba_gender import (celeba_locate, convert_plan, curation, locks, options, parallel, scan, storage,
+                           writer)
 from celeba_gender.attributes import class_names
-from celeba_gender.celeba import (CelebaError, Dropped, attribute_columns, check_attribute, detect_layout,
-                                  read_celeba)
+from celeba_gender.celeba import CelebaError, attribute_columns, check_attribute, detect_layout, read_celeba
+from celeba_gender.convert_summary import format_summary  # noqa: F401 - part of this module's interface
 from celeba_gender.errors import UserError
 from celeba_gender.options import option
+
 
 class ConvertError(UserError):
     """The conversion cannot go on; the message says why and what to do."""
@@ -35,9 +37,18 @@ class ConvertConfig:
     """Options of one conversion (the flags of make_tfrecords.py)."""
 
     celeba_dir: str | None = option(None, "CelebA folder: list_attr_celeba.txt (or Kaggle's .csv) and "
-                                    "img_align_celeba/. Required unless --synthetic is set (then it is where the "
-                                    "synthetic dataset is written).", path=True)
-    out_dir: str = option("tfrecords", "Where shards and manifest.json go.", path=True)
+                                    "img_align_celeba/. When not given, the first of these is used: "
+                                    f"${celeba_locate.ENV_VAR} if set; ./{celeba_locate.DEFAULT_DIR} under the "
+                                    "current folder; the copy kagglehub downloaded into its cache "
+                                    f"($KAGGLEHUB_CACHE, else ~/.cache/kagglehub; then datasets/"
+                                    f"{celeba_locate.KAGGLE_HANDLE}/versions/<newest complete n>/). With --synthetic "
+                                    "it is where the synthetic dataset is written.", path=True)
+    download: bool = option(False, f"Download Kaggle's CelebA release ({celeba_locate.KAGGLE_HANDLE}, about 1.4 GB) "
+                            "with kagglehub into its cache and convert it; a copy kagglehub already finished is "
+                            "used without contacting Kaggle. Needs Kaggle credentials (~/.kaggle/kaggle.json or "
+                            "KAGGLE_USERNAME and KAGGLE_KEY).")
+    out_dir: str = option("tfrecords", "Where shards and manifest.json go. One conversion at a time: while it runs, "
+                          "a .lock file there names it, and a second one is refused.", path=True)
     attribute: str = option("Male", "The attribute to classify (any column of the attribute file).")
     split: str = option("official", "official: CelebA's identity-disjoint list_eval_partition; identity: a random "
                         "identity-disjoint split by --split_fractions (needs identity_CelebA.txt); seed: the source "
@@ -45,13 +56,18 @@ class ConvertConfig:
                         choices=curation.SPLIT_MODES)
     split_fractions: tuple[float, float, float] = option((0.8, 0.1, 0.1), "train,validation,test fractions for "
                                                          "--split=identity.", lower=0)
-    limit: int = option(0, "Use this many rows drawn at random (df.sample with --seed); 0 = all.", lower=0)
-    balance: bool = option(False, "Undersample the majority class (per split; before the split for --split=seed).")
+    limit: int = option(0, "Use this many rows drawn at random (df.sample with --seed); 0 = all (as is a limit "
+                        "above the usable rows, which the summary says).", lower=0)
+    balance: bool = option(True, "Undersample the majority class (per split; before the split for --split=seed); "
+                           "--nobalance keeps every image.")
     dedupe: str = option("exact", "Drop copies before splitting: exact = byte-identical files; near = also "
                          "perceptual-hash near-copies (slower); none = keep them (copies may leak).",
                          choices=curation.DEDUPE_MODES)
     near_threshold: int = option(curation.NEAR_THRESHOLD, "Max differing bits of the 256-bit perceptual hashes for "
                                  "--dedupe=near.", lower=0, upper=31)
+    max_pixels: int = option(scan.MAX_PIXELS, "Skip (as too_large, before decoding) images of more pixels than "
+                             "this, read from the header: huge files and decompression bombs cannot exhaust memory. "
+                             "A CelebA image has 38,804.", lower=1)
     num_shards: int = option(0, "Shards per split; 0 = enough for --shard_mb each (at least 8).", lower=0)
     shard_mb: float = option(100.0, "Target shard size in MB when --num_shards=0.", lower=0.001)
     workers: int = option(0, "Worker processes for reading and writing; 0 = one per CPU.", lower=0)
@@ -66,7 +82,7 @@ class ConvertConfig:
     def plan_options(self) -> dict:
         """The options that decide the shards' content (and so the plan fingerprint)."""
         keys = ("attribute", "split", "split_fractions", "limit", "balance", "dedupe", "near_threshold",
-                "num_shards", "shard_mb", "seed")
+                "max_pixels", "num_shards", "shard_mb", "seed")
         out = {k: getattr(self, k) for k in keys}
         out["split_fractions"] = list(self.split_fractions)
         return out
@@ -75,6 +91,10 @@ class ConvertConfig:
         options.validate(self)
         if len(self.split_fractions) != 3 or sum(self.split_fractions) <= 0:
             raise ConvertError("--split_fractions takes three non-negative numbers: train,validation,test.")
+        if self.download and (self.synthetic or self.celeba_dir):
+            other = "--synthetic" if self.synthetic else "--celeba_dir"
+            raise ConvertError(f"--download fetches CelebA into kagglehub's cache and converts that copy: pass "
+                               f"--download or {other}, not both.")
 
 
 def default_synthetic_dir(config: ConvertConfig) -> str:
@@ -111,12 +131,14 @@ def ensure_synthetic(directory: str, num_images: int, seed: int, workers: int) -
             f"{directory} holds CelebA images or annotation files but no synthetic.json, so it may be a real "
             "CelebA, which --synthetic never writes over: choose another --celeba_dir for --synthetic, or an "
             "empty folder.")
-    os.makedirs(directory, exist_ok=True)
-    with open(marker, "w") as f:  # before generating, so that an interrupted run's files are known as ours
-        json.dump({**wanted, "complete": False}, f)
-    synthetic.generate(directory, num_images, seed=seed, workers=workers)
-    with open(marker, "w") as f:
-        json.dump(wanted, f)
+    # About 12 KB an image; a rerun after a full disk replaces the unfinished set (its marker says so).
+    with storage.disk_space_for("the synthetic CelebA", directory, num_images * 12_000):
+        os.makedirs(directory, exist_ok=True)
+        with open(marker, "w") as f:  # before generating, so that an interrupted run's files are known as ours
+            json.dump({**wanted, "complete": False}, f)
+        synthetic.generate(directory, num_images, seed=seed, workers=workers)
+        with open(marker, "w") as f:
+            json.dump(wanted, f)
 
 
 def check_out_dir(config: ConvertConfig) -> None:
@@ -139,11 +161,6 @@ def _options_diff(previous: dict, config: ConvertConfig) -> str:
     return ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k])
 
 
-def _drop(df: pd.DataFrame, mask: np.ndarray, reasons: list[str], details: list[str]) -> list[Dropped]:
-    ids = df["image_id"].to_numpy()
-    return [Dropped(ids[i], reasons[i], details[i]) for i in np.flatnonzero(mask)]
-
-
 def _check_bad_fraction(bad: int, considered: int, what: str, config: ConvertConfig) -> str | None:
     if considered and bad / considered > config.max_bad_fraction:
         return (f"{bad:,} of {considered:,} {what} ({bad / considered:.1%}) are unusable, more than "
@@ -151,28 +168,32 @@ def _check_bad_fraction(bad: int, considered: int, what: str, config: ConvertCon
     return None
 
 
-def _shard_items(part: pd.DataFrame, attribute_names: list[str], names: tuple[str, str]
-                 ) -> list[tuple[str, records.ExampleFields]]:
-    """(file path, record fields) for each planned row of one split, in order."""
-    columns = zip(part["path"], part["image_id"], part["label"], part["sha256"], part["height"], part["width"],
-                  part["identity"], part[attribute_names].to_numpy())
-    return [(path, records.ExampleFields(filename=image_id, label=int(label), class_text=names[int(label)],
-                                         sha256=sha, height=int(h), width=int(w), identity=int(identity),
-                                         attributes=tuple(int(x) for x in attrs)))
-            for path, image_id, label, sha, h, w, identity, attrs in columns]
+def find_celeba(config: ConvertConfig, workers: int) -> str:
+    """The CelebA folder to convert: the synthetic one (made if needed), the download, or the search's find."""
+    if config.synthetic:
+        directory = config.celeba_dir or default_synthetic_dir(config)
+        ensure_synthetic(directory, config.synthetic, config.seed, workers)
+        return directory
+    found = celeba_locate.download() if config.download else celeba_locate.locate(config.celeba_dir)
+    if found.how != "--celeba_dir":
+        print(f"Converting the CelebA in {found.path} ({found.how}).", file=sys.stderr)
+    return found.path
 
 
 def convert(config: ConvertConfig) -> dict:
-    """Runs one conversion and returns its manifest (also written to ``out_dir/manifest.json``)."""
+    """Runs one conversion and returns its manifest (also written to ``out_dir/manifest.json``). The run holds
+    ``out_dir``'s lock: a second conversion into the same folder stops at once with a LockHeldError."""
+    if os.path.exists(config.out_dir) and not os.path.isdir(config.out_dir):
+        raise ConvertError(f"--out_dir={config.out_dir} is a file, not a folder: choose another --out_dir.")
+    with locks.hold(config.out_dir, purpose="converting CelebA into it",
+                    fix="wait for it to finish, or choose another --out_dir"):
+        return _convert(config)
+
+
+def _convert(config: ConvertConfig) -> dict:
     workers = config.workers or parallel.default_workers()
-    celeba_dir = config.celeba_dir
-    if config.synthetic:
-        celeba_dir = celeba_dir or default_synthetic_dir(config)
-        ensure_synthetic(celeba_dir, config.synthetic, config.seed, workers)
-    started = time.perf_counter()  # the conversion itself, without making synthetic data
-    if not celeba_dir:
-        raise ConvertError("--celeba_dir is required (the folder with list_attr_celeba.txt/.csv and "
-                           "img_align_celeba/), or pass --synthetic=N to make a synthetic CelebA.")
+    celeba_dir = find_celeba(config, workers)
+    started = time.perf_counter()  # the conversion itself, without making or downloading data
     layout = detect_layout(celeba_dir)
     if config.split == "official" and layout.partition_file is None:
         raise CelebaError(f"--split=official needs list_eval_partition.txt (or .csv) in {layout.root}. "
@@ -189,6 +210,7 @@ def convert(config: ConvertConfig) -> dict:
     problems = [_check_bad_fraction(len(dropped), rows_in_file, "attribute rows", config)]
     attribute_names = attribute_columns(table)
     table["label"] = table[config.attribute].astype(np.int64)
+    names = class_names(config.attribute)
 
     seed_info, balanced_out = None, []
     if config.split == "seed":
@@ -198,35 +220,38 @@ def convert(config: ConvertConfig) -> dict:
 
     bar = tqdm(total=len(candidates), desc="scan", unit="img", disable=not config.progress, smoothing=0.05)
     results = scan.scan_files(candidates["path"].tolist(), near=config.dedupe == "near", workers=workers,
-                              progress=bar.update)
+                              progress=bar.update, max_pixels=config.max_pixels)
     bar.close()
     candidates = candidates.assign(
         sha256=[r.sha256 for r in results], nbytes=[r.nbytes for r in results],
         height=[r.height for r in results], width=[r.width for r in results], phash=[r.phash for r in results])
     bad = np.array([r.problem is not None for r in results], dtype=bool)
-    dropped += _drop(candidates, bad, [r.problem for r in results], [r.detail for r in results])
+    dropped += convert_plan.drop_rows(candidates, bad, [r.problem for r in results], [r.detail for r in results])
     problems.append(_check_bad_fraction(int(bad.sum()), len(candidates), "image files", config))
     usable = candidates[~bad]
 
-    plan, curated = _curate(config, usable, balanced_out)
+    plan, curated, balance = convert_plan.curate(config, usable, balanced_out, names)
+    if seed_info is not None and config.balance:
+        balance = convert_plan.seed_balance(seed_info, names)
     dropped += curated
 
-    names = class_names(config.attribute)
     manifest = {
         "format_version": storage.FORMAT_VERSION,
         "status": storage.IN_PROGRESS,
         "created_by": f"celeba_gender {celeba_gender.__version__}",
         "source": {"dir": layout.root, "form": layout.form, "attribute_file": os.path.basename(layout.attr_file),
-                   "rows": rows_in_file, "scanned": len(candidates), "synthetic": config.synthetic or None},
+                   "rows": rows_in_file, "usable_rows": len(table), "scanned": len(candidates),
+                   "synthetic": config.synthetic or None},
         "attribute": config.attribute,
         "class_names": list(names),
         "attribute_names": attribute_names,
         "options": config.plan_options(),
         "image_sizes": dict(collections.Counter(f"{h}x{w}" for h, w in zip(plan["height"], plan["width"]))),
         "splits": {},
+        "balance": balance,
         "dropped_counts": dict(sorted(collections.Counter(d.reason for d in dropped).items())),
         "dropped": [dataclasses.asdict(d) for d in sorted(dropped, key=lambda d: (d.reason, d.image_id))],
-        "warnings": _straddling_copies(plan, config),
+        "warnings": convert_plan.straddling_copies(plan, config),
     }
     if seed_info is not None:
         by_name = lambda counts: {names[k]: v for k, v in counts.items()}  # noqa: E731
@@ -236,9 +261,10 @@ def convert(config: ConvertConfig) -> dict:
     failures = [p for p in problems if p]
     if failures or plan.empty:
         manifest["status"] = storage.FAILED
-        os.makedirs(config.out_dir, exist_ok=True)
-        storage.write_json(os.path.join(config.out_dir, storage.MANIFEST), manifest)
         where = os.path.join(config.out_dir, storage.MANIFEST)
+        with storage.disk_space_for(storage.MANIFEST, config.out_dir):
+            os.makedirs(config.out_dir, exist_ok=True)
+            storage.write_json(where, manifest)
         if failures:
             raise ConvertError("; ".join(failures) + f". Every bad row and its reason is listed in {where} "
                                "('dropped'). Fix or remove them, or raise --max_bad_fraction.")
@@ -248,74 +274,16 @@ def convert(config: ConvertConfig) -> dict:
     specs = []
     for split in curation.SPLITS:
         part = plan[plan["split"] == split]
-        items = _shard_items(part, attribute_names, names)
+        items = convert_plan.shard_items(part, attribute_names, names)
         n = writer.num_shards_for(len(part), int(part["nbytes"].sum()), config.num_shards, config.shard_mb)
         specs += writer.split_into_shards(split, items, n)
         counts = part["label"].value_counts()
-        manifest["splits"][split] = {"count": len(part), "class_counts": {names[k]: int(counts.get(k, 0)) for k in (0, 1)},
-                                     "num_shards": n, "bytes": 0, "shards": []}
-    manifest["plan_fingerprint"] = writer.plan_fingerprint(config.plan_options(), specs)
+        class_counts = {names[k]: int(counts.get(k, 0)) for k in (0, 1)}
+        manifest["splits"][split] = {"count": len(part), "class_counts": class_counts, "num_shards": n, "bytes": 0,
+                                     "shards": []}
 
     bar = tqdm(total=len(plan), desc="write", unit="img", disable=not config.progress, smoothing=0.05)
     manifest = writer.write_shards(specs, config.out_dir, manifest, workers, progress=bar.update)
     bar.close()
     manifest["seconds"] = round(time.perf_counter() - started, 2)
     return manifest
-
-
-def _curate(config: ConvertConfig, usable: pd.DataFrame, balanced_out: list[Dropped]
-            ) -> tuple[pd.DataFrame, list[Dropped]]:
-    """Duplicates, split and balance of the usable rows: the plan (rows with a ``split``) and what it drops."""
-    deduped, dropped = curation.drop_duplicates(usable, config.dedupe, config.near_threshold)
-    if config.split == "seed":
-        # The draws saw every row, as the source's did; copies are resolved after them, so that no two copies
-        # of an image can sit in different splits while the drawn ids stay the source's.
-        return deduped, balanced_out + dropped
-    if config.split == "official":
-        plan, split_dropped = curation.official_split(deduped)
-    else:
-        plan, split_dropped = curation.identity_split(deduped, config.split_fractions, config.seed)
-    dropped += split_dropped
-    if config.balance:
-        plan, bal_dropped = curation.balance_per_split(plan, config.seed)
-        dropped += bal_dropped
-    return curation.order_within_splits(plan, config.seed), dropped
-
-
-def _straddling_copies(plan: pd.DataFrame, config: ConvertConfig) -> list[str]:
-    """With --dedupe=none, says how many byte-identical copies ended up in different splits."""
-    if config.dedupe != "none" or plan.empty:
-        return []
-    splits_per_hash = plan.groupby("sha256")["split"].nunique()
-    n = int((splits_per_hash > 1).sum())
-    return [f"{n} groups of byte-identical images are in more than one split (--dedupe=none): "
-            "the test set sees training images."] if n else []
-
-
-def format_summary(manifest: dict, out_dir: str) -> str:
-    """The end-of-run table: per split images, classes, shards, MB; dropped rows by reason."""
-    c0, c1 = manifest["class_names"]
-    lines = [f"{'split':<11}{'images':>9}{c0:>10}{c1:>10}{'shards':>8}{'MB':>9}"]
-    for split, info in manifest["splits"].items():
-        cc = info["class_counts"]
-        lines.append(f"{split:<11}{info['count']:>9,}{cc[c0]:>10,}{cc[c1]:>10,}{len(info['shards']):>8}"
-                     f"{info['bytes'] / 2**20:>9.1f}")
-    total = sum(i["count"] for i in manifest["splits"].values())
-    lines.append(f"{'total':<11}{total:>9,}")
-    if manifest["dropped_counts"]:
-        lines.append("dropped: " + ", ".join(f"{k} {v:,}" for k, v in manifest["dropped_counts"].items())
-                     + f"  (each listed in {os.path.join(out_dir, storage.MANIFEST)})")
-    else:
-        lines.append("dropped: none")
-    if "seed_protocol" in manifest:
-        sp = manifest["seed_protocol"]
-        sampled = ", ".join(f"{v:,} {k}" for k, v in sp["sampled_class_counts"].items())
-        drawn = " / ".join(f"{v:,}" for v in sp["split_sizes"].values())
-        lines.append(f"seed protocol: sampled {sp['sampled']:,} ({sampled}), kept {sp['selected']:,} after "
-                     f"balancing, drawn train / validation / test {drawn}")
-    lines += [f"warning: {w}" for w in manifest.get("warnings", [])]
-    if "seconds" in manifest:
-        lines.append(f"{manifest['source']['scanned']:,} images scanned in {manifest['seconds']:.1f} s "
-                     f"({manifest['source']['scanned'] / max(manifest['seconds'], 1e-9):,.0f} images/s); "
-                     f"shards and manifest.json in {out_dir}")
-    return "\n".join(lines)

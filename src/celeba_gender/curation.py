@@ -28,6 +28,8 @@ SPLIT_MODES = ("official", "identity", "seed")
 DEDUPE_MODES = ("none", "exact", "near")
 # Differing bits (of scan.py's 256-bit pHash) below which two images count as near copies.
 NEAR_THRESHOLD = 12
+# Set bits of every byte value: np.bitwise_count needs NumPy 2, and setup.cfg still allows NumPy 1.26.
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 def sample_limit(table: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
@@ -79,7 +81,7 @@ def _near_pairs(hashes: np.ndarray, threshold: int) -> list[tuple[int, int]]:
             if len(group) < 2:
                 continue
             h = hashes[group]
-            dist = np.bitwise_count(h[:, None, :] ^ h[None, :, :]).sum(axis=-1)
+            dist = _POPCOUNT[h[:, None, :] ^ h[None, :, :]].sum(axis=-1, dtype=np.int64)
             for a, b in zip(*np.nonzero(np.triu(dist <= threshold, k=1))):
                 pairs.add((int(group[a]), int(group[b])))
     return sorted(pairs)
@@ -178,7 +180,8 @@ def identity_split(table: pd.DataFrame, fractions: tuple[float, float, float], s
     """A random identity-disjoint split: whole identities go to train/validation/test.
 
     Identities are shuffled with the seed and assigned greedily so that each split's image count
-    approaches its fraction; rows without an identity are dropped (they could hide a leak).
+    approaches its fraction; a split whose fraction is 0 gets nothing. Rows without an identity are dropped
+    (they could hide a leak).
     """
     known = table["identity"] >= 0
     dropped = [Dropped(i, "no_identity", "not listed in identity_CelebA.txt") for i in table.loc[~known, "image_id"]]
@@ -187,11 +190,12 @@ def identity_split(table: pd.DataFrame, fractions: tuple[float, float, float], s
     rs = np.random.RandomState(seed)
     order = sizes.index.to_numpy()[rs.permutation(len(sizes))]
     targets = np.asarray(fractions, dtype=float) / sum(fractions) * len(df)
+    wanted = targets > 0  # a split asked to be empty stays empty (0 / tiny would make it look hungriest)
     filled = np.zeros(3)
     assign = {}
     for ident in order:
         # The split furthest below its target (relative to it) takes the next identity.
-        k = int(np.argmin(filled / np.maximum(targets, 1e-9)))
+        k = int(np.argmin(np.where(wanted, filled / np.where(wanted, targets, 1.0), np.inf)))
         assign[ident] = k
         filled[k] += sizes[ident]
     split_ids = df["identity"].map(assign).to_numpy()

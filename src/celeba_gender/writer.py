@@ -1,20 +1,27 @@
 """Writes a plan into TFRecord shards: in parallel processes, atomically, resumably; keeps manifest.json.
 
 Atomic: a shard is written under a temporary name and renamed when complete (:class:`ShardWriter`).
-Resumable: after each finished shard the manifest (status ``in_progress``) records its checksum; a rerun
-with the same plan keeps every shard whose file still has that checksum and writes only the rest, so an
-interrupted run (Ctrl-C, kill -9) ends with exactly the files a clean run makes.
+Resumable: after each finished shard the manifest (status ``in_progress``) records its checksum and its
+``key``, a checksum of what the shard should hold (:func:`shard_key`); a rerun keeps every shard whose key is
+the one it plans and whose file still has that checksum, and writes only the rest, so an interrupted run
+(Ctrl-C, kill -9, a full disk) ends with exactly the files a clean run makes, and a finished run's rerun
+writes nothing. Keys are per shard, so when one image changes, only the shard that holds it is rewritten.
+
+A full disk (ENOSPC) while writing a shard or the manifest, in this process or a worker, ends in one
+:class:`storage.DiskFullError` line saying what was being written, the space needed and that finished shards
+are intact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from celeba_gender import parallel, records, storage, tfrecord_file
 from celeba_gender.errors import UserError
@@ -110,19 +117,27 @@ def split_into_shards(split: str, items: Sequence[tuple[str, records.ExampleFiel
     return [ShardSpec(split, i, n, tuple(items[bounds[i]:bounds[i + 1]])) for i in range(n)]
 
 
-def plan_fingerprint(options: dict, specs: Sequence[ShardSpec]) -> str:
-    """A checksum of everything that decides the shards' bytes: options, and each record's content key."""
+def shard_key(options: dict, spec: ShardSpec) -> str:
+    """A checksum of everything that decides one shard's bytes: options, its name, each record's content."""
     sha = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
-    for spec in specs:
-        sha.update(spec.file.encode())
-        for _, f in spec.items:
-            sha.update(f"{f.filename}|{f.sha256}|{f.label}|{f.identity}|{list(f.attributes)}\n".encode())
+    sha.update(spec.file.encode())
+    for _, f in spec.items:
+        sha.update(f"{f.filename}|{f.sha256}|{f.label}|{f.identity}|{list(f.attributes)}\n".encode())
     return sha.hexdigest()
 
 
-def write_shard(job: tuple[ShardSpec, str]) -> dict:
-    """Writes one shard (in a worker process) and returns its manifest entry."""
-    spec, out_dir = job
+def plan_fingerprint(keys: Sequence[str]) -> str:
+    """A checksum of the whole plan: every shard's key (:func:`shard_key`), in order."""
+    return hashlib.sha256("".join(keys).encode()).hexdigest()
+
+
+def write_shard(job: tuple[ShardSpec, str, str]) -> dict:
+    """Writes one shard (in a worker process) and returns its manifest entry.
+
+    Errors cross the process pool by pickling, so they must rebuild from their arguments: OSError (a full
+    disk included) and one-message UserErrors such as ChangedFileError do.
+    """
+    spec, out_dir, key = job
     writer = ShardWriter(os.path.join(out_dir, spec.file))
     try:
         for path, fields in spec.items:
@@ -136,7 +151,7 @@ def write_shard(job: tuple[ShardSpec, str]) -> dict:
     except BaseException:
         writer.abort()
         raise
-    return {"file": spec.file, "records": writer.records, "bytes": writer.bytes, "sha256": sha}
+    return {"file": spec.file, "records": writer.records, "bytes": writer.bytes, "sha256": sha, "key": key}
 
 
 def remove_temporary_files(out_dir: str) -> None:
@@ -152,52 +167,100 @@ def remove_shards(out_dir: str, keep: set[str] = frozenset()) -> None:
             os.remove(os.path.join(out_dir, name))
 
 
-def reusable_shards(out_dir: str, previous: dict | None, fingerprint: str) -> dict[str, dict]:
-    """Entries of a previous manifest for the same plan whose files still have the recorded checksum."""
-    if not previous or previous.get("plan_fingerprint") != fingerprint:
-        return {}
+def reusable_shards(out_dir: str, previous: dict | None, keys: dict[str, str]) -> dict[str, dict]:
+    """Entries of a previous manifest whose shard is planned again with the same key ({file: key}) and whose
+    file still has the recorded checksum."""
     reusable = {}
-    for split in previous.get("splits", {}).values():
+    for split in (previous or {}).get("splits", {}).values():
         for entry in split.get("shards", []):
             path = os.path.join(out_dir, entry["file"])
-            if os.path.exists(path) and file_sha256(path) == entry["sha256"]:
+            if (entry.get("key") is not None and keys.get(entry["file"]) == entry["key"] and os.path.exists(path)
+                    and file_sha256(path) == entry["sha256"]):
                 reusable[entry["file"]] = entry
     return reusable
+
+
+def _estimated_bytes(specs: Sequence[ShardSpec]) -> int:
+    """About what ``specs`` take on disk: their images plus the records' own bytes (framing, fields)."""
+    total = 0
+    for spec in specs:
+        for path, _ in spec.items:
+            try:
+                total += os.path.getsize(path) + 400
+            except OSError:
+                pass
+    return total
+
+
+@contextlib.contextmanager
+def _full_disk(what: str, out_dir: str, specs: Sequence[ShardSpec], saved: set[str]) -> Iterator[None]:
+    """A full disk inside the block -> storage.DiskFullError (one line). ``saved``: the shards the manifest
+    on disk lists (what a rerun keeps). The space still needed is summed only then (it stats every image
+    left to write)."""
+    try:
+        yield
+    except OSError as e:
+        left = [s for s in specs if s.file not in saved]
+        intact = (f"The finished shards ({len(saved)} of {len(specs)}) are intact and are kept by the rerun."
+                  if saved else "No shard was finished yet.")
+        with storage.disk_space_for(what, out_dir, _estimated_bytes(left) + 2**20, intact):
+            raise e
 
 
 def write_shards(specs: Sequence[ShardSpec], out_dir: str, manifest: dict, workers: int,
                  progress: Callable[[int], None] | None = None) -> dict:
     """Writes every shard of ``specs`` not already present, keeping ``manifest`` (a dict whose ``splits``
-    have counts but no shard lists yet) up to date on disk; returns the completed manifest.
+    have counts but no shard lists yet) up to date on disk; returns the completed manifest, with its
+    ``plan_fingerprint``, and ``shards_kept`` and ``shards_written`` saying what this run did.
+
+    While shards are being written, manifest.json is rewritten after each one but without the list of dropped
+    images, which comes with the finished manifest: for CelebA that list is 3 MB of JSON, and serialising it
+    after every shard took the parent process seconds that the workers needed.
     """
     os.makedirs(out_dir, exist_ok=True)
     remove_temporary_files(out_dir)
-    done = reusable_shards(out_dir, storage.find_manifest(out_dir), manifest["plan_fingerprint"])
+    options = manifest["options"]
+    keys = {s.file: shard_key(options, s) for s in specs}
+    manifest["plan_fingerprint"] = plan_fingerprint(list(keys.values()))
+    done = reusable_shards(out_dir, storage.find_manifest(out_dir), keys)
     remove_shards(out_dir, keep=set(done))
-    manifest["status"] = storage.IN_PROGRESS
+    manifest.update(status=storage.IN_PROGRESS, shards_kept=len(done), shards_written=0)
+    manifest_path = os.path.join(out_dir, storage.MANIFEST)
+    saved: set[str] = set()  # the shards listed by the manifest on disk
+
+    def save() -> None:
+        finished = manifest["status"] == storage.COMPLETE
+        with _full_disk(storage.MANIFEST, out_dir, specs, saved):
+            storage.write_json(manifest_path, manifest if finished else
+                               {k: v for k, v in manifest.items() if k != "dropped"})
+        saved.update(done)
 
     def record(entry: dict) -> None:
         done[entry["file"]] = entry
         for split, info in manifest["splits"].items():
             info["shards"] = [done[s.file] for s in specs if s.split == split and s.file in done]
-        storage.write_json(os.path.join(out_dir, storage.MANIFEST), manifest)
 
     record_sizes = {s.file: len(s.items) for s in specs}
     for entry in list(done.values()):
         record(entry)
         if progress:
             progress(record_sizes[entry["file"]])
-    todo = [(s, out_dir) for s in specs if s.file not in done]
-    if not done:
-        storage.write_json(os.path.join(out_dir, storage.MANIFEST), manifest)
+    save()
     # Largest shards first, so the last worker to finish is not the one holding the biggest file.
-    todo.sort(key=lambda job: -len(job[0].items))
-    for entry in parallel.imap(write_shard, todo, workers, ordered=False):
-        record(entry)
-        if progress:
-            progress(entry["records"])
+    todo = sorted(((s, out_dir, keys[s.file]) for s in specs if s.file not in done), key=lambda j: -len(j[0].items))
+    try:
+        with _full_disk("TFRecord shards", out_dir, specs, saved):
+            for entry in parallel.imap(write_shard, todo, workers, ordered=False):
+                record(entry)
+                manifest["shards_written"] += 1
+                save()
+                if progress:
+                    progress(entry["records"])
+    except storage.DiskFullError:
+        remove_temporary_files(out_dir)  # the pool has stopped: give back the space half-written shards hold
+        raise
     manifest["status"] = storage.COMPLETE
     for info in manifest["splits"].values():
         info["bytes"] = sum(e["bytes"] for e in info["shards"])
-    storage.write_json(os.path.join(out_dir, storage.MANIFEST), manifest)
+    save()
     return manifest
