@@ -68,7 +68,7 @@ def test_predict_decodes_exactly_as_evaluation_and_the_savedmodel_on_every_test_
     core, config = evaluation.load_model(run_dir, run_at_half_size["checkpoint"])
     probs, labels, names, _ = evaluation.predict_split(core, data_dir, "test", config["image_size"], 16, manifest)
     inputs = evaluation.fetch_images(data_dir, "test", config["image_size"], set(names), manifest)
-    assert len(names) == manifest["splits"]["test"]["count"] > 20
+    assert len(names) == manifest["splits"]["test"]["count"] > 10
     files = [os.path.join(celeba_original, "img_align_celeba", n) for n in names]
     predictor = inference.Predictor(run_dir)
     for name, file in zip(names, files):  # the very pixels evaluation fed the model

@@ -125,3 +125,30 @@ def test_two_workers_stop_at_the_same_step_when_one_is_preempted_and_resume_toge
     assert len(hashes) == 2 and len(set(hashes)) == 1  # both workers hold the same model
     assert runs.status(run_dir)["status"] == "complete"
     assert json.load(open(os.path.join(run_dir, "summary.json")))["workers"] == 2
+
+
+def test_a_second_launch_on_a_running_run_dir_is_refused_and_a_stale_lock_is_taken_over(shards, tmp_path):
+    data_dir, _ = shards
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from celeba_gender import locks
+        with locks.hold({str(run_dir)!r}, "training"):
+            print("held", flush=True)
+            time.sleep(120)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    args = [sys.executable, os.path.join(ROOT, "train.py"), *train_args(data_dir, str(run_dir), "--epochs=1")]
+    refused = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("train: error:")]
+    assert len(errors) == 1 and f"{run_dir} is in use" in errors[0] and f"pid {holder.pid}" in errors[0]
+    assert not (run_dir / "config.json").exists() and not (run_dir / "status.json").exists()  # nothing written
+    holder.kill()  # kill -9: the lock file stays behind, stale
+    holder.wait()
+    assert (run_dir / ".lock").exists()
+    taken = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+    assert taken.returncode == 0, taken.stderr[-3000:]
+    assert "note: took over the lock" in taken.stderr and not (run_dir / ".lock").exists()
+    assert runs.status(str(run_dir))["status"] == "complete"

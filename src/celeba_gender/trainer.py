@@ -11,6 +11,7 @@ test_metrics.json and status.json.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from collections.abc import Callable
@@ -19,7 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from celeba_gender import archs, distribute, evaluation, export, loop, options, optimizers, pipeline, runs, storage
+from celeba_gender import (archs, distribute, evaluation, export, locks, loop, options, optimizers, pipeline, runs,
+                           storage)
 from celeba_gender.augment import AugmentConfig, Augmenter, host_augment_fn
 from celeba_gender.checkpoints import Checkpoints, RunState
 from celeba_gender.epochs import EpochLoop, Monitor, Schedule
@@ -189,26 +191,31 @@ def train(config: TrainConfig, sources: dict | None = None, monitor: Monitor | N
         monitor.note(f"warning: {warning}")
     run_dir = config.run_dir or runs.find_resumable(config.runs_root, config.arch, dataclasses.asdict(config)) \
         or runs.new_run_dir(config.runs_root, config.arch)
-    if runs.status(run_dir).get("status") == runs.COMPLETE:
-        monitor.note(f"run {run_dir} is complete: nothing to train (its summary follows). Train a new run by "
-                     "leaving out --run_dir or naming a new one.")
-        return storage.read_json(storage.join(run_dir, runs.SUMMARY)) or {"run_dir": run_dir}
-    if chief:
-        runs.record(run_dir, config, dataclasses.asdict(dataclasses.replace(model_config, image_size=image_size)),
-                    feed.outputs, sources)
-        runs.set_status(run_dir, runs.RUNNING)
-    try:
-        return _run(config, strategy, chief, policy, model_config, image_size, feed, run_dir, sources, monitor,
-                    should_stop)
-    except loop.Stopped as stop:
+    # One run directory, one run: the chief holds its lock (a second launch stops here, before writing
+    # anything); the other workers of a multi-worker job take no lock and so are never refused.
+    lock = locks.hold(run_dir, "training", "wait for it to finish, or give this run another --run_dir") if chief \
+        else contextlib.nullcontext()
+    with lock:
+        if runs.status(run_dir).get("status") == runs.COMPLETE:
+            monitor.note(f"run {run_dir} is complete: nothing to train (its summary follows). Train a new run by "
+                         "leaving out --run_dir or naming a new one.")
+            return storage.read_json(storage.join(run_dir, runs.SUMMARY)) or {"run_dir": run_dir}
         if chief:
-            runs.set_status(run_dir, stop.reason, epochs_done=stop.epoch, steps_done_in_epoch=stop.step,
-                            checkpoint=stop.checkpoint)
-        raise
-    except BaseException as e:
-        if chief:
-            runs.set_status(run_dir, runs.FAILED, error=f"{type(e).__name__}: {e}"[:2000])
-        raise
+            runs.record(run_dir, config, dataclasses.asdict(dataclasses.replace(model_config, image_size=image_size)),
+                        feed.outputs, sources)
+            runs.set_status(run_dir, runs.RUNNING)
+        try:
+            return _run(config, strategy, chief, policy, model_config, image_size, feed, run_dir, sources, monitor,
+                        should_stop)
+        except loop.Stopped as stop:
+            if chief:
+                runs.set_status(run_dir, stop.reason, epochs_done=stop.epoch, steps_done_in_epoch=stop.step,
+                                checkpoint=stop.checkpoint)
+            raise
+        except BaseException as e:
+            if chief:
+                runs.set_status(run_dir, runs.FAILED, error=f"{type(e).__name__}: {e}"[:2000])
+            raise
 
 
 def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: archs.ModelConfig,
