@@ -3,7 +3,7 @@
 Every function is a pure function of its arguments (tables and a seed), so a plan can be recomputed and
 compared, which is what makes an interrupted conversion resumable.
 
-The ``seed`` split replays the source study's random draws exactly (see ../shared/SEED.md), with the
+The ``seed`` split replays the source study's random draws exactly (see docs/source_study.md), with the
 same generators in the same order:
 
     df.sample(n=limit, random_state=seed)                      # pandas, over every attribute row
