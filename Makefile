@@ -1,15 +1,19 @@
 # The two set-up commands: `make demo` and `make test`. Each creates .venv and installs the project on first use.
+# On a machine with NVIDIA GPUs, `make gpu` first: the same .venv with TensorFlow's CUDA libraries, then a check.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+GPU_STAMP := $(VENV)/.gpu-stamp
 
-.PHONY: demo test test-fast install clean-demo help
+.PHONY: demo test test-fast install gpu check-gpu clean-demo help
 
 help:
 	@echo "make demo       set up .venv, make a synthetic CelebA, convert it, train a small CNN, report, run a demo study"
-	@echo "make test       set up .venv and run the whole test suite (about 2-3 minutes on 2 CPU cores)"
+	@echo "make test       set up .venv and run the whole test suite (about 6-9 minutes on 2 CPU cores)"
 	@echo "make test-fast  the suite without tests marked slow"
+	@echo "make gpu        add TensorFlow's CUDA libraries to .venv (pip install -e '.[gpu]') and list the GPUs it sees"
+	@echo "make check-gpu  list the GPUs TensorFlow sees"
 
 # Reinstall when the package metadata changes.
 $(STAMP): setup.cfg pyproject.toml
@@ -19,6 +23,17 @@ $(STAMP): setup.cfg pyproject.toml
 	@touch $@
 
 install: $(STAMP)
+
+$(GPU_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,gpu]'
+	@touch $@
+
+gpu: $(GPU_STAMP) check-gpu
+
+check-gpu: $(STAMP)
+	@$(PY) -c "import tensorflow as tf; gpus = tf.config.list_physical_devices('GPU'); \
+	print(f'TensorFlow {tf.__version__} sees {len(gpus)} GPU(s):', *[g.name for g in gpus]) if gpus else \
+	print('TensorFlow sees no GPU: training will run on the CPU (see README, Set up, for NVIDIA GPUs).')" 2>/dev/null
 
 demo: $(STAMP)
 	$(PY) make_tfrecords.py --flagfile=flags/convert/demo.flags

@@ -55,7 +55,7 @@ def _cluster_resolver():
                           "python -m celeba_gender.launch_local --workers=2 -- train.py ...")
 
 
-NO_GPU_FIX = ("install the GPU build with `pip install -e '.[gpu]'` (NVIDIA driver 525 or newer) and check with "
+NO_GPU_FIX = ("install the GPU build with `pip install -e '.[gpu]'` (or `make gpu`; it needs the NVIDIA driver) and check with "
               "`python -c \"import tensorflow as tf; print(tf.config.list_physical_devices('GPU'))\"`")
 
 
