@@ -42,14 +42,15 @@ def time_conversion(celeba_dir: str, dedupe: str, workers: int) -> tuple[float, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_images", type=int, default=20000)
-    parser.add_argument("--data_dir", default=None, help="synthetic folder (default benchmarks/_data/synthetic_N)")
+    parser.add_argument("--data_dir", default=None, help="synthetic folder (default <data_root>/synthetic_N)")
+    parser.add_argument("--data_root", default=os.path.join(HERE, "_data"), help="where the synthetic data goes")
     parser.add_argument("--modes", default="exact,near")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0, help="0 = one per CPU")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "convert.json"))
     args = parser.parse_args()
 
-    data_dir = args.data_dir or os.path.join(HERE, "_data", f"synthetic_{args.num_images}")
+    data_dir = args.data_dir or os.path.join(args.data_root, f"synthetic_{args.num_images}")
     workers = args.workers or os.cpu_count()
     t0 = time.perf_counter()
     convert.ensure_synthetic(data_dir, args.num_images, seed=42, workers=workers)

@@ -224,6 +224,7 @@ def main() -> None:
     parser.add_argument("--data_dir", default=None, help="synthetic folder (default benchmarks/_data/synthetic_N)")
     parser.add_argument("--out_dir", default=None, help="shards (default benchmarks/_data/full_size_shards_N)")
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=42, help="seed of the synthetic CelebA")
     parser.add_argument("--workers", type=int, default=0, help="converter workers; 0 = its default (one per CPU)")
     parser.add_argument("--ceiling_images", type=int, default=8000)
     parser.add_argument("--out", default=os.path.join(HERE, "results", "full_size.json"))
@@ -243,7 +244,7 @@ def main() -> None:
     from celeba_gender import convert
 
     t0 = time.perf_counter()
-    convert.ensure_synthetic(data_dir, args.num_images, seed=42, workers=2)
+    convert.ensure_synthetic(data_dir, args.num_images, seed=args.seed, workers=2)
     made = time.perf_counter() - t0
     print(f"synthetic CelebA of {args.num_images:,} images ready in {data_dir} ({made:.1f} s; 0 when it existed)")
     conv = phase_convert(data_dir, out_dir, args.workers)

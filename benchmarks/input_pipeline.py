@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from celeba_gender import augment, augment_reference, convert, pipeline  # noqa: E402
+from celeba_gender import augment, augment_reference, pipeline  # noqa: E402
 from celeba_gender.celeba import detect_layout, read_celeba  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -96,24 +96,18 @@ def idg_rows(celeba_dir: str, batch: int, batches: int, passes: int) -> dict[str
 
 
 def ceiling(celeba_dir: str, n: int, passes: int) -> tuple[float, int]:
-    """Single-thread decode rate of the same files (bytes already in memory; median of ``passes``) and
-    the core count."""
+    """Single-thread graph-mode decode rate of the same files (machine.decode_ceiling) and the core count."""
     layout = detect_layout(celeba_dir)
     names = sorted(os.listdir(layout.image_dir))[:n]
     blobs = [open(os.path.join(layout.image_dir, f), "rb").read() for f in names]
-    for b in blobs[:50]:
-        tf.io.decode_jpeg(b, channels=3)
-
-    def iterate():
-        for b in blobs:
-            tf.io.decode_jpeg(b, channels=3)
-        return len(blobs)
-    return statistics.median(timed(iterate, passes)), len(os.sched_getaffinity(0))
+    measured = machine.decode_ceiling(blobs, passes)
+    return measured["single_thread_per_s"], measured["cores"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_images", type=int, default=20000)
+    parser.add_argument("--data_root", default=os.path.join(HERE, "_data"), help="where the synthetic data goes")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--idg_batches", type=int, default=16, help="batches per timed ImageDataGenerator pass")
@@ -121,26 +115,23 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(HERE, "results", "input_pipeline.json"))
     args = parser.parse_args()
 
-    celeba_dir = os.path.join(HERE, "_data", f"synthetic_{args.num_images}")
-    shard_dir = os.path.join(HERE, "_data", f"shards_{args.num_images}")
-    convert.ensure_synthetic(celeba_dir, args.num_images, seed=42, workers=os.cpu_count())
-    convert.convert(convert.ConvertConfig(celeba_dir=celeba_dir, out_dir=shard_dir, progress=False, overwrite=True))
+    celeba_dir, shard_dir = machine.benchmark_shards(args.data_root, args.num_images)
     info = pipeline.split_info(shard_dir, "train")
     steps = pipeline.steps_per_epoch(info, args.batch)
     print(f"{info.count:,} training images in {len(info.files)} shards; {steps} batches of {args.batch} a pass")
 
     rows = idg_rows(celeba_dir, args.batch, args.idg_batches, args.passes)
-    shards = pipeline.make_dataset(shard_dir, "train", args.batch, training=True, seed=0)
+    shards = pipeline.train_dataset(pipeline.DataConfig(shard_dir, batch=args.batch, seed=0))
     rows["shards"] = timed(drain(shards, steps), args.passes)
-    cached = pipeline.make_dataset(shard_dir, "train", args.batch, training=True, seed=0, cache="memory")
+    cached = pipeline.train_dataset(pipeline.DataConfig(shard_dir, batch=args.batch, seed=0, cache="memory"))
     fill = drain(cached, steps - 3)
     fill()  # the first pass fills the cache
     rows["cached"] = timed(drain(cached, steps, warmup=0), args.passes)
     config = augment.AugmentConfig()
     # Each layer built once, here, outside tf.data's traced map function (augment.host_augment_fn).
     for kind, layer in (("fused", augment.Augmenter(config)), ("stacked", augment_reference.StackedAugmenter(config))):
-        ds = pipeline.make_dataset(shard_dir, "train", args.batch, training=True, seed=0, cache="memory",
-                                   host_augment=augment.host_augment_fn(layer))
+        ds = pipeline.train_dataset(pipeline.DataConfig(shard_dir, batch=args.batch, seed=0, cache="memory"),
+                                    host_augment=augment.host_augment_fn(layer))
         rows[f"host-{kind}"] = timed(drain(ds, args.aug_batches), args.passes)
     single, cores = ceiling(celeba_dir, min(4000, args.num_images), args.passes)
     rows["ceiling"] = [single * cores]
@@ -156,7 +147,7 @@ def main() -> None:
         result_rows.append({"path": name, "images_per_s": round(med), "all": [round(r) for r in rates],
                             "x_baseline": round(med / base, 2), "of_ceiling": round(med / top, 3)})
         print(f"{name:<14}{med:>10,.0f}{med / base:>11.1f}x{med / top:>11.0%}")
-    print(f"(ceiling = single-thread decode {single:,.0f}/s x {cores} cores)")
+    print(f"(ceiling = single-thread graph-mode decode {single:,.0f}/s x {cores} cores)")
     fused = statistics.median(rows["host-fused"]) / statistics.median(rows["host-stacked"])
     print(f"fused host augmentation is {fused:.1f}x the stacked layers")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -48,7 +48,7 @@ def measure(arch: str, source: str, precision: str, jit: bool, batch: int, steps
     if source == "synthetic":
         ds = pipeline.synthetic_dataset(batch, model.image_size)
     else:
-        ds = pipeline.make_dataset(data_dir, "train", batch, training=True, image_size=model.image_size)
+        ds = pipeline.train_dataset(pipeline.DataConfig(data_dir, model.image_size, batch))
     iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: ds))
     train_loop.train(iterator, warmup)
     start = time.perf_counter()
@@ -62,8 +62,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--data_dir", default=os.path.join(HERE, "_data", "shards_20000"),
-                        help="shards (made by benchmarks/input_pipeline.py)")
+    parser.add_argument("--data_dir", default=None, help="shards; default: a synthetic CelebA of 20,000 images "
+                        "converted under benchmarks/_data/ (made the first time, shared with input_pipeline.py)")
+    parser.add_argument("--data_root", default=os.path.join(HERE, "_data"), help="where the synthetic data goes")
+    parser.add_argument("--num_images", type=int, default=20000, help="size of the synthetic data made")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "train_step.json"))
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one configuration
     args = parser.parse_args()
@@ -73,10 +75,11 @@ def main() -> None:
         print(json.dumps({"images_per_s": measure(arch, source, precision, jit == "1", args.batch, args.steps,
                                                   args.warmup, args.data_dir)}))
         return
-    if not os.path.exists(os.path.join(args.data_dir, "manifest.json")):
-        sys.exit(f"no shards in {args.data_dir}: run python benchmarks/input_pipeline.py first (it makes them)")
     sys.path.insert(0, HERE)
     import machine
+
+    if args.data_dir is None:
+        args.data_dir = machine.benchmark_shards(args.data_root, args.num_images)[1]
 
     rows = []
     for arch in args.archs.split(","):
