@@ -554,3 +554,21 @@ def test_download_takes_no_celeba_dir_or_synthetic():
         convert.ConvertConfig(download=True, celeba_dir="x")
     with pytest.raises(convert.ConvertError, match="pass --download or --synthetic, not both"):
         convert.ConvertConfig(download=True, synthetic=10)
+
+
+def test_progress_in_a_log_file_is_plain_lines(capsys, monkeypatch):
+    """Not on a terminal, progress is a few plain lines (a tenth of the job, at most every interval), never a
+    carriage return; on close, the total."""
+    from celeba_gender import progress
+    clock = iter(range(0, 1000, 4))  # every call 4 s later
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    bar = progress.PlainProgress(100, "scan", "images", interval=10)
+    for _ in range(100):
+        bar.update(1)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert lines[-1].startswith("scan: 100/100 images (100%)")
+    assert 2 <= len(lines) <= 5, lines  # tenths at least 10 s apart: not one line per tenth
+    assert all(line.startswith("scan: ") and "images/s" in line for line in lines)

@@ -16,11 +16,10 @@ import sys
 import time
 
 import numpy as np
-from tqdm import tqdm
 
 import celeba_gender
-from celeba_gender import (celeba_locate, convert_plan, curation, locks, options, parallel, scan, storage,
-                           writer)
+from celeba_gender import (celeba_locate, convert_plan, curation, locks, options, parallel, progress, scan,
+                           storage, writer)
 from celeba_gender.attributes import class_names
 from celeba_gender.celeba import CelebaError, attribute_columns, check_attribute, detect_layout, read_celeba
 from celeba_gender.convert_summary import format_summary  # noqa: F401 - part of this module's interface
@@ -218,7 +217,7 @@ def _convert(config: ConvertConfig) -> dict:
     else:
         candidates = curation.sample_limit(table, config.limit, config.seed)
 
-    bar = tqdm(total=len(candidates), desc="scan", unit="img", disable=not config.progress, smoothing=0.05)
+    bar = progress.counter(len(candidates), "scan", enabled=config.progress)
     results = scan.scan_files(candidates["path"].tolist(), near=config.dedupe == "near", workers=workers,
                               progress=bar.update, max_pixels=config.max_pixels)
     bar.close()
@@ -282,7 +281,7 @@ def _convert(config: ConvertConfig) -> dict:
         manifest["splits"][split] = {"count": len(part), "class_counts": class_counts, "num_shards": n, "bytes": 0,
                                      "shards": []}
 
-    bar = tqdm(total=len(plan), desc="write", unit="img", disable=not config.progress, smoothing=0.05)
+    bar = progress.counter(len(plan), "write", enabled=config.progress)
     manifest = writer.write_shards(specs, config.out_dir, manifest, workers, progress=bar.update)
     bar.close()
     manifest["seconds"] = round(time.perf_counter() - started, 2)
