@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 
 import pytest
@@ -32,6 +33,9 @@ def test_tables_put_the_source_numbers_beside_and_name_the_checkpoint(tmp_path):
     study.write_tables(config, rows)
     markdown = open(tmp_path / "study.md").read()
     assert "last epoch's checkpoint" in markdown and "0.9000 (source 0.86)" in markdown
+    assert "In brackets" in markdown
+    study.write_tables(dataclasses.replace(config, archs=("small",)), [r for r in rows if r["arch"] == "small"])
+    assert "In brackets" not in open(tmp_path / "study.md").read()  # no source figure, no note about one
     spec = study.plan(config)[0]
     assert "--test_checkpoint=last" in study.train_command(config, spec)
 
@@ -98,3 +102,14 @@ def test_every_study_flagfile_parses():
     assert done.returncode == 0, done.stderr[-2000:]
     assert "flags/studies/epochs.flags epochs 5 (5, 10, 15)" in done.stdout
     assert "flags/studies/demo_epochs.flags demo_epochs 2 (1, 2, 4)" in done.stdout
+
+
+def test_a_failed_run_is_explained_in_one_line_from_its_log(tmp_path):
+    log = tmp_path / "run.log"
+    log.write_text("I0000 00:00:1 cpu_feature_guard.cc:210] noise\nTraceback (most recent call last):\n"
+                   "  File x\nValueError: boom\nW0000 00:00:2 more noise\n")
+    assert study._reason(str(log)) == "ValueError: boom"
+    log.write_text("train: error: --batch=3 is not a multiple of 2 replicas\nE0000 00:00:3 shutdown\n")
+    assert study._reason(str(log)) == "train: error: --batch=3 is not a multiple of 2 replicas"
+    log.write_text("")
+    assert study._reason(str(log)) == "(its log is empty)"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -110,9 +111,16 @@ def _run(cmd: list[str], log_path: str) -> int:
         return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _tail(path: str, lines: int = 8) -> str:
+_TF_NOISE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl)")
+
+
+def _reason(path: str) -> str:
+    """Why a child command failed, in one line: its own ``<prog>: error: ...`` line when it printed one, else
+    the last line of its log that is not TensorFlow's logging (a traceback's exception line)."""
     with open(path, errors="replace") as f:
-        return "".join(f.readlines()[-lines:])
+        lines = [line.strip() for line in f if line.strip() and not _TF_NOISE.match(line)]
+    errors = [line for line in lines if re.match(r"^[\w.-]+: error: ", line)]
+    return (errors or lines or ["(its log is empty)"])[-1]
 
 
 def prepare_data(config: StudyConfig, echo=print) -> None:
@@ -127,7 +135,7 @@ def prepare_data(config: StudyConfig, echo=print) -> None:
                f"--limit={value}", f"--out_dir={out}", "--progress=false"]
         log = os.path.join(config.directory, "logs", f"convert-limit-{value}.log")
         if _run(cmd, log):
-            raise StudyError(f"converting {value:,} images failed; see {log}:\n{_tail(log)}")
+            raise StudyError(f"converting {value:,} images failed: {_reason(log)} (its log: {log})")
         echo(f"data for {value:,} images: {out}")
 
 
@@ -146,7 +154,7 @@ def run_study(config: StudyConfig, echo=print) -> list[dict]:
         start = time.time()
         log = os.path.join(config.directory, "logs", os.path.basename(spec.run_dir) + ".log")
         if _run(train_command(config, spec), log):
-            raise StudyError(f"{label} failed; its log is {log}:\n{_tail(log)}\nFix it and run the same study "
+            raise StudyError(f"{label} failed: {_reason(log)} (its log: {log}). Fix it and run the same study "
                              "command again: finished runs are kept.")
         rows.append(_result(spec))
         echo(f"{label}: test accuracy {rows[-1]['test_accuracy']:.4f} ({time.time() - start:.0f} s)")
@@ -198,9 +206,11 @@ def write_tables(config: StudyConfig, rows: list[dict]) -> dict:
         writer.writerows(rows)
     repeats = f", mean ± std over {config.repeats} seeds" if config.repeats > 1 else ""
     which = "best validation epoch" if config.checkpoint == "best" else "last epoch"
-    md = [f"# Study {config.name}: test accuracy by {config.vary}{repeats}", "",
-          f"Each cell is the test accuracy of the {which}'s checkpoint. In brackets: what the source study published "
-          "for that cell (its last epoch, on its own leaky 52,000-image random split, so not the same test set).", "",
+    note = f"Each cell is the test accuracy of the {which}'s checkpoint."
+    if any("(source " in cell for line in table for cell in line):  # only when some cell has the source's figure
+        note += (" In brackets: what the source study published for that cell (its last epoch, on its own leaky "
+                 "52,000-image random split, so not the same test set).")
+    md = [f"# Study {config.name}: test accuracy by {config.vary}{repeats}", "", note, "",
           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(line) + " |" for line in table]
     with open(paths["study.md"], "w") as f:
