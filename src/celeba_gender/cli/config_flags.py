@@ -25,6 +25,8 @@ DEFAULT, RECIPE, FLAGFILE, COMMAND_LINE = options.DEFAULT, options.RECIPE, optio
 def define(cls, module_name: str, skip: Sequence[str] = ()) -> None:
     """Defines one absl flag per command-line option of ``cls`` (nested configs flattened), owned by
     ``module_name`` (so ``--help`` lists them under that module)."""
+    if module_name == "__main__":  # python -m: absl files the main module's flags under sys.argv[0]
+        module_name = sys.argv[0]
     for o in options.options(cls):
         if o.spec.flag and o.name not in skip:
             _define(o, module_name)

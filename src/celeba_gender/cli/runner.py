@@ -7,6 +7,7 @@ bounds) or the engine raises a :class:`~celeba_gender.errors.UserError`, prints 
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 
@@ -30,6 +31,12 @@ def _flag_error_message(error: Exception, script: str) -> str:
     if "must have a value other than None" in text:
         name = text.split("Flag --", 1)[-1].split(" ", 1)[0]
         return f"--{name} is required (see --help)."
+    # absl: "Unknown command line flag 'nosuch'" (and maybe ". Did you mean: ...?"): name it as it is typed.
+    unknown = re.match(r"Unknown command line flag '(\w+)'(.*)$", text, re.S)
+    if unknown:
+        guesses = re.findall(r"\w+", unknown.group(2).split("Did you mean:", 1)[-1]) if "Did you mean" in text else []
+        hint = f"did you mean {' or '.join('--' + g for g in guesses)}? " if guesses else ""
+        return f"unknown flag --{unknown.group(1)}: {hint}python {script} --help lists the flags."
     return f"{text.rstrip('.')} (see --help)."
 
 
