@@ -10,7 +10,7 @@
 Why one fused transform: every Keras ``Random*`` layer resamples the whole batch (one
 ``ImageProjectiveTransformV3`` each), so five stacked layers do five full-image bilinear passes and blur the
 image five times. Composing the five matrices first and warping once does one pass. On the 2-core CPU this
-project was measured on (SEED.md), ImageDataGenerator ran ~355-511 images/s, stacked Keras layers
+project was first measured on, ImageDataGenerator ran ~355-511 images/s, stacked Keras layers
 ~410-530/s and one fused transform ~1,000-1,430/s; benchmarks/README.md has this engine's latest figures.
 The stacked layers remain, for tests and benchmarks only, in :mod:`celeba_gender.augment_reference`.
 ``ImageProjectiveTransformV3`` has no XLA kernel, so the layer must run outside any jit-compiled function (it

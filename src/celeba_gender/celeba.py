@@ -1,6 +1,6 @@
 """CelebA as users have it -> one pandas table. No TensorFlow.
 
-Two forms are auto-detected (see DESIGN.md):
+Two forms are auto-detected (README, "Converting CelebA"):
 
 - original: ``img_align_celeba/*.jpg``, ``list_attr_celeba.txt`` (count line, names line, rows),
   ``list_eval_partition.txt``, optional ``identity_CelebA.txt``;

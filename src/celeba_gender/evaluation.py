@@ -4,7 +4,7 @@ per-subgroup accuracy over the other CelebA attributes, error galleries, written
     report = evaluate_run("runs/resnet50v2-...", split="test", checkpoint="best")
 
 The class names follow the label ids (0 = Female, 1 = Male): scikit-learn's report is given
-``labels=[0, 1]`` and the names in that order, the mistake the source study made (SEED.md, bug 4).
+``labels=[0, 1]`` and the names in that order, the mistake the source study made (docs/source_study.md, mistake 4).
 """
 
 from __future__ import annotations

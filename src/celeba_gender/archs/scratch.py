@@ -24,7 +24,7 @@ def _conv_bn_relu(x, filters: int, kernel: int = 3, strides: int = 1, name: str 
 
 
 def alexnet(input_shape: tuple[int, int, int]) -> keras.Model:
-    """The source study's AlexNet feature extractor (SEED.md): conv 96 11x11/4, BN, pool; 256 11x11, BN;
+    """The source study's AlexNet feature extractor (docs/source_study.md): conv 96 11x11/4, BN, pool; 256 11x11, BN;
     384 3x3, BN; 384 3x3, BN; 256 3x3, BN, pool. Its classifier (flatten, 4096, 4096) is the fc4096 head."""
     inputs = keras.Input(input_shape, name="alexnet_input")
     x = layers.Conv2D(96, 11, strides=4, activation="relu", name="conv1")(inputs)
