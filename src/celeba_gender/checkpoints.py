@@ -72,9 +72,12 @@ class Checkpoints:
         """Saves as number ``global_step`` (and as the best one too when ``best``); returns the latest path."""
         with storage.disk_space_for(f"checkpoint {global_step}", self.dir,
                                     intact="The previous checkpoints are intact."):
-            path = self._latest.save(checkpoint_number=global_step)
+            # The best one first: the latest checkpoint records the best accuracy so far, so once it is written
+            # a restart will not save this step as the best again. Were the best save to fail after it (a full
+            # disk), the run would resume believing it had a best checkpoint it does not have.
             if best:
                 self._best.save(checkpoint_number=global_step)
+            path = self._latest.save(checkpoint_number=global_step)
         return path
 
     def finish(self) -> None:
