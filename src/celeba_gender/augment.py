@@ -164,7 +164,7 @@ def host_augment_fn(layer: keras.layers.Layer) -> Callable:
     """A tf.data map function (after ``.batch``) that augments the images with ``layer`` and passes the rest.
 
     Returns ``fn(images, labels, *rest) -> (layer(images, training=True), labels, *rest)``, for ``ds.map(fn)``
-    or ``pipeline.make_dataset(host_augment=fn)``. The caller builds ``layer`` once (an :class:`Augmenter`,
+    or ``pipeline.train_dataset(config, host_augment=fn)``. The caller builds ``layer`` once (an :class:`Augmenter`,
     or any layer with its call signature) eagerly, outside any traced function and outside a distribution
     strategy's scope: its random state is a variable, which a tf.data function may update but not create.
     Each batch then advances that layer's draws; two layers give two independent streams.

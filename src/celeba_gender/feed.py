@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from celeba_gender import distribute, multilabel, pipeline, storage
-from celeba_gender.pipeline import DataConfig, SplitInfo
+from celeba_gender.pipeline import DataConfig
 from celeba_gender.storage import DataError
 
 SPLITS = ("train", "validation", "test")
