@@ -12,7 +12,8 @@ Rows (images/s, ratio to the baseline, fraction of the decode ceiling):
   host-fused this pipeline + the seed's augmentation on the host, one fused affine transform per batch
              (augment.Augmenter)
   host-stacked the same with the stacked Keras Random* layers (augment_reference.StackedAugmenter)
-  ceiling    a single-thread tf.io.decode_jpeg loop over the same bytes, times the cores
+  ceiling    tf.io.decode_jpeg alone over the same bytes in memory, in graph mode on one thread, times the
+             cores (machine.decode_ceiling)
 
 Warm-up batches are excluded; each row is the median of --passes timed passes. The synthetic folder and its
 shards are made once under benchmarks/_data/ (git-ignored). Writes benchmarks/results/input_pipeline.json.
@@ -33,7 +34,6 @@ import machine  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from celeba_gender import augment, augment_reference, pipeline  # noqa: E402
 from celeba_gender.celeba import detect_layout, read_celeba  # noqa: E402

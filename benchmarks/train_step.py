@@ -28,6 +28,10 @@ CONFIGS = (("synthetic", "float32", False), ("shards", "float32", False), ("synt
            ("synthetic", "float32", True))
 
 
+def _key(source: str, precision: str, jit: bool) -> str:
+    return f"{source}/{precision}" + ("/jit" if jit else "")
+
+
 def measure(arch: str, source: str, precision: str, jit: bool, batch: int, steps: int, warmup: int,
             data_dir: str) -> float:
     """images/s of ``steps`` training steps after ``warmup`` (runs inside a fresh process)."""
@@ -66,6 +70,8 @@ def main() -> None:
                         "converted under benchmarks/_data/ (made the first time, shared with input_pipeline.py)")
     parser.add_argument("--data_root", default=os.path.join(HERE, "_data"), help="where the synthetic data goes")
     parser.add_argument("--num_images", type=int, default=20000, help="size of the synthetic data made")
+    parser.add_argument("--configs", default=",".join(_key(*c) for c in CONFIGS),
+                        help="which of the configurations to time (comma-separated), all by default")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "train_step.json"))
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one configuration
     args = parser.parse_args()
@@ -78,14 +84,18 @@ def main() -> None:
     sys.path.insert(0, HERE)
     import machine
 
-    if args.data_dir is None:
+    chosen = args.configs.split(",")
+    configs = [c for c in CONFIGS if _key(*c) in chosen]
+    if len(configs) != len(chosen):
+        parser.error(f"--configs: each of {args.configs} must be one of {', '.join(_key(*c) for c in CONFIGS)}")
+    if args.data_dir is None and any(source == "shards" for source, _, _ in configs):
         args.data_dir = machine.benchmark_shards(args.data_root, args.num_images)[1]
 
     rows = []
     for arch in args.archs.split(","):
         row = {"arch": arch}
-        for source, precision, jit in CONFIGS:
-            key = f"{source}/{precision}" + ("/jit" if jit else "")
+        for source, precision, jit in configs:
+            key = _key(source, precision, jit)
             cmd = [sys.executable, __file__, f"--one={arch}:{source}:{precision}:{int(jit)}", f"--batch={args.batch}",
                    f"--steps={args.steps}", f"--warmup={args.warmup}", f"--data_dir={args.data_dir}"]
             done = subprocess.run(cmd, capture_output=True, text=True)
@@ -99,10 +109,11 @@ def main() -> None:
 
     info = machine.describe(("tensorflow", "keras"))
     print(f"\nmachine: {machine.one_line(info)}; batch {args.batch}; images/s of training steps")
-    keys = [f"{s}/{p}" + ("/jit" if j else "") for s, p, j in CONFIGS]
+    keys = [_key(*c) for c in configs]
     print(f"{'arch':<17}" + "".join(f"{k:>26}" for k in keys) + f"{'shards/synth':>14}")
     for row in rows:
-        ratio = (row[keys[1]] / row[keys[0]]) if row[keys[0]] and row[keys[1]] else None
+        synthetic, shards = row.get("synthetic/float32"), row.get("shards/float32")
+        ratio = shards / synthetic if synthetic and shards else None
         row["shards_over_synthetic"] = round(ratio, 2) if ratio else None
         print(f"{row['arch']:<17}" + "".join(f"{row[k] if row[k] is not None else '-':>26}" for k in keys)
               + f"{row['shards_over_synthetic'] or '-':>14}")
