@@ -10,7 +10,7 @@ GPU_STAMP := $(VENV)/.gpu-stamp
 
 help:
 	@echo "make demo       set up .venv, make a synthetic CelebA, convert it, train a small CNN, report, run a demo study"
-	@echo "make test       set up .venv and run the whole test suite (about 6-9 minutes on 2 CPU cores)"
+	@echo "make test       set up .venv and run the whole test suite (about 9.5-10 minutes on 2 CPU cores)"
 	@echo "make test-fast  the suite without tests marked slow"
 	@echo "make gpu        add TensorFlow's CUDA libraries to .venv (pip install -e '.[gpu]') and list the GPUs it sees"
 	@echo "make check-gpu  list the GPUs TensorFlow sees"
@@ -41,10 +41,10 @@ demo: $(STAMP)
 	$(PY) study.py --flagfile=flags/studies/demo_epochs.flags
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist=loadgroup
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n 2 -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist=loadgroup -m "not slow"
 
 clean-demo:
 	rm -rf demo

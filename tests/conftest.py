@@ -13,6 +13,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from celeba_gender import convert, synthetic  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """Modules with slow tests first, their slow tests first within them: `make test` runs on two pytest-xdist
+    workers, and a long test that starts last keeps one worker busy while the other idles. Whole modules move
+    together so that a module-scoped fixture is made once per worker, not once per group."""
+    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (item.module.__name__ not in slow_modules, item.module.__name__,
+                                 not item.get_closest_marker("slow"), order[id(item)]))
+
+
 @pytest.fixture(scope="session")
 def celeba_original_info(tmp_path_factory) -> synthetic.SyntheticInfo:
     """A 400-image synthetic CelebA in the original layout (read-only: copy it before damaging it)."""
@@ -62,3 +72,15 @@ def trained_run(shards, tmp_path_factory):
                                  precision="float32", progress=False, seed=1, profile_steps=(2, 4),
                                  checkpoint_steps=5, steps_per_execution=2)
     return config, trainer.train(config)
+
+
+@pytest.fixture(scope="session")
+def unbalanced_shards(tmp_path_factory) -> str:
+    """3,000 synthetic faces (the `make demo` set), converted with every image kept (--nobalance), as
+    multi-attribute runs want; enough for a model to learn in two epochs what the 400-image set cannot teach."""
+    root = tmp_path_factory.mktemp("faces3000")
+    synthetic.generate(str(root / "celeba"), 3000, seed=42, workers=2)
+    out = str(root / "shards")
+    convert.convert(convert.ConvertConfig(celeba_dir=str(root / "celeba"), out_dir=out, balance=False,
+                                          workers=2, progress=False))
+    return out

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from celeba_gender import convert, multilabel, synthetic, trainer
+from celeba_gender import multilabel, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Drawn on the synthetic faces (synthetic_faces.py / synthetic_drawing.py), big enough to see at 55x45.
@@ -52,18 +52,8 @@ def test_multi_label_targets_are_the_attribute_vector_smoothed_towards_one_half(
     np.testing.assert_allclose(targets.numpy(), [[0.9, 0.1, 0.9]], atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def unbalanced_shards(tmp_path_factory) -> str:
-    """3,000 synthetic faces, converted with every image kept (--nobalance), as multi-attribute runs want."""
-    root = tmp_path_factory.mktemp("multilabel")
-    synthetic.generate(str(root / "celeba"), 3000, seed=42, workers=2)
-    out = str(root / "shards")
-    convert.convert(convert.ConvertConfig(celeba_dir=str(root / "celeba"), out_dir=out, balance=False,
-                                          workers=2, progress=False))
-    return out
-
-
 @pytest.mark.slow
+@pytest.mark.xdist_group("faces3000")  # unbalanced_shards is made once per pytest-xdist worker
 def test_one_model_learns_the_visible_attributes_and_not_the_invisible_one(unbalanced_shards, tmp_path):
     attributes = (*VISIBLE, *INVISIBLE)
     config = trainer.TrainConfig(arch="plain4", data_dir=unbalanced_shards, run_dir=str(tmp_path / "run"),

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from celeba_gender import runs, storage, study
+from celeba_gender import storage, study
 
 
 def test_tables_show_mean_and_std_with_repeats():
