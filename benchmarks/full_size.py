@@ -183,37 +183,12 @@ def run_pipeline(out_dir: str, batch: int) -> dict:
 
 
 def run_ceiling(image_dir: str, n: int, repeats: int) -> dict:
-    """Single-thread, graph-mode tf.io.decode_jpeg over ``n`` files' bytes in memory; median of ``repeats``."""
-    import tensorflow as tf
-
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    names = sorted(os.listdir(image_dir))[:n]
+    """machine.decode_ceiling over the first ``n`` files' bytes, with the load average after it."""
     blobs = []
-    for name in names:
+    for name in sorted(os.listdir(image_dir))[:n]:
         with open(os.path.join(image_dir, name), "rb") as f:
             blobs.append(f.read())
-    data = tf.constant(blobs)
-
-    @tf.function
-    def decode_all(encoded):
-        def body(i, total):
-            image = tf.io.decode_jpeg(encoded[i], channels=3)
-            return i + 1, total + tf.shape(image)[0]  # uses every decode, so none is pruned
-        return tf.while_loop(lambda i, _: i < tf.shape(encoded)[0], body, (0, 0), parallel_iterations=1)[1]
-
-    decode_all(data[:8])  # trace
-    rates, used = [], []
-    for _ in range(repeats):
-        start, cpu = time.perf_counter(), time.process_time()
-        decode_all(data).numpy()
-        rates.append(len(blobs) / (time.perf_counter() - start))
-        used.append((time.process_time() - cpu) / (time.perf_counter() - start))
-    rates.sort()
-    cores = len(os.sched_getaffinity(0))
-    return {"images": len(blobs), "single_thread_per_s": round(rates[len(rates) // 2]), "cores": cores,
-            "ceiling_per_s": round(rates[len(rates) // 2] * cores), "all_single_thread": [round(r) for r in rates],
-            "cores_used": [round(u, 2) for u in used], "load_after": os.getloadavg()[0]}
+    return {**machine.decode_ceiling(blobs, repeats), "load_after": os.getloadavg()[0]}
 
 
 # --- main --------------------------------------------------------------------------------------------------
