@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import time
 
 
 def describe(packages: tuple[str, ...] = ("numpy", "pillow")) -> dict:
@@ -58,8 +59,6 @@ def decode_ceiling(blobs: list[bytes], repeats: int = 3) -> dict:
             image = tf.io.decode_jpeg(encoded[i], channels=3)
             return i + 1, total + tf.shape(image)[0]  # uses every decode, so none is pruned
         return tf.while_loop(lambda i, _: i < tf.shape(encoded)[0], body, (0, 0), parallel_iterations=1)[1]
-
-    import time
 
     decode_all(data[:8])  # trace
     rates, used = [], []

@@ -454,7 +454,8 @@ def test_every_flagfile_opens_with_what_it_is_for_and_what_was_measured():
         comment = " ".join(header)
         assert len(header) >= 2 and all(header), f"{path}: opening comment missing or has empty lines"
         for what, pattern in _FLAGFILE_HEADER.items():
-            assert re.search(pattern, comment, re.I), f"{path.relative_to(ROOT)}: its opening comment does not say {what}"
+            assert re.search(pattern, comment, re.I), \
+                f"{path.relative_to(ROOT)}: its opening comment does not say {what}"
         assert "../shared" not in path.read_text(), path
 
 

@@ -55,8 +55,8 @@ def _cluster_resolver():
                           "python -m celeba_gender.launch_local --workers=2 -- train.py ...")
 
 
-NO_GPU_FIX = ("install the GPU build with `pip install -e '.[gpu]'` (or `make gpu`; it needs the NVIDIA driver) and check with "
-              "`python -c \"import tensorflow as tf; print(tf.config.list_physical_devices('GPU'))\"`")
+NO_GPU_FIX = ("install the GPU build with `pip install -e '.[gpu]'` (or `make gpu`; it needs the NVIDIA driver) and "
+              "check with `python -c \"import tensorflow as tf; print(tf.config.list_physical_devices('GPU'))\"`")
 
 
 def make_strategy(name: str, num_cpu_devices: int = 1, require_gpu: bool = False) -> tf.distribute.Strategy:
