@@ -165,7 +165,7 @@ def _peak_rss_self() -> int:
 
 def run_pipeline(out_dir: str, batch: int) -> dict:
     """One uncached pass over the training split, exactly steps_per_epoch batches (in this process)."""
-    from celeba_gender import pipeline
+    from celeba_gender.inputs import pipeline
 
     info = pipeline.split_info(out_dir, "train")
     steps = pipeline.steps_per_epoch(info, batch)
@@ -216,10 +216,10 @@ def main() -> None:
         return
 
     sys.path.insert(0, os.path.join(ROOT, "src"))
-    from celeba_gender import convert
+    from celeba_gender.convert import converter
 
     t0 = time.perf_counter()
-    convert.ensure_synthetic(data_dir, args.num_images, seed=args.seed, workers=2)
+    converter.ensure_synthetic(data_dir, args.num_images, seed=args.seed, workers=2)
     made = time.perf_counter() - t0
     print(f"synthetic CelebA of {args.num_images:,} images ready in {data_dir} ({made:.1f} s; 0 when it existed)")
     conv = phase_convert(data_dir, out_dir, args.workers)

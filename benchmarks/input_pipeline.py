@@ -35,8 +35,8 @@ import machine  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from celeba_gender import augment, augment_reference, pipeline  # noqa: E402
-from celeba_gender.celeba import detect_layout, read_celeba  # noqa: E402
+from celeba_gender.inputs import augment, augment_reference, pipeline  # noqa: E402
+from celeba_gender.convert.celeba import detect_layout, read_celeba  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZE = (218, 178)

@@ -77,10 +77,10 @@ def decode_ceiling(blobs: list[bytes], repeats: int = 3) -> dict:
 def benchmark_shards(data_root: str, num_images: int = 20000) -> tuple[str, str]:
     """(synthetic CelebA folder, shard folder) of ``num_images`` images under ``data_root`` (benchmarks/_data
     by default), made the first time (the faces are drawn once; the converter skips shards already written)."""
-    from celeba_gender import convert
+    from celeba_gender.convert import converter
 
     celeba_dir = os.path.join(data_root, f"synthetic_{num_images}")
     shard_dir = os.path.join(data_root, f"shards_{num_images}")
-    convert.ensure_synthetic(celeba_dir, num_images, seed=42, workers=os.cpu_count() or 1)
-    convert.convert(convert.ConvertConfig(celeba_dir=celeba_dir, out_dir=shard_dir, progress=False, overwrite=True))
+    converter.ensure_synthetic(celeba_dir, num_images, seed=42, workers=os.cpu_count() or 1)
+    converter.convert(converter.ConvertConfig(celeba_dir=celeba_dir, out_dir=shard_dir, progress=False, overwrite=True))
     return celeba_dir, shard_dir

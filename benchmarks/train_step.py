@@ -39,15 +39,17 @@ def measure(arch: str, source: str, precision: str, jit: bool, batch: int, steps
     import keras
     import tensorflow as tf
 
-    from celeba_gender import archs, loop, pipeline
-    from celeba_gender.augment import AugmentConfig, Augmenter
+    from celeba_gender.inputs import pipeline
+    from celeba_gender.models import registry
+    from celeba_gender.train import step
+    from celeba_gender.inputs.augment import AugmentConfig, Augmenter
 
     keras.mixed_precision.set_global_policy(precision)
     strategy = tf.distribute.get_strategy()
-    model = archs.build_model(archs.ModelConfig(arch=arch, weights="none"))
+    model = registry.build_model(registry.ModelConfig(arch=arch, weights="none"))
     augment = Augmenter(AugmentConfig(), seed=0, name="augment")
     optimizer = keras.optimizers.Adam(1e-4)
-    train_loop = loop.TrainLoop(strategy, model.core, optimizer, loop.LoopConfig(batch, jit_compile=jit),
+    train_loop = step.TrainLoop(strategy, model.core, optimizer, step.LoopConfig(batch, jit_compile=jit),
                                 augment=augment)
     if source == "synthetic":
         ds = pipeline.synthetic_dataset(batch, model.image_size)

@@ -10,7 +10,8 @@ import pytest
 # Quiet TensorFlow's C++ start-up banner in test logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from celeba_gender import convert, synthetic  # noqa: E402
+from celeba_gender.convert import converter  # noqa: E402
+from celeba_gender.synthetic import generate  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -24,10 +25,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def celeba_original_info(tmp_path_factory) -> synthetic.SyntheticInfo:
+def celeba_original_info(tmp_path_factory) -> generate.SyntheticInfo:
     """A 400-image synthetic CelebA in the original layout (read-only: copy it before damaging it)."""
     out = str(tmp_path_factory.mktemp("celeba_original"))
-    return synthetic.generate(out, 400, seed=7, layout="original", workers=1)
+    return generate.generate(out, 400, seed=7, layout="original", workers=1)
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +41,7 @@ def celeba_original(celeba_original_info) -> str:
 def celeba_kaggle(tmp_path_factory) -> str:
     """The same kind of data in Kaggle's layout (nested image folder, CSV files, no identity file)."""
     out = str(tmp_path_factory.mktemp("celeba_kaggle"))
-    synthetic.generate(out, 120, seed=3, layout="kaggle", workers=1)
+    generate.generate(out, 120, seed=3, layout="kaggle", workers=1)
     return out
 
 
@@ -56,7 +57,7 @@ def celeba_copy(celeba_original, tmp_path) -> str:
 def shards(celeba_original, tmp_path_factory) -> tuple[str, dict]:
     """(directory, manifest) of the original-layout folder converted with the defaults (read-only)."""
     out = str(tmp_path_factory.mktemp("shards"))
-    manifest = convert.convert(convert.ConvertConfig(celeba_dir=celeba_original, out_dir=out, workers=1,
+    manifest = converter.convert(converter.ConvertConfig(celeba_dir=celeba_original, out_dir=out, workers=1,
                                                      progress=False))
     return out, manifest
 
@@ -64,7 +65,7 @@ def shards(celeba_original, tmp_path_factory) -> tuple[str, dict]:
 @pytest.fixture(scope="session")
 def trained_run(shards, tmp_path_factory):
     """(config, result) of one epoch of the tiny CNN on :func:`shards`, with every optional artifact on."""
-    from celeba_gender import trainer
+    from celeba_gender.train import trainer
 
     data_dir, _ = shards
     run_dir = str(tmp_path_factory.mktemp("run") / "tiny-run")
@@ -79,8 +80,8 @@ def unbalanced_shards(tmp_path_factory) -> str:
     """3,000 synthetic faces (the `make demo` set), converted with every image kept (--nobalance), as
     multi-attribute runs want; enough for a model to learn in two epochs what the 400-image set cannot teach."""
     root = tmp_path_factory.mktemp("faces3000")
-    synthetic.generate(str(root / "celeba"), 3000, seed=42, workers=2)
+    generate.generate(str(root / "celeba"), 3000, seed=42, workers=2)
     out = str(root / "shards")
-    convert.convert(convert.ConvertConfig(celeba_dir=str(root / "celeba"), out_dir=out, balance=False,
+    converter.convert(converter.ConvertConfig(celeba_dir=str(root / "celeba"), out_dir=out, balance=False,
                                           workers=2, progress=False))
     return out

@@ -1,4 +1,4 @@
-"""celeba_gender.augment and .geometry: the seed's ImageDataGenerator augmentation as one fused Keras 3 layer,
+"""celeba_gender.inputs.augment and .geometry: the seed's ImageDataGenerator augmentation as one fused Keras 3 layer,
 checked against ImageDataGenerator and the stacked reference layers (augment_reference); the training targets."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from celeba_gender import augment, augment_reference, geometry  # noqa: E402
+from celeba_gender.inputs import augment, augment_reference, geometry  # noqa: E402
 
 SEED_H, SEED_W = 218, 178  # the seed's target size (height x width)
 SEED_CONFIG = augment.AugmentConfig()

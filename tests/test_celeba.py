@@ -10,10 +10,10 @@ import textwrap
 import pandas as pd
 import pytest
 
-from celeba_gender import celeba, celeba_locate
-from celeba_gender.attributes import ATTRIBUTE_NAMES
-from celeba_gender.celeba import CelebaError, check_attribute, detect_layout, read_celeba
-from celeba_gender.celeba_locate import ENV_VAR
+from celeba_gender.convert import celeba, locate
+from celeba_gender.shards.attributes import ATTRIBUTE_NAMES
+from celeba_gender.convert.celeba import CelebaError, check_attribute, detect_layout, read_celeba
+from celeba_gender.convert.locate import ENV_VAR
 
 
 def test_original_layout_parses(celeba_original):
@@ -153,15 +153,15 @@ def test_the_search_order(tmp_path, monkeypatch, celeba_kaggle, celeba_original)
     cache = tmp_path / "cache"
     cached = fake_kagglehub_cache(cache, celeba_kaggle)
     env = {"KAGGLEHUB_CACHE": str(cache)}
-    assert celeba_locate.locate(None, env) == celeba_locate.Found(cached, "kagglehub's cache, "
+    assert locate.locate(None, env) == locate.Found(cached, "kagglehub's cache, "
                                                                   "jessicali9530/celeba-dataset version 2")
     os.makedirs("data")
     os.symlink(celeba_original, "data/celeba")
-    assert celeba_locate.locate(None, env).path == os.path.abspath("data/celeba")  # before kagglehub's cache
-    assert celeba_locate.locate(None, {**env, ENV_VAR: cached}).path == cached  # CELEBA_DIR before both
-    assert celeba_locate.locate("elsewhere", {**env, ENV_VAR: cached}).path == "elsewhere"  # the flag first
-    with pytest.raises(celeba_locate.CelebaNotFoundError, match=r"\$CELEBA_DIR=/nowhere does not hold CelebA"):
-        celeba_locate.locate(None, {ENV_VAR: "/nowhere"})  # a wrong setting is an error, not skipped
+    assert locate.locate(None, env).path == os.path.abspath("data/celeba")  # before kagglehub's cache
+    assert locate.locate(None, {**env, ENV_VAR: cached}).path == cached  # CELEBA_DIR before both
+    assert locate.locate("elsewhere", {**env, ENV_VAR: cached}).path == "elsewhere"  # the flag first
+    with pytest.raises(locate.CelebaNotFoundError, match=r"\$CELEBA_DIR=/nowhere does not hold CelebA"):
+        locate.locate(None, {ENV_VAR: "/nowhere"})  # a wrong setting is an error, not skipped
 
 
 def test_without_celeba_dir_the_kagglehub_copy_converts_and_download_uses_it_offline(tmp_path, celeba_kaggle):

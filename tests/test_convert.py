@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from celeba_gender import convert, convert_plan, records, scan, writer
-from celeba_gender.celeba import detect_layout, read_celeba
-from celeba_gender.storage import MANIFEST as FILENAME
+from celeba_gender.convert import converter, shard_plan, image_scan, writer
+from celeba_gender.shards import schema
+from celeba_gender.convert.celeba import detect_layout, read_celeba
+from celeba_gender.core.fileio import MANIFEST as FILENAME
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,7 +28,7 @@ def read_split(out_dir: str, manifest: dict, split: str) -> list[dict]:
     if not files:
         return []
     n = len(manifest["attribute_names"])
-    return [{k: v.numpy() for k, v in records.parse_example(r, n).items()}
+    return [{k: v.numpy() for k, v in schema.parse_example(r, n).items()}
             for r in tf.data.TFRecordDataset(files)]
 
 
@@ -66,43 +67,43 @@ def test_shards_hold_exactly_the_plan_and_the_source_bytes(celeba_original, shar
     for split, info in manifest["splits"].items():
         recs = read_split(out_dir, manifest, split)
         assert len(recs) == info["count"] > 0
-        labels = [int(r[records.LABEL]) for r in recs]
+        labels = [int(r[schema.LABEL]) for r in recs]
         assert {"Female": labels.count(0), "Male": labels.count(1)} == info["class_counts"]
         for shard in info["shards"]:  # the manifest's checksums and sizes are the files'
             path = os.path.join(out_dir, shard["file"])
             assert writer.file_sha256(path) == shard["sha256"] and os.path.getsize(path) == shard["bytes"]
         assert sum(s["records"] for s in info["shards"]) == info["count"]
         for r in recs:
-            image_id = r[records.FILENAME].decode()
+            image_id = r[schema.FILENAME].decode()
             row = by_id.loc[image_id]
             data = open(row["path"], "rb").read()
-            assert r[records.ENCODED] == data  # the original bytes, never re-encoded
-            assert r[records.SHA256].decode() == hashlib.sha256(data).hexdigest()
-            assert r[records.LABEL] == row["Male"]
-            assert r[records.CLASS_TEXT].decode() == ("Male" if row["Male"] else "Female")
-            assert list(r[records.ATTRIBUTES]) == [row[a] for a in manifest["attribute_names"]]
-            assert r[records.IDENTITY] == row["identity"]
+            assert r[schema.ENCODED] == data  # the original bytes, never re-encoded
+            assert r[schema.SHA256].decode() == hashlib.sha256(data).hexdigest()
+            assert r[schema.LABEL] == row["Male"]
+            assert r[schema.CLASS_TEXT].decode() == ("Male" if row["Male"] else "Female")
+            assert list(r[schema.ATTRIBUTES]) == [row[a] for a in manifest["attribute_names"]]
+            assert r[schema.IDENTITY] == row["identity"]
             assert ("train", "validation", "test")[row["partition"]] == split  # official partition kept
-            assert (r[records.HEIGHT], r[records.WIDTH]) == (218, 178)
+            assert (r[schema.HEIGHT], r[schema.WIDTH]) == (218, 178)
             seen.add(image_id)
     assert len(seen) == sum(i["count"] for i in manifest["splits"].values())
     dropped = manifest["dropped_counts"]
     assert len(seen) + dropped.get("duplicate", 0) + dropped["balanced_out"] == len(table)  # balanced by default
     for info in manifest["splits"].values():
         assert info["class_counts"]["Female"] == info["class_counts"]["Male"]
-    image = tf.io.decode_jpeg(read_split(out_dir, manifest, "test")[0][records.ENCODED], channels=3)
+    image = tf.io.decode_jpeg(read_split(out_dir, manifest, "test")[0][schema.ENCODED], channels=3)
     assert image.shape == (218, 178, 3)
 
 
 def test_exact_and_near_copies_never_straddle_splits(celeba_original_info, tmp_path):
     info = celeba_original_info
     assert info.exact_duplicates and info.near_duplicates
-    manifest = convert.convert(convert.ConvertConfig(celeba_dir=info.out_dir, out_dir=str(tmp_path),
+    manifest = converter.convert(converter.ConvertConfig(celeba_dir=info.out_dir, out_dir=str(tmp_path),
                                                      dedupe="near", balance=False, workers=2, progress=False))
     split_of = {}
     for split in manifest["splits"]:
         for r in read_split(str(tmp_path), manifest, split):
-            split_of[r[records.FILENAME].decode()] = split
+            split_of[r[schema.FILENAME].decode()] = split
     for copy, original in info.exact_duplicates + info.near_duplicates:
         assert not (copy in split_of and original in split_of), (copy, original)
         assert original in split_of  # the smaller id is the one kept
@@ -140,11 +141,11 @@ def test_bad_input_is_skipped_and_reported(celeba_copy, tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError):  # what the scan rejects, TensorFlow cannot decode
         tf.io.decode_jpeg(truncated)
     out = str(tmp_path / "out")
-    manifest = convert.convert(convert.ConvertConfig(celeba_dir=celeba_copy, out_dir=out, max_bad_fraction=0.05,
+    manifest = converter.convert(converter.ConvertConfig(celeba_dir=celeba_copy, out_dir=out, max_bad_fraction=0.05,
                                                      workers=2, progress=False))
     reasons = {d["image_id"]: d["reason"] for d in manifest["dropped"]}
     assert {k: reasons.get(k) for k in expected} == expected
-    written = {r[records.FILENAME].decode() for s in manifest["splits"] for r in read_split(out, manifest, s)}
+    written = {r[schema.FILENAME].decode() for s in manifest["splits"] for r in read_split(out, manifest, s)}
     assert not written & set(expected)
     assert manifest["dropped_counts"]["missing"] == 2 and manifest["dropped_counts"]["corrupt"] == 2
 
@@ -210,53 +211,53 @@ def test_an_interrupted_run_resumes_to_the_shards_of_a_clean_run(celeba_original
 
 def test_a_changed_shard_is_rewritten_and_other_options_need_overwrite(celeba_original, tmp_path):
     out = str(tmp_path / "out")
-    config = convert.ConvertConfig(celeba_dir=celeba_original, out_dir=out, num_shards=2, workers=1, progress=False)
-    manifest = convert.convert(config)
+    config = converter.ConvertConfig(celeba_dir=celeba_original, out_dir=out, num_shards=2, workers=1, progress=False)
+    manifest = converter.convert(config)
     first = manifest["splits"]["train"]["shards"][0]["file"]
     good = open(os.path.join(out, first), "rb").read()
     open(os.path.join(out, first), "ab").write(b"junk")
-    convert.convert(config)
+    converter.convert(config)
     assert open(os.path.join(out, first), "rb").read() == good
-    with pytest.raises(convert.ConvertError, match=r"other options \(dedupe: 'exact' -> 'none'\).*--overwrite"):
-        convert.convert(convert.ConvertConfig(**{**config.__dict__, "dedupe": "none"}))
-    manifest = convert.convert(convert.ConvertConfig(**{**config.__dict__, "dedupe": "none", "overwrite": True}))
+    with pytest.raises(converter.ConvertError, match=r"other options \(dedupe: 'exact' -> 'none'\).*--overwrite"):
+        converter.convert(converter.ConvertConfig(**{**config.__dict__, "dedupe": "none"}))
+    manifest = converter.convert(converter.ConvertConfig(**{**config.__dict__, "dedupe": "none", "overwrite": True}))
     assert manifest["options"]["dedupe"] == "none" and "duplicate" not in manifest["dropped_counts"]
 
 
 def test_copies_left_in_different_splits_are_warned_about():
     plan = pd.DataFrame({"sha256": ["a", "a", "b", "b"], "split": ["train", "test", "train", "train"]})
-    none = convert.ConvertConfig(dedupe="none")
-    assert convert_plan.straddling_copies(plan, none) == [
+    none = converter.ConvertConfig(dedupe="none")
+    assert shard_plan.straddling_copies(plan, none) == [
         "1 groups of byte-identical images are in more than one split (--dedupe=none): the test set sees "
         "training images."]
-    assert convert_plan.straddling_copies(plan[plan["sha256"] == "b"], none) == []
+    assert shard_plan.straddling_copies(plan[plan["sha256"] == "b"], none) == []
 
 
 def test_identity_split_and_balance_end_to_end(celeba_original, tmp_path):
     out = str(tmp_path / "out")
-    manifest = convert.convert(convert.ConvertConfig(celeba_dir=celeba_original, out_dir=out, split="identity",
+    manifest = converter.convert(converter.ConvertConfig(celeba_dir=celeba_original, out_dir=out, split="identity",
                                                      balance=True, workers=1, progress=False))
     identities = {}
     for split, info in manifest["splits"].items():
         assert info["class_counts"]["Female"] == info["class_counts"]["Male"]
-        identities[split] = {int(r[records.IDENTITY]) for r in read_split(out, manifest, split)}
+        identities[split] = {int(r[schema.IDENTITY]) for r in read_split(out, manifest, split)}
     assert not identities["train"] & identities["test"] and not identities["train"] & identities["validation"]
     assert not identities["validation"] & identities["test"]
     assert manifest["dropped_counts"]["balanced_out"] > 0
 
 
 def test_identity_split_with_a_zero_fraction_writes_no_shard_for_that_split(celeba_original, tmp_path):
-    manifest = convert.convert(convert.ConvertConfig(celeba_dir=celeba_original, out_dir=str(tmp_path), workers=1,
+    manifest = converter.convert(converter.ConvertConfig(celeba_dir=celeba_original, out_dir=str(tmp_path), workers=1,
                                                      split="identity", split_fractions=(0.9, 0.1, 0.0),
                                                      progress=False))
     assert manifest["splits"]["test"]["count"] == 0 and manifest["splits"]["test"]["shards"] == []
     assert manifest["splits"]["train"]["count"] > manifest["splits"]["validation"]["count"] > 0
-    assert "test 0 dropped" in convert.format_summary(manifest, str(tmp_path))
+    assert "test 0 dropped" in converter.format_summary(manifest, str(tmp_path))
 
 
 def test_seed_split_end_to_end_records_the_protocol(celeba_original, tmp_path):
     out = str(tmp_path / "out")
-    manifest = convert.convert(convert.ConvertConfig(celeba_dir=celeba_original, out_dir=out, split="seed",
+    manifest = converter.convert(converter.ConvertConfig(celeba_dir=celeba_original, out_dir=out, split="seed",
                                                      limit=300, balance=True, workers=1, progress=False))
     protocol = manifest["seed_protocol"]
     assert protocol["sampled"] == 300
@@ -269,7 +270,7 @@ def test_seed_split_end_to_end_records_the_protocol(celeba_original, tmp_path):
 
 
 def test_kaggle_layout_converts(celeba_kaggle, tmp_path):
-    manifest = convert.convert(convert.ConvertConfig(celeba_dir=celeba_kaggle, out_dir=str(tmp_path),
+    manifest = converter.convert(converter.ConvertConfig(celeba_dir=celeba_kaggle, out_dir=str(tmp_path),
                                                      balance=False, workers=1, progress=False))
     assert manifest["source"]["form"] == "kaggle"
     assert sum(i["count"] for i in manifest["splits"].values()) >= 118
@@ -373,7 +374,7 @@ def test_out_dir_with_a_tilde_goes_to_home(celeba_original, tmp_path):
 
 def test_summary_table_lists_splits_and_drops(shards):
     out_dir, manifest = shards
-    text = convert.format_summary(manifest, out_dir)
+    text = converter.format_summary(manifest, out_dir)
     assert text.splitlines()[0].split() == ["split", "images", "Female", "Male", "shards", "MB"]
     dropped = manifest["dropped_counts"]
     assert f"dropped: balanced_out {dropped['balanced_out']}, duplicate {dropped['duplicate']}  (each listed" in text
@@ -469,10 +470,10 @@ def _solid_jpeg(width: int, height: int) -> bytes:
 def test_every_truncation_of_a_jpeg_is_caught_with_and_without_the_full_size_decode(celeba_original, near):
     # Without --dedupe=near the check decodes at 1/8 scale, which still entropy-decodes the whole file.
     data = open(os.path.join(celeba_original, "img_align_celeba", "000001.jpg"), "rb").read()
-    assert scan.check_jpeg(data, near).problem is None
+    assert image_scan.check_jpeg(data, near).problem is None
     for end in range(200, len(data) - 2, max(1, len(data) // 40)):
-        result = scan.check_jpeg(data[:end], near)
-        assert result.problem == scan.CORRUPT, (end, len(data), result)
+        result = image_scan.check_jpeg(data[:end], near)
+        assert result.problem == image_scan.CORRUPT, (end, len(data), result)
         with pytest.raises(tf.errors.InvalidArgumentError):  # what TensorFlow would have met in training
             tf.io.decode_jpeg(data[:end])
 
@@ -480,7 +481,7 @@ def test_every_truncation_of_a_jpeg_is_caught_with_and_without_the_full_size_dec
 def test_an_image_over_max_pixels_is_skipped_as_too_large(celeba_copy, tmp_path):
     big = _solid_jpeg(2000, 2000)  # 4 megapixels of one colour: a few tens of KB
     open(os.path.join(celeba_copy, "img_align_celeba", "000020.jpg"), "wb").write(big)
-    manifest = convert.convert(convert.ConvertConfig(celeba_dir=celeba_copy, out_dir=str(tmp_path / "out"),
+    manifest = converter.convert(converter.ConvertConfig(celeba_dir=celeba_copy, out_dir=str(tmp_path / "out"),
                                                      max_pixels=1_000_000, workers=2, progress=False))
     entry = next(d for d in manifest["dropped"] if d["image_id"] == "000020.jpg")
     assert entry["reason"] == "too_large"
@@ -497,10 +498,10 @@ def _with_size(jpeg: bytes, width: int, height: int) -> bytes:
 @pytest.mark.parametrize("width,height", [(8000, 8000), (20000, 20000), (65000, 65000)])
 def test_a_header_claiming_huge_dimensions_is_refused_before_decoding(width, height):
     data = _with_size(_solid_jpeg(64, 64), width, height)
-    result = scan.check_jpeg(data)  # the default limit, 40 megapixels
+    result = image_scan.check_jpeg(data)  # the default limit, 40 megapixels
     # Decoding would have failed as corrupt (the data holds 64x64 pixels): the header check came first.
-    assert result.problem == scan.TOO_LARGE and len(data) < 2000
-    assert scan.check_jpeg(_solid_jpeg(178, 218)).problem is None  # a CelebA-sized image passes
+    assert result.problem == image_scan.TOO_LARGE and len(data) < 2000
+    assert image_scan.check_jpeg(_solid_jpeg(178, 218)).problem is None  # a CelebA-sized image passes
 
 
 def test_a_second_converter_on_the_same_out_dir_is_refused_and_a_killed_ones_lock_taken_over(celeba_original,
@@ -538,7 +539,7 @@ def test_summary_columns_fit_long_class_names_and_an_oversized_limit_is_said():
         "balance": {"train": {"dropped": 6, "class": "not_Eyeglasses", "from": 11, "to": 5},
                     "test": {"dropped": 0, "missing": "Eyeglasses"}},
         "dropped_counts": {"balanced_out": 6}, "shards_kept": 2, "shards_written": 0}
-    lines = convert.format_summary(manifest, "out").splitlines()
+    lines = converter.format_summary(manifest, "out").splitlines()
     assert lines[0].split() == ["split", "images", "not_Eyeglasses", "Eyeglasses", "shards", "MB"]
     assert lines[1].split()[:4] == ["train", "10", "5", "5"]
     assert ("balanced: train 6 dropped (not_Eyeglasses 11 -> 5), test not balanced (it has no Eyeglasses images)"
@@ -546,20 +547,20 @@ def test_summary_columns_fit_long_class_names_and_an_oversized_limit_is_said():
     assert "--limit=300,000 is more than the 202,599 usable rows: all were used" in lines
     assert "nothing to do: all 2 shards were already written by an earlier run with these options" in lines
     manifest["balance"] = None
-    assert "balanced: none (--nobalance keeps every image)" in convert.format_summary(manifest, "out")
+    assert "balanced: none (--nobalance keeps every image)" in converter.format_summary(manifest, "out")
 
 
 def test_download_takes_no_celeba_dir_or_synthetic():
-    with pytest.raises(convert.ConvertError, match="pass --download or --celeba_dir, not both"):
-        convert.ConvertConfig(download=True, celeba_dir="x")
-    with pytest.raises(convert.ConvertError, match="pass --download or --synthetic, not both"):
-        convert.ConvertConfig(download=True, synthetic=10)
+    with pytest.raises(converter.ConvertError, match="pass --download or --celeba_dir, not both"):
+        converter.ConvertConfig(download=True, celeba_dir="x")
+    with pytest.raises(converter.ConvertError, match="pass --download or --synthetic, not both"):
+        converter.ConvertConfig(download=True, synthetic=10)
 
 
 def test_progress_in_a_log_file_is_plain_lines(capsys, monkeypatch):
     """Not on a terminal, progress is a few plain lines (a tenth of the job, at most every interval), never a
     carriage return; on close, the total."""
-    from celeba_gender import progress
+    from celeba_gender.core import progress
     clock = iter(range(0, 1000, 4))  # every call 4 s later
     monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
     bar = progress.PlainProgress(100, "scan", "images", interval=10)

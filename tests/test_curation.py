@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
-from celeba_gender import curation
+from celeba_gender.convert import curation
 
 
 def _label_table(n_female: int, n_male: int, seed: int = 0) -> pd.DataFrame:

@@ -15,7 +15,8 @@ import textwrap
 
 import pytest
 
-from celeba_gender import runs, storage
+from celeba_gender.core import fileio
+from celeba_gender.rundir import directory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -68,23 +69,23 @@ def test_a_full_disk_ends_in_one_line_and_the_rerun_completes(shards, tmp_path, 
     errors = [line for line in failed.stderr.splitlines() if line.startswith("train: error:")]
     assert len(errors) == 1 and "The disk is full: " + what in errors[0] and "Traceback" not in failed.stderr
     assert "intact" in errors[0] and "run the same command again" in errors[0]
-    assert runs.status(run_dir)["status"] == "failed" and "disk is full" in runs.status(run_dir)["error"]
+    assert directory.status(run_dir)["status"] == "failed" and "disk is full" in directory.status(run_dir)["error"]
 
     again = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], capture_output=True,
                            text=True, cwd=ROOT, timeout=300, env=ENV)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert runs.status(run_dir)["status"] == "complete"
+    assert directory.status(run_dir)["status"] == "complete"
     epochs = [line.split(",")[0] for line in open(os.path.join(run_dir, "history.csv")).read().splitlines()[1:]]
     assert epochs == ["1", "2"]
     for name in ("export/model.keras", "report/report.json", "summary.json", "test_metrics.json"):
         assert os.path.exists(os.path.join(run_dir, name)), name
-    assert storage.read_json(os.path.join(run_dir, "summary.json"))["checkpoint"] == "best"  # none was lost
+    assert fileio.read_json(os.path.join(run_dir, "summary.json"))["checkpoint"] == "best"  # none was lost
 
 
 def test_the_message_names_the_space_needed_and_other_errors_pass_through(tmp_path):
-    with pytest.raises(storage.DiskFullError, match=r"writing shard x in .* MB free, about 3 MB needed\)"):
-        with storage.disk_space_for("shard x", str(tmp_path / "not" / "yet"), need_bytes=3 << 20):
+    with pytest.raises(fileio.DiskFullError, match=r"writing shard x in .* MB free, about 3 MB needed\)"):
+        with fileio.disk_space_for("shard x", str(tmp_path / "not" / "yet"), need_bytes=3 << 20):
             raise OSError(errno.ENOSPC, "No space left on device")
     with pytest.raises(PermissionError):
-        with storage.disk_space_for("shard x", str(tmp_path)):
+        with fileio.disk_space_for("shard x", str(tmp_path)):
             raise PermissionError(errno.EACCES, "Permission denied")

@@ -53,7 +53,7 @@ DEMO_COMMANDS = {
     "python predict.py --run_dir=runs/... --tta=flip --explain --output=out/predictions.csv my_photos/",
     "python study.py --flagfile=flags/studies/demo_epochs.flags",
     "python study.py --flagfile=flags/studies/demo_dataset_size.flags",
-    "python -m celeba_gender.launch_local --workers=2 -- train.py --arch=tiny --data_dir=demo/tfrecords "
+    "python -m celeba_gender.cli.launch_local --workers=2 -- train.py --arch=tiny --data_dir=demo/tfrecords "
     "--run_dir=demo/runs/tiny-2workers --strategy=multi_worker --batch=32 --epochs=2",
 }
 REAL_CELEBA_COMMANDS = {
@@ -71,8 +71,8 @@ REAL_CELEBA_COMMANDS = {
     "--attribute_weights=balanced",
     "python study.py --flagfile=flags/studies/epochs.flags",
     "python study.py --flagfile=flags/studies/dataset_size.flags",
-    "python -m celeba_gender.data_service dispatcher --port=5050",
-    "python -m celeba_gender.data_service worker --dispatcher=dispatcher-host:5050 --port=5051",
+    "python -m celeba_gender.inputs.data_service dispatcher --port=5050",
+    "python -m celeba_gender.inputs.data_service worker --dispatcher=dispatcher-host:5050 --port=5051",
 }
 BENCHMARK_COMMANDS = {
     "python benchmarks/convert.py",
@@ -283,7 +283,7 @@ def test_the_demo_commands_run_as_documented(tmp_path):
                     add="--epochs=1 --warmup_epochs=0 --image_size=55,45")
     assert "mean accuracy" in multi.stdout and (tmp_path / "demo/runs/all-balanced/report/attributes.png").exists()
 
-    workers = box.run("python -m celeba_gender.launch_local --workers=2 -- train.py --arch=tiny "
+    workers = box.run("python -m celeba_gender.cli.launch_local --workers=2 -- train.py --arch=tiny "
                       "--data_dir=demo/tfrecords --run_dir=demo/runs/tiny-2workers --strategy=multi_worker "
                       "--batch=32 --epochs=2", add="--epochs=1")
     assert_tensorflow_start_up_lines_at_most_once(workers.stderr + workers.stdout)
@@ -302,7 +302,7 @@ def test_the_real_celeba_commands_run_as_documented_offline(tmp_path):
     """The commands for the real CelebA on a synthetic one in data/celeba, offline: conversions complete; every
     command that needs ImageNet weights or Kaggle stops at once with one line naming what to fetch (exit 2)."""
     box = Sandbox(tmp_path)
-    subprocess.run([sys.executable, "-m", "celeba_gender.synthetic", f"--out_dir={tmp_path}/data/celeba",
+    subprocess.run([sys.executable, "-m", "celeba_gender.synthetic.generate", f"--out_dir={tmp_path}/data/celeba",
                     "--num_images=700", "--seed=5"], check=True, capture_output=True, env=box.env)
     (tmp_path / "home" / "data").mkdir()
     (tmp_path / "home" / "data" / "celeba").symlink_to(tmp_path / "data" / "celeba")
@@ -348,8 +348,8 @@ def test_the_real_celeba_commands_run_as_documented_offline(tmp_path):
     servers = []
     try:
         for documented, ports in (
-                ("python -m celeba_gender.data_service dispatcher --port=5050", {"5050": str(dispatcher_port)}),
-                ("python -m celeba_gender.data_service worker --dispatcher=dispatcher-host:5050 --port=5051",
+                ("python -m celeba_gender.inputs.data_service dispatcher --port=5050", {"5050": str(dispatcher_port)}),
+                ("python -m celeba_gender.inputs.data_service worker --dispatcher=dispatcher-host:5050 --port=5051",
                  {"dispatcher-host:5050": f"127.0.0.1:{dispatcher_port}", "5051": str(worker_port)})):
             command = documented
             for old, new in ports.items():
@@ -468,17 +468,18 @@ def test_nothing_sends_a_user_outside_the_repository():
 
 
 def test_the_readme_recipe_table_is_the_registry():
-    from celeba_gender import archs, options
-    from celeba_gender.trainer import TrainConfig
+    from celeba_gender.core import options
+    from celeba_gender.models import registry
+    from celeba_gender.train.trainer import TrainConfig
 
     text = (ROOT / "README.md").read_text()
     header = re.search(r"^\| arch \| optimizer \|.*$", text, re.M).group(0)
     columns = [c.strip() for c in header.strip("|").split("|")][1:]
     rows = re.findall(r"^\| `(\w+)` \| (adamw|adam|sgd)\b.*$", text, re.M)
-    assert {name for name, _ in rows} == set(archs.ARCH_NAMES)
+    assert {name for name, _ in rows} == set(registry.ARCH_NAMES)
     for line in re.findall(r"^\| `\w+` \| (?:adamw|adam|sgd)\b.*$", text, re.M):
         cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
-        spec = archs.get(cells[0])
+        spec = registry.get(cells[0])
         recipe = {**{o.name: o.default for o in options.options(TrainConfig)}, **spec.recipe()}
         for column, cell in zip(columns, cells[1:]):
             if column == "image size":

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from celeba_gender import evaluation, pipeline
+from celeba_gender.evaluate import evaluator
+from celeba_gender.inputs import pipeline
 
 NAMES = ["Female", "Male"]
 
@@ -18,7 +19,7 @@ def test_metrics_equal_a_direct_computation_and_class_names_follow_label_ids():
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 0, 1, 0])
     p_male = np.array([0.1, 0.2, 0.7, 0.4, 0.9, 0.3, 0.8, 0.6, 0.55, 0.05])
     probs = np.stack([1 - p_male, p_male], axis=1)
-    m = evaluation.compute_metrics(probs, labels, NAMES)
+    m = evaluator.compute_metrics(probs, labels, NAMES)
     preds = (p_male > 0.5).astype(int)  # 0 0 1 0 1 0 1 1 1 0
     tp = int(((preds == 1) & (labels == 1)).sum())  # 3 Male right
     tn = int(((preds == 0) & (labels == 0)).sum())  # 4 Female right
@@ -40,9 +41,9 @@ def test_metrics_equal_a_direct_computation_and_class_names_follow_label_ids():
 
 
 def test_wilson_interval_known_values():
-    lo, hi = evaluation.wilson_interval(8, 10)
+    lo, hi = evaluator.wilson_interval(8, 10)
     assert (round(lo, 3), round(hi, 3)) == (0.490, 0.943)
-    lo, hi = evaluation.wilson_interval(5000, 5000)
+    lo, hi = evaluator.wilson_interval(5000, 5000)
     assert hi == pytest.approx(1.0) and lo > 0.999
 
 
@@ -53,7 +54,7 @@ def test_subgroups_are_sorted_worst_first_and_skip_small_groups():
     attrs[:10, 0] = 1  # group A: its first 10 examples, made half wrong below
     probs[:10:2] = probs[:10:2][:, ::-1]
     attrs[:3, 1] = 1  # group B: too small
-    rows = evaluation.subgroup_accuracy(probs, labels, attrs, ["A", "B", "Male"], "Male", min_support=5)
+    rows = evaluator.subgroup_accuracy(probs, labels, attrs, ["A", "B", "Male"], "Male", min_support=5)
     assert rows[0]["group"] == "A" and rows[0]["count"] == 10 and rows[0]["accuracy"] == pytest.approx(0.5)
     assert rows[0]["gap"] == pytest.approx(0.5 - 35 / 40)
     assert "B" not in {r["group"] for r in rows} and "Male" not in {r["attribute"] for r in rows}
@@ -65,24 +66,24 @@ def test_worst_errors_are_the_right_direction_most_confident_first():
     p_male = np.array([0.2, 0.45, 0.9, 0.8, 0.1])
     probs = np.stack([1 - p_male, p_male], 1)
     names = [f"{i}.jpg" for i in range(5)]
-    male_as_female = evaluation.worst_errors(probs, labels, names, actual=1, predicted=0, limit=5)
+    male_as_female = evaluator.worst_errors(probs, labels, names, actual=1, predicted=0, limit=5)
     assert [e["filename"] for e in male_as_female] == ["0.jpg", "1.jpg"]
     assert male_as_female[0]["probability"] == pytest.approx(0.8)
-    assert [e["filename"] for e in evaluation.worst_errors(probs, labels, names, 0, 1, 5)] == ["3.jpg"]
+    assert [e["filename"] for e in evaluator.worst_errors(probs, labels, names, 0, 1, 5)] == ["3.jpg"]
 
 
 def test_evaluate_run_writes_a_report_that_matches_the_model(trained_run, shards):
     _, result = trained_run
     run_dir = result["run_dir"]
     data_dir, manifest = shards
-    report = evaluation.evaluate_run(run_dir, "test", "best", gallery_size=50, min_support=5)
+    report = evaluator.evaluate_run(run_dir, "test", "best", gallery_size=50, min_support=5)
     out = os.path.join(run_dir, "report")
     for name in ("report.json", "report.md", "confusion_matrix.png", "curves.png", "errors_Male_as_Female.png",
                  "errors_Female_as_Male.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     # Every test example exactly once, and the numbers are those of the model's own predictions.
-    model, config = evaluation.load_model(run_dir, "best")
-    probs, labels, names, _ = evaluation.predict_split(model, data_dir, "test", config["image_size"], 32)
+    model, config = evaluator.load_model(run_dir, "best")
+    probs, labels, names, _ = evaluator.predict_split(model, data_dir, "test", config["image_size"], 32)
     assert report["count"] == manifest["splits"]["test"]["count"] == len(set(names))
     assert report["accuracy"] == pytest.approx(float((probs.argmax(-1) == labels).mean()))
     assert sum(map(sum, report["confusion_matrix"])) == report["count"]
@@ -117,21 +118,21 @@ def test_flip_tta_is_reported_beside_the_plain_figures(trained_run, shards):
     _, result = trained_run
     run_dir = result["run_dir"]
     data_dir, _ = shards
-    report = evaluation.evaluate_run(run_dir, "validation", "best", tta_mode="flip", gradcam_size=0, min_support=5)
-    model, config = evaluation.load_model(run_dir, "best")
+    report = evaluator.evaluate_run(run_dir, "validation", "best", tta_mode="flip", gradcam_size=0, min_support=5)
+    model, config = evaluator.load_model(run_dir, "best")
     size = config["image_size"]
-    plain, labels, _, _ = evaluation.predict_split(model, data_dir, "validation", size, 32)
+    plain, labels, _, _ = evaluator.predict_split(model, data_dir, "validation", size, 32)
     mirrored = np.concatenate([np.asarray(model(tf.cast(images[:, :, ::-1], tf.float32), training=False))
                                for images, *_ in pipeline.eval_dataset(pipeline.DataConfig(data_dir, tuple(size), 32),
                                                                        "validation", with_metadata=True)])
     both = (plain + mirrored) / 2  # the image's and its mirror's probabilities, averaged
     tta = report["tta"]
     assert tta["mode"] == "flip" and tta["accuracy"] == pytest.approx(float((both.argmax(-1) == labels).mean()))
-    assert tta["log_loss"] == pytest.approx(evaluation.compute_metrics(both, labels, NAMES)["log_loss"], rel=1e-5)
+    assert tta["log_loss"] == pytest.approx(evaluator.compute_metrics(both, labels, NAMES)["log_loss"], rel=1e-5)
     assert tta["changed_predictions"] == int((both.argmax(-1) != plain.argmax(-1)).sum())
     assert tta["fixed"] - tta["broken"] == int((both.argmax(-1) == labels).sum() - (plain.argmax(-1) == labels).sum())
     assert report["accuracy"] == pytest.approx(float((plain.argmax(-1) == labels).mean()))  # plain stays plain
-    out = evaluation.report_dir(run_dir, "validation", "best")
+    out = evaluator.report_dir(run_dir, "validation", "best")
     assert json.load(open(os.path.join(out, "report.json")))["tta"] == tta
     markdown = open(os.path.join(out, "report.md")).read()
     assert "plain vs flip" in markdown and f"| accuracy | {100 * report['accuracy']:.2f}% | " \
@@ -140,12 +141,13 @@ def test_flip_tta_is_reported_beside_the_plain_figures(trained_run, shards):
 
 
 def test_the_report_shows_gradcam_of_the_errors_and_of_correct_answers(trained_run, shards):
-    from celeba_gender import archs, export, gradcam
+    from celeba_gender.models import registry
+    from celeba_gender.serve import export, gradcam
 
     _, result = trained_run
     run_dir = result["run_dir"]
     data_dir, manifest = shards
-    report = evaluation.evaluate_run(run_dir, "test", "best", gradcam_size=3, min_support=5)
+    report = evaluator.evaluate_run(run_dir, "test", "best", gradcam_size=3, min_support=5)
     out = os.path.join(run_dir, "report")
     markdown = open(os.path.join(out, "report.md")).read()
     for group in ("Male_as_Female", "Female_as_Male", "correct"):
@@ -159,10 +161,10 @@ def test_the_report_shows_gradcam_of_the_errors_and_of_correct_answers(trained_r
     correct = report["gradcam"]["correct"]
     assert correct and all(e["explained"] == e["actual"] for e in correct)
     # The recorded peak is that of the model's own Grad-CAM on the image it evaluated.
-    model, config = evaluation.load_model(run_dir, "best")
+    model, config = evaluator.load_model(run_dir, "best")
     entry = correct[0]
-    image = evaluation.fetch_images(data_dir, "test", config["image_size"], {entry["filename"]}, manifest)
+    image = evaluator.fetch_images(data_dir, "test", config["image_size"], {entry["filename"]}, manifest)
     heatmap = gradcam.heatmaps(export.inference_model(model, tuple(config["image_size"])),
-                               image[entry["filename"]][None], entry["output_index"], archs.get("tiny").gradcam_layer)
+                               image[entry["filename"]][None], entry["output_index"], registry.get("tiny").gradcam_layer)
     row, col = gradcam.peak(heatmap[0])
     assert entry["peak"] == [row / heatmap.shape[1], col / heatmap.shape[2]]

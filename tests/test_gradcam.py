@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from celeba_gender import archs, export, gradcam
-from celeba_gender.archs.layers import preprocessing
+from celeba_gender.models import registry
+from celeba_gender.serve import export, gradcam
+from celeba_gender.models.layers import preprocessing
 
 # Building these at their minimum size and taking their Grad-CAM took 13-20 s on 2 shared CPU cores (densenet201
 # alone 6-8 s), the other five 3 s: marked slow.
@@ -20,10 +21,10 @@ BIG = {"resnet50v2", "inceptionv3", "densenet201", "efficientnetv2b0"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n
-                                  for n in archs.ARCH_NAMES])
+                                  for n in registry.ARCH_NAMES])
 def test_every_arch_has_a_gradcam_layer_and_maps_of_the_image_size(name):
-    spec = archs.get(name)
-    model = archs.build_model(archs.ModelConfig(arch=name, image_size=spec.min_size, weights="none"))
+    spec = registry.get(name)
+    model = registry.build_model(registry.ModelConfig(arch=name, image_size=spec.min_size, weights="none"))
     # The registry's layer is a spatial map of the backbone, and only pooling follows it there.
     layer = model.backbone.get_layer(spec.gradcam_layer)
     assert len(layer.output.shape) == 4
@@ -52,7 +53,7 @@ def test_gradcam_of_a_gap_linear_head_is_its_class_activation_map(outputs, activ
     is the logit, whose gradient survives) and one attribute of a 40-sigmoid multi-attribute model."""
     keras.utils.set_random_seed(3)
     size = (24, 20)
-    backbone = archs.get("tiny").build((*size, 3), None)
+    backbone = registry.get("tiny").build((*size, 3), None)
     inputs = keras.Input((*size, 3), name="image")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone(preprocessing("tf")(inputs)))
     logits = keras.layers.Dense(outputs, name="logits")(x)
@@ -73,7 +74,7 @@ def test_gradcam_of_a_gap_linear_head_is_its_class_activation_map(outputs, activ
 
 def test_models_that_are_not_a_chain_around_a_backbone_are_refused():
     size = (16, 16)
-    backbone = archs.get("tiny").build((*size, 3), None)
+    backbone = registry.get("tiny").build((*size, 3), None)
     inputs = keras.Input((*size, 3))
     features = backbone(inputs)
     pooled = keras.layers.GlobalAveragePooling2D()(features)
@@ -88,13 +89,13 @@ def test_models_that_are_not_a_chain_around_a_backbone_are_refused():
 def test_the_export_records_the_arch_gradcam_layer(trained_run):
     _, result = trained_run
     labels = json.load(open(os.path.join(result["run_dir"], "export", "labels.json")))
-    assert labels["gradcam_layer"] == archs.get("tiny").gradcam_layer == "block2_relu"
+    assert labels["gradcam_layer"] == registry.get("tiny").gradcam_layer == "block2_relu"
 
 
 def test_cells_a_floor_mode_pooling_drops_are_not_evidence():
     """plain4 at 48x40: its Grad-CAM layer is 6x5 and the 2x2 pooling after it drops the last column, which
     the decision never sees: that column's part of the map is 0, not whatever its channels hold."""
-    model = archs.build_model(archs.ModelConfig(arch="plain4", image_size=(48, 40)))
+    model = registry.build_model(registry.ModelConfig(arch="plain4", image_size=(48, 40)))
     assert model.backbone.get_layer("block4_relu").output.shape[1:3] == (6, 5)
     images = np.random.default_rng(2).integers(0, 256, (4, 48, 40, 3)).astype("uint8")
     maps = gradcam.heatmaps(export.inference_model(model.core, (48, 40)), images, 1, "block4_relu")
@@ -106,8 +107,8 @@ def _face_box(size) -> tuple[float, float, float, float]:
     """(top, bottom, left, right) of the synthetic faces in a model input of ``size``: the drawing's geometry
     (synthetic_drawing.py: head centre 8 px below the eye line, forehead 58 px above it, chin ~65 px below,
     half-width ~44 px, in 218x178), widened by 4 px for the pose jitter (rotation ~4 degrees, shift ~2.5 px)."""
-    from celeba_gender.attributes import CELEBA_SIZE
-    from celeba_gender.synthetic_drawing import CX, EYE_Y
+    from celeba_gender.shards.attributes import CELEBA_SIZE
+    from celeba_gender.synthetic.drawing import CX, EYE_Y
 
     sy, sx = size[0] / CELEBA_SIZE[0], size[1] / CELEBA_SIZE[1]
     centre = EYE_Y + 8
@@ -119,7 +120,7 @@ def run_that_learned(unbalanced_shards, tmp_path_factory) -> dict:
     """The demo's `small` CNN at 109x89, one epoch on 3,000 synthetic faces (about 30 s on 2 cores). The suite's
     one-epoch tiny run, or this CNN on the 400-image set, learns too little to localise anything: their Male peaks
     fell on the face 23-57% of the time over a dozen runs, against 33% by chance; this run's 75-89% in three."""
-    from celeba_gender import trainer
+    from celeba_gender.train import trainer
 
     config = trainer.TrainConfig(arch="small", data_dir=unbalanced_shards, image_size=(109, 89), batch=64, epochs=1,
                                  lr=3e-3, run_dir=str(tmp_path_factory.mktemp("cam") / "r"), precision="float32",
@@ -133,13 +134,13 @@ def test_the_male_evidence_of_a_trained_run_peaks_on_the_face_more_often_than_ch
                                                                                      unbalanced_shards):
     from scipy.stats import binomtest
 
-    from celeba_gender import pipeline
+    from celeba_gender.inputs import pipeline
 
     model = keras.models.load_model(run_that_learned["export"]["keras"])
     size = tuple(model.input_shape[1:3])
     images = np.concatenate([batch[0].numpy() for split in ("validation", "test") for batch in
                              pipeline.eval_dataset(pipeline.DataConfig(unbalanced_shards, size, 64), split)])
-    maps = gradcam.heatmaps(model, images, 1, archs.get("small").gradcam_layer)  # 1: Male
+    maps = gradcam.heatmaps(model, images, 1, registry.get("small").gradcam_layer)  # 1: Male
     maps = maps[maps.max(axis=(1, 2)) > 0]  # a map may be empty: nothing in the image argues for Male
     top, bottom, left, right = _face_box(size)
     chance = (bottom - top) * (right - left) / (size[0] * size[1])  # the box's share of the image: about 1/3

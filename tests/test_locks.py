@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from celeba_gender import locks
+from celeba_gender.core import locks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""celeba_gender.loop: the targets the training step builds."""
+"""celeba_gender.train.step: the targets the training step builds."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from celeba_gender import loop  # noqa: E402
-from celeba_gender.augment import AugmentConfig  # noqa: E402
+from celeba_gender.train import step  # noqa: E402
+from celeba_gender.inputs.augment import AugmentConfig  # noqa: E402
 
 
 def _constant_model(probs) -> keras.Model:
@@ -35,10 +35,10 @@ def test_train_step_smooths_the_mixed_targets(mixing):
     """
     batch, eps, probs = 8, 0.2, (0.9, 0.1)
     strategy = tf.distribute.get_strategy()
-    train_loop = loop.TrainLoop(strategy, _constant_model(probs), keras.optimizers.SGD(0.0),
-                                loop.LoopConfig(batch, label_smoothing=eps, measure_input_wait=False,
+    train_loop = step.TrainLoop(strategy, _constant_model(probs), keras.optimizers.SGD(0.0),
+                                step.LoopConfig(batch, label_smoothing=eps, measure_input_wait=False,
                                                 mixing=mixing))
     ds = tf.data.Dataset.from_tensors((np.zeros((batch, 4, 4, 3), np.uint8), np.zeros(batch, np.int32))).repeat()
-    stats = loop.summarize(train_loop.train(iter(strategy.distribute_datasets_from_function(lambda _: ds)), 1))
+    stats = step.summarize(train_loop.train(iter(strategy.distribute_datasets_from_function(lambda _: ds)), 1))
     smoothed = -((1 - eps / 2) * math.log(probs[0]) + eps / 2 * math.log(probs[1]))
     assert stats["loss"] == pytest.approx(smoothed, rel=1e-5)  # one-hot targets would give -log(0.9) = 0.105

@@ -16,7 +16,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from celeba_gender import data_service, distribute, launch_local, pipeline, runs, storage, trainer
+from celeba_gender.cli import launch_local
+from celeba_gender.core import fileio
+from celeba_gender.inputs import data_service, pipeline
+from celeba_gender.rundir import directory
+from celeba_gender.train import distribute, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -39,7 +43,7 @@ def test_local_tf_configs_name_every_worker_once():
 def test_multi_worker_without_a_cluster_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    with pytest.raises(distribute.DistributeError, match=r"needs TF_CONFIG \(or a Slurm job\).*celeba_gender.launch_local"):
+    with pytest.raises(distribute.DistributeError, match=r"needs TF_CONFIG \(or a Slurm job\).*celeba_gender.cli.launch_local"):
         distribute.make_strategy("multi_worker")
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(distribute.DistributeError, match="not valid JSON"):
@@ -52,7 +56,7 @@ def test_multi_worker_without_a_cluster_is_a_clear_error(monkeypatch):
 def test_two_workers_train_identical_weights_and_only_the_chief_writes(shards, tmp_path):
     data_dir, _ = shards
     run_dir = str(tmp_path / "mw")
-    cmd = [sys.executable, "-m", "celeba_gender.launch_local", "--workers=2", "--",
+    cmd = [sys.executable, "-m", "celeba_gender.cli.launch_local", "--workers=2", "--",
            *train_args(data_dir, run_dir, "--epochs=2", "--strategy=multi_worker")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT, env=ENV)
     assert done.returncode == 0, done.stdout[-3000:]
@@ -64,7 +68,7 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(shards, t
         assert len(glob.glob(os.path.join(run_dir, sub, "events.out.tfevents.*"))) == 1
     assert len(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))) == 1
     assert os.path.exists(os.path.join(run_dir, "export", "model.keras"))
-    summary = storage.read_json(os.path.join(run_dir, "summary.json"))
+    summary = fileio.read_json(os.path.join(run_dir, "summary.json"))
     assert summary["workers"] == 2 and summary["replicas"] == 2
     assert not glob.glob(os.path.join(run_dir, "checkpoints", "*worker*"))
 
@@ -110,7 +114,7 @@ def test_a_killed_worker_restarted_with_the_job_resumes_from_the_checkpoint(shar
     assert f"resuming run {run_dir}" in out
     epochs = [line.split(",")[0] for line in open(os.path.join(run_dir, "history.csv")).read().splitlines()[1:]]
     assert epochs[0] == "1" and epochs[-1] == "3" and len(epochs) == len(set(epochs))  # none counted twice
-    assert runs.status(run_dir)["status"] == "complete"
+    assert directory.status(run_dir)["status"] == "complete"
 
 
 def test_tf_data_service_on_loopback_serves_exact_passes(shards):
@@ -137,7 +141,7 @@ def test_tf_data_service_on_loopback_serves_exact_passes(shards):
                                                batch=32, epochs=1, precision="float32", progress=False,
                                                tf_data_service=dispatcher.target, evaluate_test=False))
     assert result["best_validation_accuracy"] >= 0
-    assert storage.read_json(os.path.join(result["run_dir"], "config.json"))["train"]["tf_data_service"] == dispatcher.target
+    assert fileio.read_json(os.path.join(result["run_dir"], "config.json"))["train"]["tf_data_service"] == dispatcher.target
 
 
 def test_data_and_run_directories_can_be_gfile_urls(shards):

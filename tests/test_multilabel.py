@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from celeba_gender import multilabel, trainer
+from celeba_gender.tasks import multilabel
+from celeba_gender.train import trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Drawn on the synthetic faces (synthetic_faces.py / synthetic_drawing.py), big enough to see at 55x45.
@@ -45,7 +46,7 @@ def test_the_published_figures_have_their_papers_means_and_every_name():
 
 
 def test_multi_label_targets_are_the_attribute_vector_smoothed_towards_one_half():
-    from celeba_gender.augment import training_targets
+    from celeba_gender.inputs.augment import training_targets
 
     labels = tf.constant([[1.0, 0.0, 1.0]])
     _, targets = training_targets(tf.zeros([1, 4, 4, 3]), labels, 3, 0.2, multi_label=True)

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from celeba_gender import convert, pipeline
-from celeba_gender.pipeline import DataConfig
-from celeba_gender.storage import MANIFEST as FILENAME
+from celeba_gender.convert import converter
+from celeba_gender.inputs import pipeline
+from celeba_gender.inputs.pipeline import DataConfig
+from celeba_gender.core.fileio import MANIFEST as FILENAME
 
 
 def train_ds(data_dir, batch, **options):
@@ -216,7 +217,7 @@ def test_gfile_urls_are_read_through_tf_io_gfile(shards):
 
 def test_conversion_to_pipeline_round_trip_with_kaggle_layout(celeba_kaggle, tmp_path):
     out = str(tmp_path / "k")
-    convert.convert(convert.ConvertConfig(celeba_dir=celeba_kaggle, out_dir=out, workers=1, progress=False))
+    converter.convert(converter.ConvertConfig(celeba_dir=celeba_kaggle, out_dir=out, workers=1, progress=False))
     n = sum(len(l) for _, l in eval_ds(out, "validation", 4))
     assert n == json.load(open(os.path.join(out, FILENAME)))["splits"]["validation"]["count"]
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from celeba_gender import inference, photos
+from celeba_gender.serve import inference, photos
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +40,7 @@ def photos_dir(celeba_original, tmp_path) -> str:
 def run_at_half_size(shards, tmp_path_factory) -> dict:
     """The tiny CNN trained one epoch at 109x89: half of the stored 218x178, so JPEGs take libjpeg's DCT
     scaling in training, evaluation, the SavedModel and (it must) predict.py."""
-    from celeba_gender import trainer
+    from celeba_gender.train import trainer
 
     data_dir, _ = shards
     config = trainer.TrainConfig(arch="tiny", data_dir=data_dir, run_dir=str(tmp_path_factory.mktemp("run109") / "r"),
@@ -60,14 +60,15 @@ def test_predict_decodes_exactly_as_evaluation_and_the_savedmodel_on_every_test_
                                                                                      celeba_original):
     import tensorflow as tf
 
-    from celeba_gender import decode, evaluation
+    from celeba_gender.evaluate import evaluator
+    from celeba_gender.inputs import decode
 
     data_dir, manifest = shards
     run_dir = run_at_half_size["run_dir"]
     assert decode.jpeg_ratio((218, 178), (109, 89)) == 2  # the DCT path is the one under test
-    core, config = evaluation.load_model(run_dir, run_at_half_size["checkpoint"])
-    probs, labels, names, _ = evaluation.predict_split(core, data_dir, "test", config["image_size"], 16, manifest)
-    inputs = evaluation.fetch_images(data_dir, "test", config["image_size"], set(names), manifest)
+    core, config = evaluator.load_model(run_dir, run_at_half_size["checkpoint"])
+    probs, labels, names, _ = evaluator.predict_split(core, data_dir, "test", config["image_size"], 16, manifest)
+    inputs = evaluator.fetch_images(data_dir, "test", config["image_size"], set(names), manifest)
     assert len(names) == manifest["splits"]["test"]["count"] > 10
     files = [os.path.join(celeba_original, "img_align_celeba", n) for n in names]
     predictor = inference.Predictor(run_dir)
@@ -185,7 +186,7 @@ def _variants(face: np.ndarray, folder) -> dict[str, tuple[str, float]]:
 def test_awkward_files_predict_like_the_same_face_in_plain_rgb(trained_run, celeba_original, tmp_path):
     import tensorflow as tf
 
-    from celeba_gender.decode import fit_to_size
+    from celeba_gender.inputs.decode import fit_to_size
 
     _, result = trained_run
     predictor = inference.Predictor(result["run_dir"])

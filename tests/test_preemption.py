@@ -20,7 +20,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from celeba_gender import runs
+from celeba_gender.rundir import directory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -72,7 +72,7 @@ def test_a_signal_mid_epoch_checkpoints_the_step_and_the_same_command_resumes_th
     calls = [line for line in stopped.stdout.splitlines() if line.startswith("CALL ")]
     # The signal arrived during call `signal_at`; the next call carried the vote and was the last one.
     assert len(calls) == signal_at + 1 and calls[-1].endswith("vote=1.0" if sig == "SIGTERM" else "vote=1e-06")
-    recorded = runs.status(run_dir)
+    recorded = directory.status(run_dir)
     assert recorded["status"] == status and recorded["epochs_done"] == 1 and recorded["steps_done_in_epoch"] == 6
     assert recorded["checkpoint"].endswith(f"ckpt-{steps + 6}")
     assert f"train: {status} at epoch 2, step 6" in stopped.stderr and "Traceback" not in stopped.stderr
@@ -90,7 +90,7 @@ def test_a_signal_mid_epoch_checkpoints_the_step_and_the_same_command_resumes_th
     assert latest.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 3 * steps  # no step twice
     validation = event_steps(os.path.join(run_dir, "validation"), "accuracy")
     assert validation == [steps, 2 * steps, 3 * steps]  # one validation per epoch, on the global-step axis
-    assert runs.status(run_dir)["status"] == "complete"
+    assert directory.status(run_dir)["status"] == "complete"
 
 
 @pytest.mark.slow
@@ -98,7 +98,7 @@ def test_two_workers_stop_at_the_same_step_when_one_is_preempted_and_resume_toge
     data_dir, manifest = shards
     run_dir = str(tmp_path / "mw")
     args = train_args(data_dir, run_dir, "--strategy=multi_worker", "--cache=none")
-    launcher = subprocess.Popen([sys.executable, "-m", "celeba_gender.launch_local", "--workers=2", "--",
+    launcher = subprocess.Popen([sys.executable, "-m", "celeba_gender.cli.launch_local", "--workers=2", "--",
                                  os.path.join(ROOT, "train.py"), *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 180
@@ -112,9 +112,9 @@ def test_two_workers_stop_at_the_same_step_when_one_is_preempted_and_resume_toge
     assert launcher.returncode == 143, out[-3000:]
     stops = sorted(line.split("train: ", 1)[1] for line in out.splitlines() if "train: preempted at epoch" in line)
     assert len(stops) == 2 and stops[0].split(";")[0] == stops[1].split(";")[0], stops  # same epoch and step
-    assert runs.status(run_dir)["status"] == "preempted"
+    assert directory.status(run_dir)["status"] == "preempted"
 
-    again = subprocess.run([sys.executable, "-m", "celeba_gender.launch_local", "--workers=2", "--",
+    again = subprocess.run([sys.executable, "-m", "celeba_gender.cli.launch_local", "--workers=2", "--",
                             os.path.join(ROOT, "train.py"), *args], cwd=ROOT, env=ENV, capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 0, again.stdout[-3000:]
@@ -123,7 +123,7 @@ def test_two_workers_stop_at_the_same_step_when_one_is_preempted_and_resume_toge
     assert epochs == ["1", "2", "3"]
     hashes = re.findall(r"final weights sha256 ([0-9a-f]{16})", again.stdout)
     assert len(hashes) == 2 and len(set(hashes)) == 1  # both workers hold the same model
-    assert runs.status(run_dir)["status"] == "complete"
+    assert directory.status(run_dir)["status"] == "complete"
     assert json.load(open(os.path.join(run_dir, "summary.json")))["workers"] == 2
 
 
@@ -151,4 +151,4 @@ def test_a_second_launch_on_a_running_run_dir_is_refused_and_a_stale_lock_is_tak
     taken = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
     assert taken.returncode == 0, taken.stderr[-3000:]
     assert "note: took over the lock" in taken.stderr and not (run_dir / ".lock").exists()
-    assert runs.status(str(run_dir))["status"] == "complete"
+    assert directory.status(str(run_dir))["status"] == "complete"

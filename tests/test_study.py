@@ -8,47 +8,48 @@ import os
 
 import pytest
 
-from celeba_gender import storage, study
+from celeba_gender.core import fileio
+from celeba_gender.study import grid
 
 
 def test_tables_show_mean_and_std_with_repeats():
-    config = study.StudyConfig(name="t", archs=("tiny", "small"), vary="epochs", values=(1, 2), repeats=2)
+    config = grid.StudyConfig(name="t", archs=("tiny", "small"), vary="epochs", values=(1, 2), repeats=2)
     rows = [{"arch": a, "value": v, "test_accuracy": acc} for a, v, acc in (
         ("tiny", 1, 0.6), ("tiny", 1, 0.8), ("small", 1, 0.9), ("small", 1, 0.9),
         ("tiny", 2, 0.7), ("tiny", 2, 0.7), ("small", 2, 0.95), ("small", 2, 0.97))]
-    header, table = study.tabulate(config, rows)
+    header, table = grid.tabulate(config, rows)
     assert header == ["epochs", "tiny", "small"]
     assert table[0] == ["1", "0.7000 ± 0.1414", "0.9000 ± 0.0000"]
     assert table[1][0] == "2" and table[1][2] == "0.9600 ± 0.0141"
 
 
 def test_tables_put_the_source_numbers_beside_and_name_the_checkpoint(tmp_path):
-    config = study.StudyConfig(name="s", archs=("alexnet", "small"), vary="epochs", values=(5, 7),
+    config = grid.StudyConfig(name="s", archs=("alexnet", "small"), vary="epochs", values=(5, 7),
                                checkpoint="last", study_dir=str(tmp_path))
     rows = [{"arch": a, "value": v, "test_accuracy": acc, "seed": 42, "run_dir": "r"} for a, v, acc in (
         ("alexnet", 5, 0.9), ("small", 5, 0.8), ("alexnet", 7, 0.91), ("small", 7, 0.82))]
-    _, table = study.tabulate(config, rows)
+    _, table = grid.tabulate(config, rows)
     # The source reported AlexNet at 5 epochs (0.86), not at 7, and never trained `small`.
     assert table == [["5", "0.9000 (source 0.86)", "0.8000"], ["7", "0.9100", "0.8200"]]
-    study.write_tables(config, rows)
+    grid.write_tables(config, rows)
     markdown = open(tmp_path / "study.md").read()
     assert "last epoch's checkpoint" in markdown and "0.9000 (source 0.86)" in markdown
     assert "In brackets" in markdown
-    study.write_tables(dataclasses.replace(config, archs=("small",)), [r for r in rows if r["arch"] == "small"])
+    grid.write_tables(dataclasses.replace(config, archs=("small",)), [r for r in rows if r["arch"] == "small"])
     assert "In brackets" not in open(tmp_path / "study.md").read()  # no source figure, no note about one
-    spec = study.plan(config)[0]
-    assert "--test_checkpoint=last" in study.train_command(config, spec)
+    spec = grid.plan(config)[0]
+    assert "--test_checkpoint=last" in grid.train_command(config, spec)
 
 
 def test_plan_names_one_run_per_cell_and_seed(tmp_path):
-    config = study.StudyConfig(name="p", archs=("tiny", "plain4"), vary="dataset_size", values=(100, 200),
+    config = grid.StudyConfig(name="p", archs=("tiny", "plain4"), vary="dataset_size", values=(100, 200),
                                repeats=2, seed=7, study_dir=str(tmp_path))
-    specs = study.plan(config)
+    specs = grid.plan(config)
     assert len(specs) == 8 and len({s.run_dir for s in specs}) == 8
     assert {s.data_dir for s in specs} == {str(tmp_path / "data" / "limit-100"), str(tmp_path / "data" / "limit-200")}
     assert {s.seed for s in specs} == {7, 8}
-    with pytest.raises(study.StudyError, match="needs --convert_flagfile"):
-        study.prepare_data(config)
+    with pytest.raises(grid.StudyError, match="needs --convert_flagfile"):
+        grid.prepare_data(config)
 
 
 @pytest.mark.slow
@@ -56,15 +57,15 @@ def test_a_two_run_study_tabulates_and_a_rerun_skips_finished_runs(shards, tmp_p
     data_dir, _ = shards
     flagfile = tmp_path / "train.flags"
     flagfile.write_text("--batch=16\n--lr=0.003\n--precision=float32\n--image_size=32,26\n")
-    config = study.StudyConfig(name="two", archs=("tiny",), vary="epochs", values=(1, 2),
+    config = grid.StudyConfig(name="two", archs=("tiny",), vary="epochs", values=(1, 2),
                                study_dir=str(tmp_path / "study"), train_flagfile=str(flagfile), data_dir=data_dir)
     lines: list[str] = []
-    rows = study.run_study(config, echo=lines.append)
+    rows = grid.run_study(config, echo=lines.append)
     assert len(rows) == 2 and all("test accuracy" in line for line in lines)
     for row in rows:  # each cell is that run's own test accuracy
-        summary = storage.read_json(os.path.join(row["run_dir"], "summary.json"))
+        summary = fileio.read_json(os.path.join(row["run_dir"], "summary.json"))
         assert row["test_accuracy"] == summary["test"]["accuracy"]
-        assert storage.read_json(os.path.join(row["run_dir"], "config.json"))["train"]["epochs"] == row["value"]
+        assert fileio.read_json(os.path.join(row["run_dir"], "config.json"))["train"]["epochs"] == row["value"]
     table = list(csv.reader(open(tmp_path / "study" / "study.csv")))
     assert table == [["epochs", "tiny"], ["1", f"{rows[0]['test_accuracy']:.4f}"],
                      ["2", f"{rows[1]['test_accuracy']:.4f}"]]
@@ -72,7 +73,7 @@ def test_a_two_run_study_tabulates_and_a_rerun_skips_finished_runs(shards, tmp_p
     assert os.path.getsize(tmp_path / "study" / "study.png") > 0
     mtimes = [os.stat(os.path.join(r["run_dir"], "summary.json")).st_mtime_ns for r in rows]
     again: list[str] = []
-    assert study.run_study(config, echo=again.append) == rows
+    assert grid.run_study(config, echo=again.append) == rows
     assert again == ["[1/2] tiny epochs=1 seed 42: done before, skipped", "[2/2] tiny epochs=2 seed 42: done before, skipped"]
     assert [os.stat(os.path.join(r["run_dir"], "summary.json")).st_mtime_ns for r in rows] == mtimes
 
@@ -108,8 +109,8 @@ def test_a_failed_run_is_explained_in_one_line_from_its_log(tmp_path):
     log = tmp_path / "run.log"
     log.write_text("I0000 00:00:1 cpu_feature_guard.cc:210] noise\nTraceback (most recent call last):\n"
                    "  File x\nValueError: boom\nW0000 00:00:2 more noise\n")
-    assert study._reason(str(log)) == "ValueError: boom"
+    assert grid._reason(str(log)) == "ValueError: boom"
     log.write_text("train: error: --batch=3 is not a multiple of 2 replicas\nE0000 00:00:3 shutdown\n")
-    assert study._reason(str(log)) == "train: error: --batch=3 is not a multiple of 2 replicas"
+    assert grid._reason(str(log)) == "train: error: --batch=3 is not a multiple of 2 replicas"
     log.write_text("")
-    assert study._reason(str(log)) == "(its log is empty)"
+    assert grid._reason(str(log)) == "(its log is empty)"

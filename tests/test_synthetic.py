@@ -1,4 +1,4 @@
-"""Tests for celeba_gender.synthetic: exact CelebA layouts, determinism, planted duplicates,
+"""Tests for celeba_gender.synthetic.generate: exact CelebA layouts, determinism, planted duplicates,
 identity-disjoint partitions, that the Male label is learnable but not trivially so, the command line,
 and how the converter's --synthetic treats a folder that already holds images."""
 
@@ -17,8 +17,10 @@ import pytest
 from PIL import Image, ImageFilter
 
 import celeba_gender
-from celeba_gender import convert, parallel, synthetic
-from celeba_gender.attributes import ATTRIBUTE_NAMES, CELEBA_SIZE
+from celeba_gender.convert import converter
+from celeba_gender.core import worker_pool
+from celeba_gender.synthetic import generate
+from celeba_gender.shards.attributes import ATTRIBUTE_NAMES, CELEBA_SIZE
 
 MALE = ATTRIBUTE_NAMES.index("Male")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,8 +28,8 @@ FLAG_NAMES = ("out_dir", "num_images", "seed", "layout", "workers")
 
 
 def run_synthetic(*args: str) -> subprocess.CompletedProcess:
-    """``python -m celeba_gender.synthetic`` in a subprocess (its absl flags must not meet other commands')."""
-    return subprocess.run([sys.executable, "-m", "celeba_gender.synthetic", *args], capture_output=True,
+    """``python -m celeba_gender.synthetic.generate`` in a subprocess (its absl flags must not meet other commands')."""
+    return subprocess.run([sys.executable, "-m", "celeba_gender.synthetic.generate", *args], capture_output=True,
                           text=True, timeout=120, cwd=ROOT)
 
 
@@ -62,12 +64,12 @@ def _pixels(path):
 @pytest.fixture(scope="module")
 def original(tmp_path_factory):
     # 200 images: enough for at least one exact and one near duplicate.
-    return synthetic.generate(tmp_path_factory.mktemp("original"), 200, seed=3)
+    return generate.generate(tmp_path_factory.mktemp("original"), 200, seed=3)
 
 
 @pytest.fixture(scope="module")
 def learnable(tmp_path_factory):
-    return synthetic.generate(tmp_path_factory.mktemp("learnable"), 600, seed=0, workers=2)
+    return generate.generate(tmp_path_factory.mktemp("learnable"), 600, seed=0, workers=2)
 
 
 def test_original_layout_and_formats(original):
@@ -103,7 +105,7 @@ def test_images_are_celeba_sized_rgb_jpegs(original):
 
 
 def test_kaggle_layout(tmp_path):
-    info = synthetic.generate(tmp_path, 120, seed=3, layout="kaggle")
+    info = generate.generate(tmp_path, 120, seed=3, layout="kaggle")
     assert sorted(os.listdir(tmp_path)) == ["img_align_celeba", "list_attr_celeba.csv", "list_eval_partition.csv"]
     assert info.identity_file is None  # Kaggle ships no identity file
     assert info.image_dir == os.path.join(str(tmp_path), "img_align_celeba", "img_align_celeba")
@@ -122,22 +124,22 @@ def test_kaggle_layout(tmp_path):
 def test_deterministic_and_independent_of_workers(tmp_path, monkeypatch):
     # Spy on the worker pools: the images must go through parallel.imap, in each start method it uses.
     pools, methods = [], []
-    imap, get_context = parallel.imap, multiprocessing.get_context
-    monkeypatch.setattr(parallel, "imap", lambda fn, items, workers, ordered=True:
+    imap, get_context = worker_pool.imap, multiprocessing.get_context
+    monkeypatch.setattr(worker_pool, "imap", lambda fn, items, workers, ordered=True:
                         pools.append(workers) or imap(fn, items, workers, ordered))
     monkeypatch.setattr(multiprocessing, "get_context", lambda method=None:
                         methods.append(method) or get_context(method))
-    a = synthetic.generate(tmp_path / "a", 80, seed=5, workers=1)
-    b = synthetic.generate(tmp_path / "b", 80, seed=5, workers=2)
+    a = generate.generate(tmp_path / "a", 80, seed=5, workers=1)
+    b = generate.generate(tmp_path / "b", 80, seed=5, workers=2)
     assert pools == [1, 2] and len(methods) == 1
     assert _hashes(a.out_dir) == _hashes(b.out_dir)
     assert a.exact_duplicates == b.exact_duplicates and a.near_duplicates == b.near_duplicates
     # parallel.imap spawns once TensorFlow is loaded (forking it can deadlock): same bytes that way too.
     monkeypatch.setitem(sys.modules, "tensorflow", sys.modules.get("tensorflow", types.ModuleType("tensorflow")))
-    c = synthetic.generate(tmp_path / "c", 80, seed=5, workers=3)
+    c = generate.generate(tmp_path / "c", 80, seed=5, workers=3)
     assert pools[-1] == 3 and methods[-1] == "spawn"
     assert _hashes(c.out_dir) == _hashes(a.out_dir)
-    d = synthetic.generate(tmp_path / "d", 80, seed=6)
+    d = generate.generate(tmp_path / "d", 80, seed=6)
     assert _hashes(d.out_dir) != _hashes(a.out_dir)
 
 
@@ -196,14 +198,14 @@ def test_attributes_are_mutually_consistent(learnable):
 
 def test_tiny_datasets(tmp_path):
     for n in (1, 7, 49):
-        info = synthetic.generate(tmp_path / str(n), n, seed=1)
+        info = generate.generate(tmp_path / str(n), n, seed=1)
         assert sorted(os.listdir(info.image_dir)) == _names(n)
         assert info.exact_duplicates == [] and info.near_duplicates == []
-    with pytest.raises(synthetic.SyntheticError):
-        synthetic.generate(tmp_path / "bad", 10, layout="tfds")
-    synthetic.generate(tmp_path / "7", 7, seed=2)  # same names again: overwritten
+    with pytest.raises(generate.SyntheticError):
+        generate.generate(tmp_path / "bad", 10, layout="tfds")
+    generate.generate(tmp_path / "7", 7, seed=2)  # same names again: overwritten
     with pytest.raises(FileExistsError):  # fewer images than already there: refused
-        synthetic.generate(tmp_path / "49", 20, seed=1)
+        generate.generate(tmp_path / "49", 20, seed=1)
 
 
 def test_cli_prints_summary(tmp_path):
@@ -282,32 +284,32 @@ def test_cli_help_describes_every_flag():
 def test_converter_replaces_a_synthetic_set_it_made_with_other_parameters(tmp_path, capsys):
     folder = str(tmp_path / "celeba")
     marker = tmp_path / "celeba" / "synthetic.json"
-    convert.ensure_synthetic(folder, 120, seed=1, workers=1)
+    converter.ensure_synthetic(folder, 120, seed=1, workers=1)
     (tmp_path / "celeba" / "notes.txt").write_text("mine")  # not the set's: it stays
     # Fewer images than the folder's set: this raised FileExistsError (a traceback from make_tfrecords).
-    convert.ensure_synthetic(folder, 60, seed=2, workers=1)
+    converter.ensure_synthetic(folder, 60, seed=2, workers=1)
     assert "Replacing the synthetic CelebA in" in capsys.readouterr().err
-    expected = _hashes(synthetic.generate(tmp_path / "fresh", 60, seed=2).out_dir)
+    expected = _hashes(generate.generate(tmp_path / "fresh", 60, seed=2).out_dir)
     expected["notes.txt"] = hashlib.sha256(b"mine").hexdigest()
     assert {k: v for k, v in _hashes(folder).items() if k != "synthetic.json"} == expected
     assert json.loads(marker.read_text()) == {"num_images": 60, "seed": 2, "version": celeba_gender.__version__}
     # The same command again has nothing to do.
     mtimes = {p: os.stat(os.path.join(folder, p)).st_mtime_ns for p in _hashes(folder)}
-    convert.ensure_synthetic(folder, 60, seed=2, workers=1)
+    converter.ensure_synthetic(folder, 60, seed=2, workers=1)
     assert capsys.readouterr().err == ""
     assert {p: os.stat(os.path.join(folder, p)).st_mtime_ns for p in _hashes(folder)} == mtimes
     # A run interrupted while generating (its marker is written first) is redone by the next one.
     marker.write_text(json.dumps({"num_images": 60, "seed": 2, "version": celeba_gender.__version__,
                                   "complete": False}))
     os.remove(os.path.join(folder, "img_align_celeba", "000060.jpg"))
-    convert.ensure_synthetic(folder, 60, seed=2, workers=1)
+    converter.ensure_synthetic(folder, 60, seed=2, workers=1)
     assert "Replacing the unfinished synthetic CelebA" in capsys.readouterr().err
     assert {k: v for k, v in _hashes(folder).items() if k != "synthetic.json"} == expected
 
 
 def test_converter_refuses_a_folder_with_images_but_no_marker(tmp_path):
     # Files in CelebA's layout without synthetic.json: perhaps the user's real CelebA.
-    celeba = synthetic.generate(tmp_path / "celeba", 60, seed=1).out_dir
+    celeba = generate.generate(tmp_path / "celeba", 60, seed=1).out_dir
     before = _hashes(celeba)
     done = subprocess.run([sys.executable, os.path.join(ROOT, "make_tfrecords.py"), "--synthetic=30",
                            f"--celeba_dir={celeba}", f"--out_dir={tmp_path}/tfrecords", "--progress=false"],

@@ -16,8 +16,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from celeba_gender import archs, decode, epochs, evaluation, optimizers, pipeline, runs, trainer
-from celeba_gender.summaries import image_grid
+from celeba_gender.evaluate import evaluator
+from celeba_gender.inputs import decode, pipeline
+from celeba_gender.models import registry
+from celeba_gender.rundir import directory
+from celeba_gender.train import epochs, optimizers, trainer
+from celeba_gender.rundir.tensorboard import image_grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +45,7 @@ def event_tags(directory: str) -> dict[str, set]:
 def dataset_loss(model: keras.Model, data_dir: str) -> float:
     ds = pipeline.eval_dataset(pipeline.DataConfig(data_dir, (64, 52), 64), "train")
     probs, labels = zip(*[(model(tf.cast(x, tf.float32), training=False).numpy(), y.numpy()) for x, y in ds])
-    return evaluation.compute_metrics(np.concatenate(probs), np.concatenate(labels), ["Female", "Male"])["log_loss"]
+    return evaluator.compute_metrics(np.concatenate(probs), np.concatenate(labels), ["Female", "Male"])["log_loss"]
 
 
 def test_one_epoch_lowers_the_loss_and_writes_every_artifact(trained_run, shards):
@@ -53,7 +57,7 @@ def test_one_epoch_lowers_the_loss_and_writes_every_artifact(trained_run, shards
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert f"--run_dir={run_dir}" in open(os.path.join(run_dir, "flags.txt")).read()
     assert json.load(open(os.path.join(run_dir, "config.json")))["train"]["arch"] == "tiny"
-    assert runs.status(run_dir)["status"] == "complete"
+    assert directory.status(run_dir)["status"] == "complete"
     train_tags, val_tags = event_tags(os.path.join(run_dir, "train")), event_tags(os.path.join(run_dir, "validation"))
     for tag in ("loss", "accuracy", "auc", "learning_rate", "images_per_sec", "input_wait_fraction",
                 "augmented_inputs"):
@@ -64,7 +68,7 @@ def test_one_epoch_lowers_the_loss_and_writes_every_artifact(trained_run, shards
     assert glob.glob(os.path.join(run_dir, "train", "plugins", "profile", "*", "*.xplane.pb"))
     # Learning: the exported model has a lower training loss than the same model untrained.
     keras.utils.set_random_seed(config.seed)
-    untrained = archs.build_model(archs.ModelConfig(arch="tiny")).core
+    untrained = registry.build_model(registry.ModelConfig(arch="tiny")).core
     trained_model = keras.models.load_model(os.path.join(run_dir, "export", "model.keras"))
     assert dataset_loss(trained_model, config.data_dir) < dataset_loss(untrained, config.data_dir) - 0.005
     test = result["test"]
@@ -158,7 +162,7 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(shards, tmp_pat
     models = [keras.models.load_model(f"{tmp_path}/{name}/export/model.keras") for name in ("one", "two")]
     images = next(iter(pipeline.eval_dataset(pipeline.DataConfig(data_dir, (64, 52), 32), "validation")))[0]
     p1, p2 = (m(images, training=False).numpy() for m in models)
-    untrained = archs.build_model(archs.ModelConfig(arch="tiny")).core(tf.cast(images, tf.float32)).numpy()
+    untrained = registry.build_model(registry.ModelConfig(arch="tiny")).core(tf.cast(images, tf.float32)).numpy()
     # BatchNorm sees 16 examples per replica instead of 32, so the runs differ slightly, not like a new model.
     assert np.abs(p1 - p2).mean() < 0.02
     assert np.abs(p1 - untrained).mean() > 5 * np.abs(p1 - p2).mean()
@@ -166,7 +170,7 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(shards, tmp_pat
 
 def test_impossible_settings_fail_before_any_work(shards, tmp_path):
     data_dir, manifest = shards
-    with pytest.raises(archs.ArchError, match="below inceptionv3's minimum of 75x75"):
+    with pytest.raises(registry.ArchError, match="below inceptionv3's minimum of 75x75"):
         trainer.train(tiny_config(data_dir, str(tmp_path / "a"), arch="inceptionv3", image_size=(64, 64)))
     with pytest.raises(pipeline.DataError, match="larger than the training split"):
         trainer.train(tiny_config(data_dir, str(tmp_path / "b"), batch=manifest["splits"]["train"]["count"] + 1))
@@ -174,7 +178,7 @@ def test_impossible_settings_fail_before_any_work(shards, tmp_path):
         trainer.train(tiny_config(str(tmp_path / "nothing"), str(tmp_path / "c")))
     with pytest.raises(trainer.TrainError, match="--warmup_epochs=3 must be below --epochs=3"):
         trainer.train(tiny_config(data_dir, str(tmp_path / "d"), warmup_epochs=3, epochs=3))
-    with pytest.raises(archs.ArchError, match="alexnet has no ImageNet weights"):
+    with pytest.raises(registry.ArchError, match="alexnet has no ImageNet weights"):
         trainer.train(tiny_config(data_dir, str(tmp_path / "e"), arch="alexnet", weights="imagenet"))
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")  # nothing was started
 
@@ -184,7 +188,7 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(shards, tmp_pa
     config = tiny_config(data_dir, str(tmp_path / "nan"), optimizer="sgd", lr=1e35, momentum=0.0, epochs=2)
     with pytest.raises(epochs.Diverged, match="the training loss became nan.*last good checkpoint"):
         trainer.train(config)
-    status = runs.status(str(tmp_path / "nan"))
+    status = directory.status(str(tmp_path / "nan"))
     assert status["status"] == "failed" and "the training loss became nan" in status["error"]
 
 
@@ -245,7 +249,7 @@ def test_the_arch_recipe_is_under_any_flagfile_and_any_explicit_flag(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    recipe = archs.get("resnet50v2").recipe()
+    recipe = registry.get("resnet50v2").recipe()
     assert out["config"] == {"optimizer": recipe["optimizer"], "lr": 0.0005, "epochs": 7, "batch": 64,
                              "label_smoothing": recipe["label_smoothing"], "momentum": 0.9}
     assert (out["sources"]["optimizer"], out["sources"]["lr"], out["sources"]["epochs"], out["sources"]["batch"],
@@ -260,7 +264,7 @@ def test_the_arch_recipe_is_under_any_flagfile_and_any_explicit_flag(tmp_path):
 ], ids=["host-augmentation", "float16-loss-scaling-xla", "cosine-adamw-smoothing-weights-mixup"])
 def test_other_training_paths_run(shards, tmp_path, changes):
     data_dir, _ = shards
-    from celeba_gender.augment import AugmentConfig
+    from celeba_gender.inputs.augment import AugmentConfig
 
     mixup = changes.pop("mixup", False)
     config = tiny_config(data_dir, str(tmp_path / "run"), evaluate_test=False, **changes)

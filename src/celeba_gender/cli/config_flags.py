@@ -1,4 +1,4 @@
-"""absl flags derived from a config class's option declarations (``celeba_gender.options``), and back.
+"""absl flags derived from a config class's option declarations (``celeba_gender.core.options``), and back.
 
     config_flags.define(TrainConfig, __name__)                  # at import of a launcher module
     config, sources = config_flags.build(TrainConfig, recipe)   # in main(), after parsing
@@ -16,7 +16,7 @@ from typing import Any
 
 from absl import flags
 
-from celeba_gender import options
+from celeba_gender.core import options
 
 FLAGS = flags.FLAGS
 DEFAULT, RECIPE, FLAGFILE, COMMAND_LINE = options.DEFAULT, options.RECIPE, options.FLAGFILE, options.COMMAND_LINE

@@ -11,8 +11,8 @@ import sys
 
 from tqdm import tqdm
 
-from celeba_gender import options
-from celeba_gender.epochs import Monitor, Window
+from celeba_gender.core import options
+from celeba_gender.train.epochs import Monitor, Window
 
 # Settings shown in the header when they came from the command line, a flagfile or the arch's recipe.
 _SOURCES_SHOWN = (options.COMMAND_LINE, options.FLAGFILE, options.RECIPE)

@@ -1,10 +1,10 @@
-"""make_tfrecords.py: the flags of ConvertConfig -> celeba_gender.convert.convert()."""
+"""make_tfrecords.py: the flags of ConvertConfig -> celeba_gender.convert.converter.convert()."""
 
 from __future__ import annotations
 
 import sys
 
-from celeba_gender import convert as convert_lib
+from celeba_gender.convert import converter as convert_lib
 from celeba_gender.cli import config_flags, runner
 
 config_flags.define(convert_lib.ConvertConfig, __name__)

@@ -1,4 +1,4 @@
-"""evaluate.py: flags -> celeba_gender.evaluation.evaluate_run() -> RUN/report/."""
+"""evaluate.py: flags -> celeba_gender.evaluate.evaluator.evaluate_run() -> RUN/report/."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import os
 from celeba_gender.cli import tf_startup
 
 with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
-    from celeba_gender import evaluation, report_markdown, runs, storage, tta
+    from celeba_gender.core import fileio
+    from celeba_gender.evaluate import evaluator, markdown_report
+    from celeba_gender.rundir import directory
+    from celeba_gender.serve import tta
     from celeba_gender.cli import config_flags, runner
-    from celeba_gender.options import option
+    from celeba_gender.core.options import option
     tf_startup.find_devices()
 
 
@@ -20,7 +23,7 @@ class EvaluateConfig:
 
     run_dir: str = option(help="A train.py run directory (required).", path=True)
     split: str = option("test", "The split to evaluate, every example once.", choices=("train", "validation", "test"))
-    checkpoint: str = option("best", "best (validation accuracy) or last checkpoint.", choices=evaluation.CHECKPOINTS)
+    checkpoint: str = option("best", "best (validation accuracy) or last checkpoint.", choices=evaluator.CHECKPOINTS)
     data_dir: str | None = option(None, "Shards to evaluate on; default: the run's --data_dir.", path=True)
     batch: int = option(64, "Evaluation batch size.", lower=1)
     gallery_size: int = option(24, "Misclassified faces shown per direction.", lower=0)
@@ -38,17 +41,17 @@ config_flags.define(EvaluateConfig, __name__)
 
 def main(argv: list[str]) -> None:
     c, _ = config_flags.build(EvaluateConfig)
-    if not storage.is_url(c.run_dir) and not os.path.isdir(c.run_dir):
-        raise runs.NotARunError(f"{c.run_dir} is not a directory; pass --run_dir=runs/<arch>-<time>.")
-    report = evaluation.evaluate_run(c.run_dir, c.split, c.checkpoint, c.data_dir, c.batch, c.gallery_size,
+    if not fileio.is_url(c.run_dir) and not os.path.isdir(c.run_dir):
+        raise directory.NotARunError(f"{c.run_dir} is not a directory; pass --run_dir=runs/<arch>-<time>.")
+    report = evaluator.evaluate_run(c.run_dir, c.split, c.checkpoint, c.data_dir, c.batch, c.gallery_size,
                                      c.min_subgroup, c.tta, c.gradcam_size, c.gradcam_attribute)
-    out = evaluation.report_dir(c.run_dir, c.split, c.checkpoint)
+    out = evaluator.report_dir(c.run_dir, c.split, c.checkpoint)
     if report.get("multi_label"):
-        print(report_markdown.attributes_markdown(report).split("## Grad-CAM")[0].rstrip())
+        print(markdown_report.attributes_markdown(report).split("## Grad-CAM")[0].rstrip())
         print(f"\nreport.json, report.md, predictions.csv, attributes.png, curves.png and the Grad-CAM figures are "
               f"in {out}")
         return
-    print(report_markdown.report_markdown(report).split("## Most confident errors")[0].rstrip())
+    print(markdown_report.report_markdown(report).split("## Most confident errors")[0].rstrip())
     print(f"\nreport.json, report.md, predictions.csv, confusion_matrix.png, curves.png, the error galleries and "
           f"the Grad-CAM figures are in {out}")
 

@@ -1,4 +1,4 @@
-"""predict.py: flags and photo paths -> celeba_gender.inference.Predictor.
+"""predict.py: flags and photo paths -> celeba_gender.serve.inference.Predictor.
 
 Exit code 0 when every input was predicted, 1 when some could not be read (the results of the others are
 printed and written, and each failure is listed with its reason), 2 for a user error (no model, bad flags).
@@ -15,9 +15,9 @@ from celeba_gender.cli import tf_startup
 with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
     import tensorflow  # noqa: F401 - imported now (inference imports it lazily) so that its lines are tidied
 
-    from celeba_gender import inference, photos, tta
+    from celeba_gender.serve import inference, photos, tta
     from celeba_gender.cli import config_flags, runner
-    from celeba_gender.options import option
+    from celeba_gender.core.options import option
     tf_startup.find_devices()
 
 SOME_FAILED_EXIT = 1

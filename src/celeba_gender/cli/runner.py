@@ -1,7 +1,7 @@
 """How every command runs: absl's ``app.run`` with this project's error style.
 
 A user error, whether absl refuses a flag (unknown flag, bad enum value, missing required flag, a value out of
-bounds) or the engine raises a :class:`~celeba_gender.errors.UserError`, prints one line
+bounds) or the engine raises a :class:`~celeba_gender.core.errors.UserError`, prints one line
 ``<command>: error: <what is wrong and the fix>`` on stderr and exits with code 2. Ctrl-C exits with 130.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
-from celeba_gender.errors import UserError
+from celeba_gender.core.errors import UserError
 
 USER_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130

@@ -1,4 +1,4 @@
-"""study.py: flags of StudyConfig -> celeba_gender.study.run_study() -> STUDY/study.md and friends."""
+"""study.py: flags of StudyConfig -> celeba_gender.study.grid.run_study() -> STUDY/study.md and friends."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import os
 from celeba_gender.cli import tf_startup
 
 with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
-    from celeba_gender import study
+    from celeba_gender.study import grid
     from celeba_gender.cli import config_flags, runner
 
-config_flags.define(study.StudyConfig, __name__)
+config_flags.define(grid.StudyConfig, __name__)
 
 
 def main(argv: list[str]) -> None:
-    config, _ = config_flags.build(study.StudyConfig)
-    study.run_study(config, echo=lambda line: print(line, flush=True))
+    config, _ = config_flags.build(grid.StudyConfig)
+    grid.run_study(config, echo=lambda line: print(line, flush=True))
     with open(os.path.join(config.directory, "study.md")) as f:
         print("\n" + f.read())
     print(f"tables and plot in {config.directory}/ (study.md, study.csv, study_runs.csv, study.png); "

@@ -1,6 +1,6 @@
-"""``python -m celeba_gender.synthetic`` (and ``celeba-synthetic``): flags -> celeba_gender.synthetic.generate().
+"""``python -m celeba_gender.synthetic.generate`` (and ``celeba-synthetic``): flags -> celeba_gender.synthetic.generate().
 
-The flags are defined here, not in the library module, so that a program importing celeba_gender.synthetic
+The flags are defined here, not in the library module, so that a program importing celeba_gender.synthetic.generate
 (make_tfrecords.py does) does not define --out_dir, --seed and --workers a second time.
 """
 
@@ -10,9 +10,10 @@ import dataclasses
 import os
 import time
 
-from celeba_gender import parallel, synthetic
+from celeba_gender.core import worker_pool
+from celeba_gender.synthetic import generate
 from celeba_gender.cli import config_flags, runner
-from celeba_gender.options import option
+from celeba_gender.core.options import option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +27,7 @@ class SyntheticConfig:
                        lower=0)
     layout: str = option("original", "original: the Google Drive release (img_align_celeba/, .txt annotations "
                          "with identity_CelebA.txt); kaggle: Kaggle's (img_align_celeba/img_align_celeba/, .csv "
-                         "annotations, no identity file).", choices=synthetic.LAYOUTS)
+                         "annotations, no identity file).", choices=generate.LAYOUTS)
     workers: int = option(0, "Processes drawing images; 0 = one per CPU. The files do not depend on it.", lower=0)
 
 
@@ -42,10 +43,10 @@ def main(argv: list[str]) -> None:
     config, _ = config_flags.build(SyntheticConfig)
     started = time.perf_counter()
     try:
-        info = synthetic.generate(config.out_dir, config.num_images, seed=config.seed, layout=config.layout,
-                                  workers=config.workers or parallel.default_workers())
+        info = generate.generate(config.out_dir, config.num_images, seed=config.seed, layout=config.layout,
+                                  workers=config.workers or worker_pool.default_workers())
     except OSError as e:  # e.g. an --out_dir that cannot be written
-        raise synthetic.SyntheticError(f"cannot write the dataset: {e}") from None
+        raise generate.SyntheticError(f"cannot write the dataset: {e}") from None
     print(f"wrote {info.num_images} images of {info.num_identities} identities "
           f"(Male fraction {info.male_fraction:.3f}; planted {len(info.exact_duplicates)} exact and "
           f"{len(info.near_duplicates)} near duplicates) to {info.out_dir} "
@@ -53,7 +54,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    """Console-script entry point (celeba-synthetic); python -m celeba_gender.synthetic runs it too."""
+    """Console-script entry point (celeba-synthetic); python -m celeba_gender.synthetic.generate runs it too."""
     runner.run(main, "synthetic", __name__)
 
 

@@ -1,4 +1,4 @@
-"""train.py: the flags of TrainConfig (with the arch's recipe under them) -> celeba_gender.trainer.train().
+"""train.py: the flags of TrainConfig (with the arch's recipe under them) -> celeba_gender.train.trainer.train().
 
 Where each setting comes from, lowest precedence first: its declared default, the arch's recipe
 (archs/recipes.py), a --flagfile, the command line. The run header and flags.txt say which.
@@ -17,20 +17,22 @@ from absl import flags
 from celeba_gender.cli import tf_startup
 
 with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
-    from celeba_gender import archs, loop, runs, trainer
+    from celeba_gender.models import registry
+    from celeba_gender.rundir import directory
+    from celeba_gender.train import step, trainer
     from celeba_gender.cli import config_flags, console, runner
-    from celeba_gender.signals import StopSignals
+    from celeba_gender.train.stopping import StopSignals
     tf_startup.find_devices()
 
 config_flags.define(trainer.TrainConfig, __name__)
 
-EXIT_CODES = {runs.PREEMPTED: 143, runs.INTERRUPTED: runner.INTERRUPTED_EXIT}
+EXIT_CODES = {directory.PREEMPTED: 143, directory.INTERRUPTED: runner.INTERRUPTED_EXIT}
 
 
 def build_config() -> tuple[trainer.TrainConfig, dict]:
     """The config and each setting's source for the parsed flags (the arch's recipe under any flag)."""
     arch, epochs = flags.FLAGS.arch, flags.FLAGS["epochs"]
-    recipe = archs.get(arch).recipe(epochs.value if epochs.present else None) if arch else None
+    recipe = registry.get(arch).recipe(epochs.value if epochs.present else None) if arch else None
     return config_flags.build(trainer.TrainConfig, recipe=recipe)
 
 
@@ -40,7 +42,7 @@ def main(argv: list[str]) -> None:
     monitor = console.ConsoleMonitor(config.progress)
     try:
         result = trainer.train(config, sources, monitor, stop)
-    except loop.Stopped as stopped:
+    except step.Stopped as stopped:
         monitor.close()
         print(f"train: {stopped}. Run the same command again to resume from there.", file=sys.stderr, flush=True)
         sys.exit(EXIT_CODES.get(stopped.reason, 1))

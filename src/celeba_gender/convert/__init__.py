@@ -1,0 +1,1 @@
+"""CelebA as users have it -> de-duplicated, balanced, leak-free TFRecord shards. No TensorFlow."""

@@ -1,0 +1,288 @@
+"""The converter: a CelebA folder in, de-duplicated, balanced, leak-free TFRecord shards and a manifest out.
+
+Steps: find CelebA (``celeba_locate``) -> read the attribute table -> choose candidate rows (``--limit``; the
+source's draws for ``seed``) -> scan their files in parallel (exists, JPEG, size, decodes, sha256, perceptual
+hash) -> drop bad rows and duplicates -> split and balance -> write shards in parallel -> manifest.json. The
+whole run holds ``out_dir``'s lock (``locks``): one conversion at a time per folder. No TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+import celeba_gender
+from celeba_gender.convert import locate, shard_plan, curation, image_scan, writer
+from celeba_gender.core import locks, options, worker_pool, progress, fileio
+from celeba_gender.shards.attributes import class_names
+from celeba_gender.convert.celeba import CelebaError, attribute_columns, check_attribute, detect_layout, read_celeba
+from celeba_gender.convert.summary import format_summary  # noqa: F401 - part of this module's interface
+from celeba_gender.core.errors import UserError
+from celeba_gender.core.options import option
+
+
+class ConvertError(UserError):
+    """The conversion cannot go on; the message says why and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    """Options of one conversion (the flags of make_tfrecords.py)."""
+
+    celeba_dir: str | None = option(None, "CelebA folder: list_attr_celeba.txt (or Kaggle's .csv) and "
+                                    "img_align_celeba/. When not given, the first of these is used: "
+                                    f"${locate.ENV_VAR} if set; ./{locate.DEFAULT_DIR} under the "
+                                    "current folder; the copy kagglehub downloaded into its cache "
+                                    f"($KAGGLEHUB_CACHE, else ~/.cache/kagglehub; then datasets/"
+                                    f"{locate.KAGGLE_HANDLE}/versions/<newest complete n>/). With --synthetic "
+                                    "it is where the synthetic dataset is written.", path=True)
+    download: bool = option(False, f"Download Kaggle's CelebA release ({locate.KAGGLE_HANDLE}, about 1.4 GB) "
+                            "with kagglehub into its cache and convert it; a copy kagglehub already finished is "
+                            "used without contacting Kaggle. Needs Kaggle credentials (~/.kaggle/kaggle.json or "
+                            "KAGGLE_USERNAME and KAGGLE_KEY).")
+    out_dir: str = option("tfrecords", "Where shards and manifest.json go. One conversion at a time: while it runs, "
+                          "a .lock file there names it, and a second one is refused.", path=True)
+    attribute: str = option("Male", "The attribute to classify (any column of the attribute file).")
+    split: str = option("official", "official: CelebA's identity-disjoint list_eval_partition; identity: a random "
+                        "identity-disjoint split by --split_fractions (needs identity_CelebA.txt); seed: the source "
+                        "study's random split, replayed draw for draw (leaks identities; for reproduction only).",
+                        choices=curation.SPLIT_MODES)
+    split_fractions: tuple[float, float, float] = option((0.8, 0.1, 0.1), "train,validation,test fractions for "
+                                                         "--split=identity.", lower=0)
+    limit: int = option(0, "Use this many rows drawn at random (df.sample with --seed); 0 = all (as is a limit "
+                        "above the usable rows, which the summary says).", lower=0)
+    balance: bool = option(True, "Undersample the majority class (per split; before the split for --split=seed); "
+                           "--nobalance keeps every image.")
+    dedupe: str = option("exact", "Drop copies before splitting: exact = byte-identical files; near = also "
+                         "perceptual-hash near-copies (slower); none = keep them (copies may leak).",
+                         choices=curation.DEDUPE_MODES)
+    near_threshold: int = option(curation.NEAR_THRESHOLD, "Max differing bits of the 256-bit perceptual hashes for "
+                                 "--dedupe=near.", lower=0, upper=31)
+    max_pixels: int = option(image_scan.MAX_PIXELS, "Skip (as too_large, before decoding) images of more pixels than "
+                             "this, read from the header: huge files and decompression bombs cannot exhaust memory. "
+                             "A CelebA image has 38,804.", lower=1)
+    num_shards: int = option(0, "Shards per split; 0 = enough for --shard_mb each (at least 8).", lower=0)
+    shard_mb: float = option(100.0, "Target shard size in MB when --num_shards=0.", lower=0.001)
+    workers: int = option(0, "Worker processes for reading and writing; 0 = one per CPU.", lower=0)
+    seed: int = option(42, "Seed of every random draw (sampling, balancing, splits, shard order).")
+    overwrite: bool = option(False, "Replace shards in --out_dir that were made with other options.")
+    max_bad_fraction: float = option(0.01, "Fail (after writing the report) when more than this fraction of rows "
+                                     "or files is unusable.", lower=0.0, upper=1.0)
+    synthetic: int = option(0, "Generate a synthetic CelebA of this many images (into --celeba_dir, or beside "
+                            "--out_dir) and convert it.", lower=0)
+    progress: bool = option(True, "Show progress bars.")
+
+    def plan_options(self) -> dict:
+        """The options that decide the shards' content (and so the plan fingerprint)."""
+        keys = ("attribute", "split", "split_fractions", "limit", "balance", "dedupe", "near_threshold",
+                "max_pixels", "num_shards", "shard_mb", "seed")
+        out = {k: getattr(self, k) for k in keys}
+        out["split_fractions"] = list(self.split_fractions)
+        return out
+
+    def __post_init__(self):
+        options.validate(self)
+        if len(self.split_fractions) != 3 or sum(self.split_fractions) <= 0:
+            raise ConvertError("--split_fractions takes three non-negative numbers: train,validation,test.")
+        if self.download and (self.synthetic or self.celeba_dir):
+            other = "--synthetic" if self.synthetic else "--celeba_dir"
+            raise ConvertError(f"--download fetches CelebA into kagglehub's cache and converts that copy: pass "
+                               f"--download or {other}, not both.")
+
+
+def default_synthetic_dir(config: ConvertConfig) -> str:
+    """Where ``--synthetic=N`` writes its images when --celeba_dir is not given: beside the shards."""
+    parent = os.path.dirname(os.path.abspath(config.out_dir))
+    return os.path.join(parent, f"synthetic_celeba_{config.synthetic}_seed{config.seed}")
+
+
+def ensure_synthetic(directory: str, num_images: int, seed: int, workers: int) -> None:
+    """Generates the synthetic CelebA into ``directory`` unless an identical one is already there.
+
+    Its marker, synthetic.json, says which synthetic set a folder holds: a set made with other parameters
+    is replaced (said on stderr). A folder with CelebA files and no marker may be the user's real CelebA:
+    it is refused with a SyntheticError and left untouched.
+    """
+    from celeba_gender.synthetic import generate
+
+    marker = os.path.join(directory, "synthetic.json")
+    wanted = {"num_images": num_images, "seed": seed, "version": celeba_gender.__version__}
+    try:
+        with open(marker) as f:
+            previous = json.load(f)
+    except (OSError, ValueError):  # missing or unreadable: proves nothing
+        previous = None
+    if previous == wanted:
+        return
+    if isinstance(previous, dict) and isinstance(previous.get("num_images"), int):
+        unfinished = "unfinished " if previous.get("complete") is False else ""
+        print(f"Replacing the {unfinished}synthetic CelebA in {directory} (num_images={previous['num_images']}, "
+              f"seed={previous.get('seed')}) with num_images={num_images}, seed={seed}.", file=sys.stderr)
+        generate.remove(directory, previous["num_images"])
+    elif generate.holds_celeba_files(directory):
+        raise generate.SyntheticError(
+            f"{directory} holds CelebA images or annotation files but no synthetic.json, so it may be a real "
+            "CelebA, which --synthetic never writes over: choose another --celeba_dir for --synthetic, or an "
+            "empty folder.")
+    # About 12 KB an image; a rerun after a full disk replaces the unfinished set (its marker says so).
+    with fileio.disk_space_for("the synthetic CelebA", directory, num_images * 12_000):
+        os.makedirs(directory, exist_ok=True)
+        with open(marker, "w") as f:  # before generating, so that an interrupted run's files are known as ours
+            json.dump({**wanted, "complete": False}, f)
+        generate.generate(directory, num_images, seed=seed, workers=workers)
+        with open(marker, "w") as f:
+            json.dump(wanted, f)
+
+
+def check_out_dir(config: ConvertConfig) -> None:
+    """Refuses, before any work, to mix shards made with other options into ``out_dir``."""
+    try:
+        previous = fileio.find_manifest(config.out_dir)
+    except fileio.ManifestError:
+        previous = {"options": "unreadable"}
+    if previous and previous.get("options") != config.plan_options() and not config.overwrite:
+        raise ConvertError(
+            f"{config.out_dir} already holds shards made with other options ({_options_diff(previous, config)}). "
+            "Pass --overwrite to replace them, or choose another --out_dir.")
+
+
+def _options_diff(previous: dict, config: ConvertConfig) -> str:
+    old = previous.get("options")
+    if not isinstance(old, dict):
+        return "its manifest.json is unreadable"
+    new = config.plan_options()
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k])
+
+
+def _check_bad_fraction(bad: int, considered: int, what: str, config: ConvertConfig) -> str | None:
+    if considered and bad / considered > config.max_bad_fraction:
+        return (f"{bad:,} of {considered:,} {what} ({bad / considered:.1%}) are unusable, more than "
+                f"--max_bad_fraction={config.max_bad_fraction:g}")
+    return None
+
+
+def find_celeba(config: ConvertConfig, workers: int) -> str:
+    """The CelebA folder to convert: the synthetic one (made if needed), the download, or the search's find."""
+    if config.synthetic:
+        directory = config.celeba_dir or default_synthetic_dir(config)
+        ensure_synthetic(directory, config.synthetic, config.seed, workers)
+        return directory
+    found = locate.download() if config.download else locate.locate(config.celeba_dir)
+    if found.how != "--celeba_dir":
+        print(f"Converting the CelebA in {found.path} ({found.how}).", file=sys.stderr)
+    return found.path
+
+
+def convert(config: ConvertConfig) -> dict:
+    """Runs one conversion and returns its manifest (also written to ``out_dir/manifest.json``). The run holds
+    ``out_dir``'s lock: a second conversion into the same folder stops at once with a LockHeldError."""
+    if os.path.exists(config.out_dir) and not os.path.isdir(config.out_dir):
+        raise ConvertError(f"--out_dir={config.out_dir} is a file, not a folder: choose another --out_dir.")
+    with locks.hold(config.out_dir, purpose="converting CelebA into it",
+                    fix="wait for it to finish, or choose another --out_dir"):
+        return _convert(config)
+
+
+def _convert(config: ConvertConfig) -> dict:
+    workers = config.workers or worker_pool.default_workers()
+    celeba_dir = find_celeba(config, workers)
+    started = time.perf_counter()  # the conversion itself, without making or downloading data
+    layout = detect_layout(celeba_dir)
+    if config.split == "official" and layout.partition_file is None:
+        raise CelebaError(f"--split=official needs list_eval_partition.txt (or .csv) in {layout.root}. "
+                          "Add it, or use --split=identity (needs identity_CelebA.txt) or --split=seed.")
+    if config.split == "identity" and layout.identity_file is None:
+        raise CelebaError(f"--split=identity needs identity_CelebA.txt in {layout.root} (CelebA's "
+                          "Anno/identity_CelebA.txt; Kaggle's copy lacks it). Or use --split=official.")
+    table, dropped = read_celeba(layout)
+    rows_in_file = len(table) + len(dropped)
+    if table.empty:
+        raise CelebaError(f"{layout.attr_file} has no usable rows ({len(dropped)} bad). See its format in README.md.")
+    check_attribute(table, config.attribute)
+    check_out_dir(config)
+    problems = [_check_bad_fraction(len(dropped), rows_in_file, "attribute rows", config)]
+    attribute_names = attribute_columns(table)
+    table["label"] = table[config.attribute].astype(np.int64)
+    names = class_names(config.attribute)
+
+    seed_info, balanced_out = None, []
+    if config.split == "seed":
+        candidates, balanced_out, seed_info = curation.seed_split(table, config.limit, config.balance, config.seed)
+    else:
+        candidates = curation.sample_limit(table, config.limit, config.seed)
+
+    bar = progress.counter(len(candidates), "scan", enabled=config.progress)
+    results = image_scan.scan_files(candidates["path"].tolist(), near=config.dedupe == "near", workers=workers,
+                              progress=bar.update, max_pixels=config.max_pixels)
+    bar.close()
+    candidates = candidates.assign(
+        sha256=[r.sha256 for r in results], nbytes=[r.nbytes for r in results],
+        height=[r.height for r in results], width=[r.width for r in results], phash=[r.phash for r in results])
+    bad = np.array([r.problem is not None for r in results], dtype=bool)
+    dropped += shard_plan.drop_rows(candidates, bad, [r.problem for r in results], [r.detail for r in results])
+    problems.append(_check_bad_fraction(int(bad.sum()), len(candidates), "image files", config))
+    usable = candidates[~bad]
+
+    plan, curated, balance = shard_plan.curate(config, usable, balanced_out, names)
+    if seed_info is not None and config.balance:
+        balance = shard_plan.seed_balance(seed_info, names)
+    dropped += curated
+
+    manifest = {
+        "format_version": fileio.FORMAT_VERSION,
+        "status": fileio.IN_PROGRESS,
+        "created_by": f"celeba_gender {celeba_gender.__version__}",
+        "source": {"dir": layout.root, "form": layout.form, "attribute_file": os.path.basename(layout.attr_file),
+                   "rows": rows_in_file, "usable_rows": len(table), "scanned": len(candidates),
+                   "synthetic": config.synthetic or None},
+        "attribute": config.attribute,
+        "class_names": list(names),
+        "attribute_names": attribute_names,
+        "options": config.plan_options(),
+        "image_sizes": dict(collections.Counter(f"{h}x{w}" for h, w in zip(plan["height"], plan["width"]))),
+        "splits": {},
+        "balance": balance,
+        "dropped_counts": dict(sorted(collections.Counter(d.reason for d in dropped).items())),
+        "dropped": [dataclasses.asdict(d) for d in sorted(dropped, key=lambda d: (d.reason, d.image_id))],
+        "warnings": shard_plan.straddling_copies(plan, config),
+    }
+    if seed_info is not None:
+        by_name = lambda counts: {names[k]: v for k, v in counts.items()}  # noqa: E731
+        seed_info["sampled_class_counts"] = by_name(seed_info["sampled_class_counts"])
+        seed_info["split_class_counts"] = {s: by_name(c) for s, c in seed_info["split_class_counts"].items()}
+        manifest["seed_protocol"] = seed_info
+    failures = [p for p in problems if p]
+    if failures or plan.empty:
+        manifest["status"] = fileio.FAILED
+        where = os.path.join(config.out_dir, fileio.MANIFEST)
+        with fileio.disk_space_for(fileio.MANIFEST, config.out_dir):
+            os.makedirs(config.out_dir, exist_ok=True)
+            fileio.write_json(where, manifest)
+        if failures:
+            raise ConvertError("; ".join(failures) + f". Every bad row and its reason is listed in {where} "
+                               "('dropped'). Fix or remove them, or raise --max_bad_fraction.")
+        raise ConvertError(f"Nothing left to write: every row was dropped ({manifest['dropped_counts']}). "
+                           f"See {where}.")
+
+    specs = []
+    for split in curation.SPLITS:
+        part = plan[plan["split"] == split]
+        items = shard_plan.shard_items(part, attribute_names, names)
+        n = writer.num_shards_for(len(part), int(part["nbytes"].sum()), config.num_shards, config.shard_mb)
+        specs += writer.split_into_shards(split, items, n)
+        counts = part["label"].value_counts()
+        class_counts = {names[k]: int(counts.get(k, 0)) for k in (0, 1)}
+        manifest["splits"][split] = {"count": len(part), "class_counts": class_counts, "num_shards": n, "bytes": 0,
+                                     "shards": []}
+
+    bar = progress.counter(len(plan), "write", enabled=config.progress)
+    manifest = writer.write_shards(specs, config.out_dir, manifest, workers, progress=bar.update)
+    bar.close()
+    manifest["seconds"] = round(time.perf_counter() - started, 2)
+    return manifest

@@ -1,0 +1,1 @@
+"""Evaluation reports: metrics of a split, figures, galleries, Grad-CAM figures, published numbers."""

@@ -1,0 +1,109 @@
+"""The evaluation report as Markdown tables (report.md, and TensorBoard's text dashboard)."""
+
+from __future__ import annotations
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def report_markdown(report: dict, subgroups: int = 15) -> str:
+    """The report as readable Markdown tables."""
+    names = report["class_names"]
+    lo, hi = report["accuracy_ci95"]
+    lines = [f"# Evaluation of {report['run_dir']}", "",
+             f"Split `{report['split']}` ({report['count']:,} images, every one once), {report['checkpoint']} "
+             f"checkpoint, attribute `{report['attribute']}`.", "",
+             "| metric | value |", "|---|---|",
+             f"| accuracy | {_pct(report['accuracy'])} (95% CI {_pct(lo)} - {_pct(hi)}) |",
+             f"| balanced accuracy | {_pct(report['balanced_accuracy'])} |",
+             f"| ROC-AUC | {report['roc_auc']:.4f} |", f"| log loss | {report['log_loss']:.4f} |", "",
+             "## Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for name in names:
+        c = report["per_class"][name]
+        lines.append(f"| {name} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1-score']:.4f} | {int(c['support']):,} |")
+    lines += ["", "## Confusion matrix (rows: actual, columns: predicted)", "",
+              "| | " + " | ".join(f"predicted {n}" for n in names) + " |", "|---|" + "---|" * len(names)]
+    for name, row in zip(names, report["confusion_matrix"]):
+        lines.append(f"| actual {name} | " + " | ".join(f"{v:,}" for v in row) + " |")
+    lines += ["", f"## Where it fails: subgroups by accuracy gap (worst {subgroups})", "",
+              "| subgroup | images | accuracy | gap | 95% CI |", "|---|---|---|---|---|"]
+    for g in report["subgroups"][:subgroups]:
+        lines.append(f"| {g['group']} | {g['count']:,} | {_pct(g['accuracy'])} | {100 * g['gap']:+.2f} pt | "
+                     f"{_pct(g['ci95'][0])} - {_pct(g['ci95'][1])} |")
+    lines += _tta_table(report)
+    lines += ["", "## Most confident errors", ""]
+    for key, errors in report["errors"].items():
+        actual, predicted = key.split("_as_")
+        shown = ", ".join(f"{e['filename']} ({e['probability']:.2f})" for e in errors[:10]) or "none"
+        lines.append(f"- actual {actual} predicted {predicted}: {shown}")
+    lines += _gradcam_section(report)
+    return "\n".join(lines) + "\n"
+
+
+def attributes_markdown(report: dict) -> str:
+    """The report of a multi-attribute run: the means, then one row per attribute (worst gap to the majority
+    baseline first) with the published figures beside the engine's."""
+    from celeba_gender.tasks import multilabel  # sklearn is loaded only when needed
+
+    lines = [f"# Evaluation of {report['run_dir']}", "",
+             f"Split `{report['split']}` ({report['count']:,} images, every one once), {report['checkpoint']} "
+             f"checkpoint, {len(report['attributes'])} attributes, one sigmoid each (decision at 0.5).", "",
+             "| metric | value |", "|---|---|",
+             f"| mean accuracy | {_pct(report['mean_accuracy'])} |",
+             f"| mean majority baseline | {_pct(report['mean_majority_accuracy'])} |",
+             f"| mean balanced accuracy | {_pct(report['mean_balanced_accuracy'])} |",
+             f"| mean ROC-AUC | {report['mean_roc_auc']:.4f} |", f"| log loss | {report['log_loss']:.4f} |", "",
+             "## Per attribute, least learned first (gap = accuracy - majority baseline)", "",
+             multilabel.markdown_table(report), "",
+             "The majority baseline answers every image with the attribute's more frequent value. Published figures "
+             "(%) are on CelebA's official test split: LNets+ANet (Liu et al., ICCV 2015, Table 1) and MCNN-AUX "
+             "(Hand and Chellappa, AAAI 2017). They are not comparable with a run on other data, such as the "
+             "synthetic CelebA."]
+    t = report.get("tta")
+    if t:
+        lines += ["", f"## Test-time augmentation: plain vs {t['mode']}", "", f"| metric | plain | {t['mode']} |",
+                  "|---|---|---|", f"| mean accuracy | {_pct(report['mean_accuracy'])} | {_pct(t['mean_accuracy'])} |",
+                  f"| mean balanced accuracy | {_pct(report['mean_balanced_accuracy'])} | "
+                  f"{_pct(t['mean_balanced_accuracy'])} |",
+                  f"| mean ROC-AUC | {report['mean_roc_auc']:.4f} | {t['mean_roc_auc']:.4f} |",
+                  f"| log loss | {report['log_loss']:.4f} | {t['log_loss']:.4f} |", "",
+                  f"{t['mode']} changed {t['changed_decisions']:,} of {report['count'] * len(report['attributes']):,} "
+                  "attribute decisions."]
+    if report.get("gradcam"):
+        lines += _gradcam_section(report)[:2] + [f"Grad-CAM of `{report['gradcam_attribute']}` (evidence for the "
+                                                 "value the model chose)."] + _gradcam_section(report)[4:]
+    return "\n".join(lines) + "\n"
+
+
+def _tta_table(report: dict) -> list[str]:
+    """Plain vs test-time augmented figures, when evaluate.py ran with --tta."""
+    t = report.get("tta")
+    if not t:
+        return []
+    mode = t["mode"]
+    rows = [("accuracy", _pct(report["accuracy"]), _pct(t["accuracy"])),
+            ("balanced accuracy", _pct(report["balanced_accuracy"]), _pct(t["balanced_accuracy"])),
+            ("ROC-AUC", f"{report['roc_auc']:.4f}", f"{t['roc_auc']:.4f}"),
+            ("log loss", f"{report['log_loss']:.4f}", f"{t['log_loss']:.4f}")]
+    return ["", f"## Test-time augmentation: plain vs {mode}", "", f"| metric | plain | {mode} |", "|---|---|---|",
+            *(f"| {name} | {a} | {b} |" for name, a, b in rows), "",
+            f"{mode} changed {t['changed_predictions']:,} of {report['count']:,} predictions: {t['fixed']:,} became "
+            f"right, {t['broken']:,} became wrong."]
+
+
+def _gradcam_section(report: dict) -> list[str]:
+    """Links to the Grad-CAM figures, one per group of faces."""
+    groups = report.get("gradcam") or {}
+    files = report.get("files", {})
+    if not groups:
+        return []
+    lines = ["", "## Grad-CAM: where the model found its evidence", "",
+             "Each face is shown with the heatmap of the class the model predicted (for an error, the wrong class)."]
+    for group, entries in groups.items():
+        path = files.get(f"gradcam_{group}")
+        if path:
+            caption = "correct, most confident" if group == "correct" else \
+                "actual {} predicted {}".format(*group.split("_as_"))
+            lines += ["", f"{caption} ({len(entries)} faces): ![{caption}]({path.rsplit('/', 1)[-1]})"]
+    return lines

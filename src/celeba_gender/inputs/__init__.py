@@ -1,0 +1,1 @@
+"""Shards -> batches: the one decode rule, the tf.data pipeline, the augmentation."""

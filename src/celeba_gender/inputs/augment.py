@@ -1,0 +1,277 @@
+"""The training-time augmentation: the seed's ImageDataGenerator as ONE Keras layer, and the training targets.
+
+- :class:`Augmenter`, the layer: the seed's geometry as one fused projective warp per batch (the pure functions
+  of :mod:`celeba_gender.inputs.geometry`, which also explains ImageDataGenerator's distribution and quirks), then
+  RandAugment and random erasing when configured. Active in training only; returns float32.
+- :func:`host_augment_fn`: that layer as a tf.data map function (``--augment_on=host``).
+- :func:`training_targets`: one-hot targets from integer labels, MixUp / CutMix, then label smoothing. They
+  need the labels, so they cannot live inside the model; the training step calls this.
+
+Why one fused transform: every Keras ``Random*`` layer resamples the whole batch (one
+``ImageProjectiveTransformV3`` each), so five stacked layers do five full-image bilinear passes and blur the
+image five times. Composing the five matrices first and warping once does one pass. On the 2-core CPU this
+project was first measured on, ImageDataGenerator ran ~355-511 images/s, stacked Keras layers
+~410-530/s and one fused transform ~1,000-1,430/s; benchmarks/README.md has this engine's latest figures.
+The stacked layers remain, for tests and benchmarks only, in :mod:`celeba_gender.inputs.augment_reference`.
+``ImageProjectiveTransformV3`` has no XLA kernel, so the layer must run outside any jit-compiled function (it
+declares ``supports_jit = False``; the training step calls it before its compiled part, or tf.data runs it on
+the host).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from celeba_gender.core import options
+from celeba_gender.inputs import geometry
+from celeba_gender.core.options import option
+
+_PACKAGE = "celeba_gender"
+_FILL_MODES = ("nearest", "constant", "reflect", "wrap")
+_INTERPOLATIONS = ("bilinear", "nearest")
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation settings; the defaults are the seed study's ImageDataGenerator (see geometry.py for how
+    its parameters are drawn and composed)."""
+
+    rotation_deg: float = option(15.0, "Rotation range in degrees: theta ~ U(-r, r) (ImageDataGenerator's "
+                                 "rotation_range).", lower=0)
+    shear_deg: float = option(0.1, "Shear range in degrees (ImageDataGenerator's shear_range is in degrees, "
+                              "not a Keras shear factor).", lower=0)
+    zoom: float = option(0.2, "Zoom range: zx, zy ~ U(1 - z, 1 + z) independently (> 1 zooms out).", lower=0,
+                         upper=0.99)
+    width_shift: float = option(0.1, "Horizontal shift range, a fraction of the width (pixels when >= 1).", lower=0)
+    height_shift: float = option(0.1, "Vertical shift range, a fraction of the height (pixels when >= 1).", lower=0)
+    horizontal_flip: bool = option(True, "Flip left-right with probability 0.5, after the warp.")
+    fill_mode: str = option("nearest", "How pixels outside the image are filled (the seed's: nearest).",
+                            choices=_FILL_MODES)
+    interpolation: str = option("bilinear", "Resampling of the warp (the seed's: bilinear).",
+                                choices=_INTERPOLATIONS)
+    idg_quirks: bool = option(False, "Reproduce ImageDataGenerator's off-centre rotation pivot and swapped shift "
+                              "axes on non-square images (the source's exact pixels).")
+    randaugment: bool = option(False, "Add RandAugment after the seed's geometric augmentation.")
+    random_erasing: float = option(0.0, "Probability of random erasing per image.", lower=0, upper=1)
+    mixup: float = option(0.0, "MixUp Beta(alpha, alpha); 0 = off.", lower=0)
+    cutmix: float = option(0.0, "CutMix Beta(alpha, alpha); 0 = off.", lower=0)
+
+    def __post_init__(self):
+        options.validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form, for Keras ``get_config``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> AugmentConfig:
+        """Inverse of :meth:`to_dict`; ignores unknown keys so older saved models still load."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in dict(values or {}).items() if k in names})
+
+
+def _as_config(config: AugmentConfig | Mapping[str, Any] | None) -> AugmentConfig:
+    if config is None:
+        return AugmentConfig()
+    if isinstance(config, AugmentConfig):
+        return config
+    return AugmentConfig.from_dict(config)
+
+
+def _offset(seed: int | None, by: int) -> int | None:
+    return None if seed is None else seed + by
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The layer.
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Augmenter(keras.layers.Layer):
+    """The model's augmentation block: the seed's geometry as one fused warp, then optional RandAugment and
+    random erasing.
+
+    ``call(images, training=None)``: in training, draws one matrix per image
+    (:func:`geometry.sample_transforms`) and warps the whole NHWC batch with a single
+    ``ImageProjectiveTransformV3``, then applies the optional policies; returns float32 in [0, 255] (for
+    [0, 255] input). At inference (``training`` False or None) returns the images cast to float32, unchanged.
+    Accepts uint8 or float input and any static or dynamic batch size. Randomness comes from a
+    ``keras.random.SeedGenerator(seed)``, so a given seed reproduces; MirroredStrategy replicas get different
+    draws. Not jit-compilable (``supports_jit = False``). Serialisable, so a ``.keras`` model holding it loads.
+    """
+
+    def __init__(self, config: AugmentConfig | Mapping[str, Any] | None = None, seed: int | None = None,
+                 **kwargs):
+        # Models saved before the stacked kind left the engine carry kind='fused' (the only kind it used).
+        kwargs.pop("kind", None)
+        kwargs.setdefault("autocast", False)  # the warp is float32 whatever the policy; don't recast input
+        super().__init__(**kwargs)
+        self.config = _as_config(config)
+        self.seed = seed
+        self.supports_jit = False
+        # Created first: with seed=None, SeedGenerators take their seeds from Python's global random state
+        # in creation order, and this order is the one the engine has always had.
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        # Offsets keep the policies' random streams apart from the warp's when a seed is given.
+        self.randaugment = (keras.layers.RandAugment(value_range=(0, 255), seed=_offset(seed, 101), dtype="float32")
+                            if self.config.randaugment else None)
+        # RandomErasing's float `factor` p means "probability ~ U(-p, p)" (it erases ~p/4 of the time); the
+        # pair (p, p) pins the probability to p.
+        self.eraser = (keras.layers.RandomErasing(factor=(self.config.random_erasing, self.config.random_erasing),
+                                                  value_range=(0, 255), seed=_offset(seed, 202), dtype="float32")
+                       if self.config.random_erasing > 0 else None)
+
+    def build(self, input_shape):
+        # Build the policies now, so a functional model (and its .keras file) sees them built.
+        for layer in (self.randaugment, self.eraser):
+            if layer is not None and not layer.built:
+                layer.build(input_shape)
+        self.built = True
+
+    def call(self, images, training=None):
+        images = tf.cast(images, tf.float32)
+        if not training:  # Keras 3 passes a Python bool, or None when nobody said: inference, as Dropout
+            return images
+        images = self._warp(images)
+        for policy in (self.randaugment, self.eraser):
+            if policy is not None:
+                images = tf.cast(policy(images, training=True), tf.float32)
+        return images
+
+    def _warp(self, images: tf.Tensor) -> tf.Tensor:
+        batch, height, width = geometry.image_dims(images)
+        seed = geometry.replica_seed(self.seed_generator.next())
+        transforms = geometry.sample_transforms(batch, height, width, self.config, seed)
+        return geometry.apply_transforms(images, transforms, self.config.fill_mode, self.config.interpolation)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def compute_output_spec(self, inputs, training=None):
+        return keras.KerasTensor(inputs.shape, dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"config": self.config.to_dict(), "seed": self.seed})
+        return config
+
+
+def host_augment_fn(layer: keras.layers.Layer) -> Callable:
+    """A tf.data map function (after ``.batch``) that augments the images with ``layer`` and passes the rest.
+
+    Returns ``fn(images, labels, *rest) -> (layer(images, training=True), labels, *rest)``, for ``ds.map(fn)``
+    or ``pipeline.train_dataset(config, host_augment=fn)``. The caller builds ``layer`` once (an :class:`Augmenter`,
+    or any layer with its call signature) eagerly, outside any traced function and outside a distribution
+    strategy's scope: its random state is a variable, which a tf.data function may update but not create.
+    Each batch then advances that layer's draws; two layers give two independent streams.
+    """
+    def augment_batch(images, labels, *rest):
+        return (layer(images, training=True), labels, *rest)
+    return augment_batch
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training targets: one-hot, MixUp / CutMix, label smoothing.
+
+
+def _beta(shape, alpha: float, seed: tf.Tensor) -> tf.Tensor:
+    """Beta(alpha, alpha) from two stateless gammas."""
+    seeds = geometry.split_seed(seed, 2)
+    g1 = tf.random.stateless_gamma(shape, seed=seeds[0], alpha=alpha, dtype=tf.float32)
+    g2 = tf.random.stateless_gamma(shape, seed=seeds[1], alpha=alpha, dtype=tf.float32)
+    return g1 / tf.maximum(g1 + g2, 1e-12)
+
+
+def _permutation(batch, seed: tf.Tensor) -> tf.Tensor:
+    """A random permutation of range(batch): argsort of stateless uniforms."""
+    return tf.argsort(tf.random.stateless_uniform(tf.reshape(batch, [1]), seed=seed))
+
+
+def _mixup(images, targets, alpha: float, perm, seed):
+    """Keras MixUp's rule: per image, lam ~ Beta(alpha, alpha); x = lam x + (1-lam) x[perm], same for y."""
+    lam = _beta(tf.shape(images)[:1], alpha, seed)
+    mixed = lam[:, None, None, None] * images + (1.0 - lam[:, None, None, None]) * tf.gather(images, perm)
+    return mixed, lam[:, None] * targets + (1.0 - lam[:, None]) * tf.gather(targets, perm)
+
+
+def _cutmix(images, targets, alpha: float, perm, seed):
+    """CutMix: paste a box of area ~(1 - lam) of image perm[i] into image i; targets by the true pasted area."""
+    seeds = geometry.split_seed(seed, 2)
+    batch, height, width = geometry.image_dims(images)
+    lam = _beta(tf.reshape(batch, [1]), alpha, seeds[0])
+    h = tf.cast(height, tf.float32)
+    w = tf.cast(width, tf.float32)
+    ratio = tf.sqrt(1.0 - lam)
+    centre = tf.random.stateless_uniform(tf.stack([batch, 2]), seed=seeds[1])
+    cy, cx = centre[:, 0] * h, centre[:, 1] * w
+    y0 = tf.clip_by_value(tf.round(cy - ratio * h / 2), 0.0, h)
+    y1 = tf.clip_by_value(tf.round(cy + ratio * h / 2), 0.0, h)
+    x0 = tf.clip_by_value(tf.round(cx - ratio * w / 2), 0.0, w)
+    x1 = tf.clip_by_value(tf.round(cx + ratio * w / 2), 0.0, w)
+    rows = tf.range(h)[None, :]
+    cols = tf.range(w)[None, :]
+    in_rows = (rows >= y0[:, None]) & (rows < y1[:, None])  # [B, H]
+    in_cols = (cols >= x0[:, None]) & (cols < x1[:, None])  # [B, W]
+    box = in_rows[:, :, None, None] & in_cols[:, None, :, None]
+    mixed = tf.where(box, tf.gather(images, perm), images)
+    kept = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+    return mixed, kept[:, None] * targets + (1.0 - kept[:, None]) * tf.gather(targets, perm)
+
+
+def _mix(images, targets, config: AugmentConfig, seed):
+    """MixUp and/or CutMix of float32 images and soft targets (both on: each image gets one, p = 0.5)."""
+    seeds = geometry.split_seed(geometry.seed_tensor(seed), 4)
+    perm = _permutation(tf.shape(images)[0], seeds[0])
+    if config.cutmix <= 0:
+        return _mixup(images, targets, config.mixup, perm, seeds[1])
+    if config.mixup <= 0:
+        return _cutmix(images, targets, config.cutmix, perm, seeds[2])
+    mix_x, mix_y = _mixup(images, targets, config.mixup, perm, seeds[1])
+    cut_x, cut_y = _cutmix(images, targets, config.cutmix, perm, seeds[2])
+    use_mix = tf.random.stateless_uniform(tf.shape(images)[:1], seed=seeds[3]) < 0.5
+    return (tf.where(use_mix[:, None, None, None], mix_x, cut_x), tf.where(use_mix[:, None], mix_y, cut_y))
+
+
+def training_targets(images, labels, num_classes: int, label_smoothing: float = 0.0,
+                     config: AugmentConfig | None = None, seed=None, multi_label: bool = False
+                     ) -> tuple[tf.Tensor, tf.Tensor]:
+    """The training step's inputs and targets from integer labels -> (float32 images, float32 targets [B, K]).
+
+    ``multi_label``: ``labels`` are already 0/1 targets [B, K], one per attribute (K independent binary
+    decisions): step 1 takes them as they are, and smoothing pulls each towards 1/2 (``t * (1 - eps) +
+    eps / 2``), the binary case of the rule below.
+
+    In this order:
+
+    1. one-hot targets of the ``labels`` (K = ``num_classes``);
+    2. MixUp (``config.mixup`` > 0) and/or CutMix (``config.cutmix`` > 0), the Beta(alpha, alpha) parameters:
+       each image is mixed with a partner from a random permutation of the batch, and its target row becomes
+       the same convex combination of the two one-hot rows (CutMix: by the box's true area). With both on,
+       each image gets one of the two at random (p = 0.5 each). With both off the images are only cast;
+    3. label smoothing of whatever targets step 2 left: ``t * (1 - eps) + eps / K`` with eps =
+       ``label_smoothing``. Smoothing is affine and every row sums to 1, so smoothing a mixed row is the same
+       as mixing smoothed one-hot rows: ``lam e_i + (1 - lam) e_j`` becomes ``(1 - eps)(lam e_i + (1 - lam)
+       e_j) + eps / K``. Rows still sum to 1 and no entry is below eps / K.
+
+    ``seed`` (for the mixing): None (fresh every call), an int (the same mix every call: for tests), a
+    ``keras.random.SeedGenerator`` or a [2] tensor (e.g. per step).
+    """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    config = _as_config(config)
+    images = tf.cast(images, tf.float32)
+    if multi_label:
+        targets = tf.cast(labels, tf.float32)
+    else:
+        targets = tf.one_hot(tf.reshape(tf.cast(labels, tf.int32), [-1]), num_classes, dtype=tf.float32)
+    if config.mixup > 0 or config.cutmix > 0:
+        images, targets = _mix(images, targets, config, seed)
+    if label_smoothing > 0:
+        classes = 2 if multi_label else num_classes
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / classes
+    return images, targets

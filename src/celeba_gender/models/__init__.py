@@ -1,0 +1,1 @@
+"""The architecture registry: backbones, heads, preprocessing, recipes."""

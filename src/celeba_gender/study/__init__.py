@@ -1,0 +1,1 @@
+"""Comparison studies: grids of train.py runs and their tables."""

@@ -1,0 +1,243 @@
+"""Comparison studies: grids of ordinary train.py runs (archs x one varied setting), resumable, tabulated.
+
+    run_study(StudyConfig(name="epochs", archs=("alexnet", "resnet50v2"), vary="epochs", values=(5, 10, 15)))
+
+Each run is a separate ``train.py`` process with its own run directory under ``STUDY/runs/``, so a study is
+exactly the runs a user could make by hand, and TensorFlow's global state (strategy, precision policy) never
+leaks from one run into the next. A rerun skips finished runs and resumes an interrupted one (train.py does
+the resuming). ``dataset_size`` studies convert the data once per size (``--limit``) into ``STUDY/data/``.
+Outputs: ``study.csv`` and ``study.md`` (rows: setting, columns: arch, like the source's tables),
+``study_runs.csv`` (every run), ``study.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+from celeba_gender.models import registry as arch_registry
+from celeba_gender.core import options, fileio
+from celeba_gender.rundir import directory
+from celeba_gender.study import source_study
+from celeba_gender.core.errors import UserError
+from celeba_gender.core.options import option
+
+VARY = ("epochs", "dataset_size", "batch", "none")
+
+
+class StudyError(UserError):
+    """A study that cannot go on; the message says which run failed and where its log is."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """One study: which archs, which setting varies over which values, how each run is configured."""
+
+    name: str = option(help="Study name (its directory is studies/<name> unless --study_dir). Required.")
+    archs: tuple[str, ...] = option(help="Architectures to compare (comma-separated). Required.",
+                                    choices=arch_registry.ARCH_NAMES)
+    vary: str = option("epochs", "The setting that varies: epochs, dataset_size (via the converter's --limit), batch, "
+                       "or none (compare archs only).", choices=VARY)
+    values: tuple[int, ...] = option((), "Values of the varied setting, e.g. 5,10,15.", lower=1)
+    repeats: int = option(1, "Seeds per cell (--seed, --seed+1, ...); tables show mean ± std.", lower=1)
+    seed: int = option(42, "First seed.")
+    checkpoint: str = option("best", "Which checkpoint of each run the tables report: best (validation accuracy) or "
+                             "last (what the source study reported).", choices=("best", "last"))
+    study_dir: str = option("", "Where runs, logs and tables go; default studies/<name>.", path=True)
+    train_flagfile: str = option("", "train.py flagfile for every run; {arch} is replaced by the arch. Without it "
+                                 "each run trains with its arch's recipe.", path=True)
+    data_dir: str = option("tfrecords", "Shards of every run (unless --vary=dataset_size).", path=True)
+    convert_flagfile: str = option("", "make_tfrecords.py flagfile for --vary=dataset_size (--limit and --out_dir "
+                                   "are added per size).", path=True)
+    python: str = option(sys.executable, "The Python that runs train.py and make_tfrecords.py.", flag=False)
+
+    def __post_init__(self):
+        options.validate(self)
+        if self.vary != "none" and not self.values:
+            raise StudyError(f"--vary={self.vary} needs --values, e.g. --values=5,10,15.")
+
+    @property
+    def directory(self) -> str:
+        return self.study_dir or os.path.join("studies", self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    arch: str
+    value: int | None
+    seed: int
+    run_dir: str
+    data_dir: str
+
+
+def plan(config: StudyConfig) -> list[RunSpec]:
+    """Every run of the study, settings outermost (so a partial study already fills whole rows)."""
+    if config.vary not in VARY:
+        raise StudyError(f"--vary={config.vary}: choose one of {', '.join(VARY)}.")
+    values = config.values if config.vary != "none" else (None,)
+    specs = []
+    for value in values:
+        data_dir = (os.path.join(config.directory, "data", f"limit-{value}") if config.vary == "dataset_size"
+                    else config.data_dir)
+        for arch in config.archs:
+            for r in range(config.repeats):
+                seed = config.seed + r
+                tag = f"{arch}" + (f"-{config.vary}{value}" if value is not None else "") + f"-seed{seed}"
+                specs.append(RunSpec(arch, value, seed, os.path.join(config.directory, "runs", tag), data_dir))
+    return specs
+
+
+def train_command(config: StudyConfig, spec: RunSpec) -> list[str]:
+    """The train.py command of one run."""
+    cmd = [config.python, "-m", "celeba_gender.cli.train"]
+    if config.train_flagfile:
+        cmd.append(f"--flagfile={config.train_flagfile.format(arch=spec.arch)}")
+    cmd += [f"--arch={spec.arch}", f"--seed={spec.seed}", f"--run_dir={spec.run_dir}", f"--data_dir={spec.data_dir}",
+            f"--test_checkpoint={config.checkpoint}", "--noprogress"]
+    if config.vary in ("epochs", "batch"):
+        cmd.append(f"--{config.vary}={spec.value}")
+    return cmd
+
+
+def _run(cmd: list[str], log_path: str) -> int:
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+_TF_NOISE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl)")
+
+
+def _reason(path: str) -> str:
+    """Why a child command failed, in one line: its own ``<prog>: error: ...`` line when it printed one, else
+    the last line of its log that is not TensorFlow's logging (a traceback's exception line)."""
+    with open(path, errors="replace") as f:
+        lines = [line.strip() for line in f if line.strip() and not _TF_NOISE.match(line)]
+    errors = [line for line in lines if re.match(r"^[\w.-]+: error: ", line)]
+    return (errors or lines or ["(its log is empty)"])[-1]
+
+
+def prepare_data(config: StudyConfig, echo=print) -> None:
+    """Converts the data once per dataset size (the converter itself skips what is already done)."""
+    if config.vary != "dataset_size":
+        return
+    if not config.convert_flagfile:
+        raise StudyError("--vary=dataset_size needs --convert_flagfile (make_tfrecords flags, e.g. --celeba_dir).")
+    for value in config.values:
+        out = os.path.join(config.directory, "data", f"limit-{value}")
+        cmd = [config.python, "-m", "celeba_gender.cli.convert", f"--flagfile={config.convert_flagfile}",
+               f"--limit={value}", f"--out_dir={out}", "--progress=false"]
+        log = os.path.join(config.directory, "logs", f"convert-limit-{value}.log")
+        if _run(cmd, log):
+            raise StudyError(f"converting {value:,} images failed: {_reason(log)} (its log: {log})")
+        echo(f"data for {value:,} images: {out}")
+
+
+def run_study(config: StudyConfig, echo=print) -> list[dict]:
+    """Runs (or resumes) every run of the study, then writes the tables; returns one row per run."""
+    prepare_data(config, echo)
+    specs = plan(config)
+    rows = []
+    for i, spec in enumerate(specs, start=1):
+        label = f"[{i}/{len(specs)}] {spec.arch}" + (f" {config.vary}={spec.value}" if spec.value is not None else "") \
+            + f" seed {spec.seed}"
+        if directory.status(spec.run_dir).get("status") == directory.COMPLETE:
+            echo(f"{label}: done before, skipped")
+            rows.append(_result(spec))
+            continue
+        start = time.time()
+        log = os.path.join(config.directory, "logs", os.path.basename(spec.run_dir) + ".log")
+        if _run(train_command(config, spec), log):
+            raise StudyError(f"{label} failed: {_reason(log)} (its log: {log}). Fix it and run the same study "
+                             "command again: finished runs are kept.")
+        rows.append(_result(spec))
+        echo(f"{label}: test accuracy {rows[-1]['test_accuracy']:.4f} ({time.time() - start:.0f} s)")
+    write_tables(config, rows)
+    return rows
+
+
+def _result(spec: RunSpec) -> dict:
+    summary = fileio.read_json(os.path.join(spec.run_dir, "summary.json")) or {}
+    test = summary.get("test", {})
+    return {"arch": spec.arch, "value": spec.value, "seed": spec.seed, "run_dir": spec.run_dir,
+            # A multi-attribute run's figure is its mean accuracy over the attributes.
+            "test_accuracy": test.get("accuracy", test.get("mean_accuracy", float("nan"))),
+            "test_roc_auc": test.get("roc_auc", test.get("mean_roc_auc", float("nan"))),
+            "best_validation_accuracy": summary.get("best_validation_accuracy", float("nan"))}
+
+
+def tabulate(config: StudyConfig, rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the study table: one row per setting, one column per arch, mean (+- std), and the
+    source study's published accuracy in brackets where it reported that cell."""
+    header = [config.vary if config.vary != "none" else "setting", *config.archs]
+    values = sorted({r["value"] for r in rows}, key=lambda v: (v is None, v))
+    table = []
+    for value in values:
+        line = [str(value) if value is not None else "-"]
+        for arch in config.archs:
+            accs = [r["test_accuracy"] for r in rows if r["arch"] == arch and r["value"] == value]
+            if len(accs) > 1:
+                cell = f"{statistics.mean(accs):.4f} ± {statistics.stdev(accs):.4f}"
+            else:
+                cell = f"{accs[0]:.4f}" if accs else ""
+            source = source_study.published(config.vary, value, arch)
+            line.append(cell + (f" (source {source:.2f})" if source is not None and cell else ""))
+        table.append(line)
+    return header, table
+
+
+def write_tables(config: StudyConfig, rows: list[dict]) -> dict:
+    """study.csv, study.md, study_runs.csv and study.png in the study directory."""
+    os.makedirs(config.directory, exist_ok=True)
+    header, table = tabulate(config, rows)
+    paths = {name: os.path.join(config.directory, name)
+             for name in ("study.csv", "study.md", "study_runs.csv", "study.png")}
+    with open(paths["study.csv"], "w", newline="") as f:
+        csv.writer(f).writerows([header, *table])
+    with open(paths["study_runs.csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    repeats = f", mean ± std over {config.repeats} seeds" if config.repeats > 1 else ""
+    which = "best validation epoch" if config.checkpoint == "best" else "last epoch"
+    note = f"Each cell is the test accuracy of the {which}'s checkpoint."
+    if any("(source " in cell for line in table for cell in line):  # only when some cell has the source's figure
+        note += (" In brackets: what the source study published for that cell (its last epoch, on its own leaky "
+                 "52,000-image random split, so not the same test set).")
+    md = [f"# Study {config.name}: test accuracy by {config.vary}{repeats}", "", note, "",
+          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(line) + " |" for line in table]
+    with open(paths["study.md"], "w") as f:
+        f.write("\n".join(md) + "\n")
+    _plot(config, rows, paths["study.png"])
+    return paths
+
+
+def _plot(config: StudyConfig, rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    for arch in config.archs:
+        points = sorted(((r["value"] or 0), r["test_accuracy"]) for r in rows if r["arch"] == arch)
+        xs = sorted({x for x, _ in points})
+        means = [statistics.mean(a for x2, a in points if x2 == x) for x in xs]
+        ax.plot(xs, means, "o-", label=arch)
+    ax.set_xlabel(config.vary)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"study {config.name}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

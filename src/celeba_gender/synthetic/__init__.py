@@ -1,0 +1,1 @@
+"""A synthetic CelebA in CelebA's own layout (procedurally drawn faces). No TensorFlow."""

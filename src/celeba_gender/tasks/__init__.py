@@ -1,0 +1,1 @@
+"""What the labels are: one softmax class, or one sigmoid per attribute."""
