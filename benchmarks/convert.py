@@ -25,6 +25,9 @@ import machine  # noqa: E402
 
 from celeba_gender.convert import converter  # noqa: E402
 
+from celeba_gender.convert.config import ConvertConfig
+from celeba_gender.synthetic import generate  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -32,7 +35,7 @@ def time_conversion(celeba_dir: str, dedupe: str, workers: int) -> tuple[float, 
     out = tempfile.mkdtemp(prefix="convert-bench-")
     try:
         start = time.perf_counter()
-        manifest = converter.convert(converter.ConvertConfig(celeba_dir=celeba_dir, out_dir=out, dedupe=dedupe,
+        manifest = converter.convert(ConvertConfig(celeba_dir=celeba_dir, out_dir=out, dedupe=dedupe,
                                                          workers=workers, progress=False))
         return time.perf_counter() - start, manifest
     finally:
@@ -53,7 +56,7 @@ def main() -> None:
     data_dir = args.data_dir or os.path.join(args.data_root, f"synthetic_{args.num_images}")
     workers = args.workers or os.cpu_count()
     t0 = time.perf_counter()
-    converter.ensure_synthetic(data_dir, args.num_images, seed=42, workers=workers)
+    generate.ensure(data_dir, args.num_images, seed=42, workers=workers)
     print(f"synthetic CelebA ready in {data_dir} ({time.perf_counter() - t0:.1f} s)")
     time_conversion(data_dir, "exact", workers)  # warm-up: page cache, imports
 

@@ -216,10 +216,10 @@ def main() -> None:
         return
 
     sys.path.insert(0, os.path.join(ROOT, "src"))
-    from celeba_gender.convert import converter
+    from celeba_gender.synthetic import generate
 
     t0 = time.perf_counter()
-    converter.ensure_synthetic(data_dir, args.num_images, seed=args.seed, workers=2)
+    generate.ensure(data_dir, args.num_images, seed=args.seed, workers=2)
     made = time.perf_counter() - t0
     print(f"synthetic CelebA of {args.num_images:,} images ready in {data_dir} ({made:.1f} s; 0 when it existed)")
     conv = phase_convert(data_dir, out_dir, args.workers)

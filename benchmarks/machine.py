@@ -78,9 +78,11 @@ def benchmark_shards(data_root: str, num_images: int = 20000) -> tuple[str, str]
     """(synthetic CelebA folder, shard folder) of ``num_images`` images under ``data_root`` (benchmarks/_data
     by default), made the first time (the faces are drawn once; the converter skips shards already written)."""
     from celeba_gender.convert import converter
+    from celeba_gender.convert.config import ConvertConfig
+    from celeba_gender.synthetic import generate
 
     celeba_dir = os.path.join(data_root, f"synthetic_{num_images}")
     shard_dir = os.path.join(data_root, f"shards_{num_images}")
-    converter.ensure_synthetic(celeba_dir, num_images, seed=42, workers=os.cpu_count() or 1)
-    converter.convert(converter.ConvertConfig(celeba_dir=celeba_dir, out_dir=shard_dir, progress=False, overwrite=True))
+    generate.ensure(celeba_dir, num_images, seed=42, workers=os.cpu_count() or 1)
+    converter.convert(ConvertConfig(celeba_dir=celeba_dir, out_dir=shard_dir, progress=False, overwrite=True))
     return celeba_dir, shard_dir

@@ -11,6 +11,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from celeba_gender.convert import converter  # noqa: E402
+
+from celeba_gender.convert.config import ConvertConfig
 from celeba_gender.synthetic import generate  # noqa: E402
 
 
@@ -57,7 +59,7 @@ def celeba_copy(celeba_original, tmp_path) -> str:
 def shards(celeba_original, tmp_path_factory) -> tuple[str, dict]:
     """(directory, manifest) of the original-layout folder converted with the defaults (read-only)."""
     out = str(tmp_path_factory.mktemp("shards"))
-    manifest = converter.convert(converter.ConvertConfig(celeba_dir=celeba_original, out_dir=out, workers=1,
+    manifest = converter.convert(ConvertConfig(celeba_dir=celeba_original, out_dir=out, workers=1,
                                                      progress=False))
     return out, manifest
 
@@ -82,6 +84,6 @@ def unbalanced_shards(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("faces3000")
     generate.generate(str(root / "celeba"), 3000, seed=42, workers=2)
     out = str(root / "shards")
-    converter.convert(converter.ConvertConfig(celeba_dir=str(root / "celeba"), out_dir=out, balance=False,
+    converter.convert(ConvertConfig(celeba_dir=str(root / "celeba"), out_dir=out, balance=False,
                                           workers=2, progress=False))
     return out

@@ -15,9 +15,11 @@ import pytest
 import tensorflow as tf
 
 from celeba_gender.convert import converter, shard_plan, image_scan, writer
+
+from celeba_gender.convert.config import ConvertConfig, ConvertError
 from celeba_gender.shards import schema
 from celeba_gender.convert.celeba import detect_layout, read_celeba
-from celeba_gender.core.fileio import MANIFEST as FILENAME
+from celeba_gender.shards.shard_dir import MANIFEST as FILENAME
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -98,7 +100,7 @@ def test_shards_hold_exactly_the_plan_and_the_source_bytes(celeba_original, shar
 def test_exact_and_near_copies_never_straddle_splits(celeba_original_info, tmp_path):
     info = celeba_original_info
     assert info.exact_duplicates and info.near_duplicates
-    manifest = converter.convert(converter.ConvertConfig(celeba_dir=info.out_dir, out_dir=str(tmp_path),
+    manifest = converter.convert(ConvertConfig(celeba_dir=info.out_dir, out_dir=str(tmp_path),
                                                      dedupe="near", balance=False, workers=2, progress=False))
     split_of = {}
     for split in manifest["splits"]:
@@ -141,7 +143,7 @@ def test_bad_input_is_skipped_and_reported(celeba_copy, tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError):  # what the scan rejects, TensorFlow cannot decode
         tf.io.decode_jpeg(truncated)
     out = str(tmp_path / "out")
-    manifest = converter.convert(converter.ConvertConfig(celeba_dir=celeba_copy, out_dir=out, max_bad_fraction=0.05,
+    manifest = converter.convert(ConvertConfig(celeba_dir=celeba_copy, out_dir=out, max_bad_fraction=0.05,
                                                      workers=2, progress=False))
     reasons = {d["image_id"]: d["reason"] for d in manifest["dropped"]}
     assert {k: reasons.get(k) for k in expected} == expected
@@ -165,7 +167,7 @@ def test_too_much_bad_input_fails_after_writing_the_report(celeba_copy, tmp_path
 # Runs the converter in this process and kills it with `signal` in the middle of shard number 3.
 _INTERRUPT = textwrap.dedent("""
     import os, signal, sys
-    from celeba_gender import writer
+    from celeba_gender.convert import writer
     from celeba_gender.cli import convert
     original_commit, commits = writer.ShardWriter.commit, []
     def write(self, data, _original=writer.ShardWriter.write):
@@ -211,22 +213,22 @@ def test_an_interrupted_run_resumes_to_the_shards_of_a_clean_run(celeba_original
 
 def test_a_changed_shard_is_rewritten_and_other_options_need_overwrite(celeba_original, tmp_path):
     out = str(tmp_path / "out")
-    config = converter.ConvertConfig(celeba_dir=celeba_original, out_dir=out, num_shards=2, workers=1, progress=False)
+    config = ConvertConfig(celeba_dir=celeba_original, out_dir=out, num_shards=2, workers=1, progress=False)
     manifest = converter.convert(config)
     first = manifest["splits"]["train"]["shards"][0]["file"]
     good = open(os.path.join(out, first), "rb").read()
     open(os.path.join(out, first), "ab").write(b"junk")
     converter.convert(config)
     assert open(os.path.join(out, first), "rb").read() == good
-    with pytest.raises(converter.ConvertError, match=r"other options \(dedupe: 'exact' -> 'none'\).*--overwrite"):
-        converter.convert(converter.ConvertConfig(**{**config.__dict__, "dedupe": "none"}))
-    manifest = converter.convert(converter.ConvertConfig(**{**config.__dict__, "dedupe": "none", "overwrite": True}))
+    with pytest.raises(ConvertError, match=r"other options \(dedupe: 'exact' -> 'none'\).*--overwrite"):
+        converter.convert(ConvertConfig(**{**config.__dict__, "dedupe": "none"}))
+    manifest = converter.convert(ConvertConfig(**{**config.__dict__, "dedupe": "none", "overwrite": True}))
     assert manifest["options"]["dedupe"] == "none" and "duplicate" not in manifest["dropped_counts"]
 
 
 def test_copies_left_in_different_splits_are_warned_about():
     plan = pd.DataFrame({"sha256": ["a", "a", "b", "b"], "split": ["train", "test", "train", "train"]})
-    none = converter.ConvertConfig(dedupe="none")
+    none = ConvertConfig(dedupe="none")
     assert shard_plan.straddling_copies(plan, none) == [
         "1 groups of byte-identical images are in more than one split (--dedupe=none): the test set sees "
         "training images."]
@@ -235,7 +237,7 @@ def test_copies_left_in_different_splits_are_warned_about():
 
 def test_identity_split_and_balance_end_to_end(celeba_original, tmp_path):
     out = str(tmp_path / "out")
-    manifest = converter.convert(converter.ConvertConfig(celeba_dir=celeba_original, out_dir=out, split="identity",
+    manifest = converter.convert(ConvertConfig(celeba_dir=celeba_original, out_dir=out, split="identity",
                                                      balance=True, workers=1, progress=False))
     identities = {}
     for split, info in manifest["splits"].items():
@@ -247,7 +249,7 @@ def test_identity_split_and_balance_end_to_end(celeba_original, tmp_path):
 
 
 def test_identity_split_with_a_zero_fraction_writes_no_shard_for_that_split(celeba_original, tmp_path):
-    manifest = converter.convert(converter.ConvertConfig(celeba_dir=celeba_original, out_dir=str(tmp_path), workers=1,
+    manifest = converter.convert(ConvertConfig(celeba_dir=celeba_original, out_dir=str(tmp_path), workers=1,
                                                      split="identity", split_fractions=(0.9, 0.1, 0.0),
                                                      progress=False))
     assert manifest["splits"]["test"]["count"] == 0 and manifest["splits"]["test"]["shards"] == []
@@ -257,7 +259,7 @@ def test_identity_split_with_a_zero_fraction_writes_no_shard_for_that_split(cele
 
 def test_seed_split_end_to_end_records_the_protocol(celeba_original, tmp_path):
     out = str(tmp_path / "out")
-    manifest = converter.convert(converter.ConvertConfig(celeba_dir=celeba_original, out_dir=out, split="seed",
+    manifest = converter.convert(ConvertConfig(celeba_dir=celeba_original, out_dir=out, split="seed",
                                                      limit=300, balance=True, workers=1, progress=False))
     protocol = manifest["seed_protocol"]
     assert protocol["sampled"] == 300
@@ -270,7 +272,7 @@ def test_seed_split_end_to_end_records_the_protocol(celeba_original, tmp_path):
 
 
 def test_kaggle_layout_converts(celeba_kaggle, tmp_path):
-    manifest = converter.convert(converter.ConvertConfig(celeba_dir=celeba_kaggle, out_dir=str(tmp_path),
+    manifest = converter.convert(ConvertConfig(celeba_dir=celeba_kaggle, out_dir=str(tmp_path),
                                                      balance=False, workers=1, progress=False))
     assert manifest["source"]["form"] == "kaggle"
     assert sum(i["count"] for i in manifest["splits"].values()) >= 118
@@ -332,7 +334,7 @@ def test_rerunning_a_finished_command_keeps_every_shard_and_prints_the_summary(c
 _CHANGE_A_FILE = textwrap.dedent("""
     import sys
     from PIL import Image
-    from celeba_gender import writer
+    from celeba_gender.convert import writer
     from celeba_gender.cli import convert
     original = writer.write_shards
     def write_shards(specs, *args, **kwargs):
@@ -392,14 +394,14 @@ def test_every_converter_flagfile_parses():
     code = textwrap.dedent("""
         import glob
         from absl import flags
-        from celeba_gender import convert
+        from celeba_gender.convert.config import ConvertConfig
         from celeba_gender.cli import config_flags, convert as _  # defines the flags
         FLAGS = flags.FLAGS
         for f in sorted(glob.glob("flags/convert/*.flags") + glob.glob("flags/studies/*_data.flags")):
             FLAGS.unparse_flags()
             argv = ["make_tfrecords.py", f"--flagfile={f}"]
             FLAGS(argv)
-            print(f, config_flags.build(convert.ConvertConfig, argv=argv)[0].split)
+            print(f, config_flags.build(ConvertConfig, argv=argv)[0].split)
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -410,7 +412,8 @@ def test_every_converter_flagfile_parses():
 # Runs the converter with a full disk injected: in a worker writing one shard, or at a manifest write.
 _FULL_DISK = textwrap.dedent("""
     import errno, sys
-    from celeba_gender import storage, writer
+    from celeba_gender.core import fileio
+    from celeba_gender.convert import writer
     from celeba_gender.cli import convert
     where = {where!r}
     def full():
@@ -423,13 +426,13 @@ _FULL_DISK = textwrap.dedent("""
             original_write(self, data)
         writer.ShardWriter.write = write
     else:
-        original_json, calls = storage.write_json, []
+        original_json, calls = fileio.write_json, []
         def write_json(path, value):
             calls.append(path)
             if len(calls) == 4:
                 full()
             original_json(path, value)
-        storage.write_json = write_json
+        fileio.write_json = write_json
     sys.argv[0] = "make_tfrecords.py"
     convert.run()
 """)
@@ -481,7 +484,7 @@ def test_every_truncation_of_a_jpeg_is_caught_with_and_without_the_full_size_dec
 def test_an_image_over_max_pixels_is_skipped_as_too_large(celeba_copy, tmp_path):
     big = _solid_jpeg(2000, 2000)  # 4 megapixels of one colour: a few tens of KB
     open(os.path.join(celeba_copy, "img_align_celeba", "000020.jpg"), "wb").write(big)
-    manifest = converter.convert(converter.ConvertConfig(celeba_dir=celeba_copy, out_dir=str(tmp_path / "out"),
+    manifest = converter.convert(ConvertConfig(celeba_dir=celeba_copy, out_dir=str(tmp_path / "out"),
                                                      max_pixels=1_000_000, workers=2, progress=False))
     entry = next(d for d in manifest["dropped"] if d["image_id"] == "000020.jpg")
     assert entry["reason"] == "too_large"
@@ -508,7 +511,7 @@ def test_a_second_converter_on_the_same_out_dir_is_refused_and_a_killed_ones_loc
                                                                                           tmp_path):
     out = tmp_path / "out"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from celeba_gender import locks; "
+        [sys.executable, "-c", "import sys, time; from celeba_gender.core import locks; "
          "locks.DirectoryLock(sys.argv[1], purpose='converting CelebA into it').acquire(); print('held', flush=True); "
          "time.sleep(120)", str(out)],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")})
@@ -551,10 +554,10 @@ def test_summary_columns_fit_long_class_names_and_an_oversized_limit_is_said():
 
 
 def test_download_takes_no_celeba_dir_or_synthetic():
-    with pytest.raises(converter.ConvertError, match="pass --download or --celeba_dir, not both"):
-        converter.ConvertConfig(download=True, celeba_dir="x")
-    with pytest.raises(converter.ConvertError, match="pass --download or --synthetic, not both"):
-        converter.ConvertConfig(download=True, synthetic=10)
+    with pytest.raises(ConvertError, match="pass --download or --celeba_dir, not both"):
+        ConvertConfig(download=True, celeba_dir="x")
+    with pytest.raises(ConvertError, match="pass --download or --synthetic, not both"):
+        ConvertConfig(download=True, synthetic=10)
 
 
 def test_progress_in_a_log_file_is_plain_lines(capsys, monkeypatch):

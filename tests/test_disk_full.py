@@ -26,7 +26,7 @@ _FULL = textwrap.dedent("""
     import errno, sys
     import tensorflow as tf
     import keras
-    from celeba_gender import storage
+    from celeba_gender.core import fileio
     from celeba_gender.cli import train
     calls = []
     def full(original, nth):
@@ -44,13 +44,13 @@ _FULL = textwrap.dedent("""
     elif SITE == "export":
         keras.Model.save = full(keras.Model.save, 1)
     else:  # the report's report.json
-        original = storage.write_json
+        original = fileio.write_json
         def write_json(path, value):
             if path.endswith("report.json"):
                 calls.append(1)
                 raise OSError(errno.ENOSPC, "No space left on device")
             return original(path, value)
-        storage.write_json = write_json
+        fileio.write_json = write_json
     sys.argv[0] = "train.py"
     train.run()
 """)

@@ -302,7 +302,7 @@ def test_the_real_celeba_commands_run_as_documented_offline(tmp_path):
     """The commands for the real CelebA on a synthetic one in data/celeba, offline: conversions complete; every
     command that needs ImageNet weights or Kaggle stops at once with one line naming what to fetch (exit 2)."""
     box = Sandbox(tmp_path)
-    subprocess.run([sys.executable, "-m", "celeba_gender.synthetic.generate", f"--out_dir={tmp_path}/data/celeba",
+    subprocess.run([sys.executable, "-m", "celeba_gender.cli.synthetic", f"--out_dir={tmp_path}/data/celeba",
                     "--num_images=700", "--seed=5"], check=True, capture_output=True, env=box.env)
     (tmp_path / "home" / "data").mkdir()
     (tmp_path / "home" / "data" / "celeba").symlink_to(tmp_path / "data" / "celeba")

@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Takes the lock of argv[1] (owner key argv[2] if given), says so, and sleeps until killed.
 _HOLDER = textwrap.dedent("""
     import sys, time
-    from celeba_gender import locks
+    from celeba_gender.core import locks
     lock = locks.DirectoryLock(sys.argv[1], purpose="testing", owner_key=(sys.argv[2] if len(sys.argv) > 2 else None))
     lock.acquire()
     print("held", flush=True)

@@ -11,9 +11,11 @@ import pytest
 import tensorflow as tf
 
 from celeba_gender.convert import converter
+
+from celeba_gender.convert.config import ConvertConfig
 from celeba_gender.inputs import pipeline
 from celeba_gender.inputs.pipeline import DataConfig
-from celeba_gender.core.fileio import MANIFEST as FILENAME
+from celeba_gender.shards.shard_dir import MANIFEST as FILENAME
 
 
 def train_ds(data_dir, batch, **options):
@@ -217,7 +219,7 @@ def test_gfile_urls_are_read_through_tf_io_gfile(shards):
 
 def test_conversion_to_pipeline_round_trip_with_kaggle_layout(celeba_kaggle, tmp_path):
     out = str(tmp_path / "k")
-    converter.convert(converter.ConvertConfig(celeba_dir=celeba_kaggle, out_dir=out, workers=1, progress=False))
+    converter.convert(ConvertConfig(celeba_dir=celeba_kaggle, out_dir=out, workers=1, progress=False))
     n = sum(len(l) for _, l in eval_ds(out, "validation", 4))
     assert n == json.load(open(os.path.join(out, FILENAME)))["splits"]["validation"]["count"]
 

@@ -29,9 +29,9 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 # signal had arrived before it), so that the test can count the steps taken after the signal.
 _SELF_SIGNAL = textwrap.dedent("""
     import os, signal, sys
-    from celeba_gender import loop
+    from celeba_gender.train import step
     from celeba_gender.cli import train
-    calls, original = [], loop.TrainLoop.train
+    calls, original = [], step.TrainLoop.train
     def train_steps(self, iterator, steps, stop_vote=0.0):
         calls.append(steps)
         out = original(self, iterator, steps, stop_vote)
@@ -39,7 +39,7 @@ _SELF_SIGNAL = textwrap.dedent("""
         if len(calls) == SIGNAL_AT:
             os.kill(os.getpid(), signal.SIGNAL_NAME)
         return out
-    loop.TrainLoop.train = train_steps
+    step.TrainLoop.train = train_steps
     sys.argv[0] = "train.py"
     train.run()
 """)
@@ -133,7 +133,7 @@ def test_a_second_launch_on_a_running_run_dir_is_refused_and_a_stale_lock_is_tak
     run_dir.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from celeba_gender import locks
+        from celeba_gender.core import locks
         with locks.hold({str(run_dir)!r}, "training"):
             print("held", flush=True)
             time.sleep(120)

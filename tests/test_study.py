@@ -86,7 +86,7 @@ def test_every_study_flagfile_parses():
     code = textwrap.dedent("""
         import glob
         from absl import flags
-        from celeba_gender import study
+        from celeba_gender.study import grid
         from celeba_gender.cli import config_flags, study as _  # defines the flags
         FLAGS = flags.FLAGS
         for f in sorted(glob.glob("flags/studies/*.flags")):
@@ -95,7 +95,7 @@ def test_every_study_flagfile_parses():
             FLAGS.unparse_flags()
             argv = ["study.py", f"--flagfile={f}"]
             FLAGS(argv)
-            config = config_flags.build(study.StudyConfig, argv=argv)[0]
+            config = config_flags.build(grid.StudyConfig, argv=argv)[0]
             print(f, config.name, len(config.archs), config.values)
     """)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

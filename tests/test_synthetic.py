@@ -17,7 +17,6 @@ import pytest
 from PIL import Image, ImageFilter
 
 import celeba_gender
-from celeba_gender.convert import converter
 from celeba_gender.core import worker_pool
 from celeba_gender.synthetic import generate
 from celeba_gender.shards.attributes import ATTRIBUTE_NAMES, CELEBA_SIZE
@@ -28,8 +27,8 @@ FLAG_NAMES = ("out_dir", "num_images", "seed", "layout", "workers")
 
 
 def run_synthetic(*args: str) -> subprocess.CompletedProcess:
-    """``python -m celeba_gender.synthetic.generate`` in a subprocess (its absl flags must not meet other commands')."""
-    return subprocess.run([sys.executable, "-m", "celeba_gender.synthetic.generate", *args], capture_output=True,
+    """``python -m celeba_gender.cli.synthetic`` in a subprocess (its absl flags must not meet other commands')."""
+    return subprocess.run([sys.executable, "-m", "celeba_gender.cli.synthetic", *args], capture_output=True,
                           text=True, timeout=120, cwd=ROOT)
 
 
@@ -284,10 +283,10 @@ def test_cli_help_describes_every_flag():
 def test_converter_replaces_a_synthetic_set_it_made_with_other_parameters(tmp_path, capsys):
     folder = str(tmp_path / "celeba")
     marker = tmp_path / "celeba" / "synthetic.json"
-    converter.ensure_synthetic(folder, 120, seed=1, workers=1)
+    generate.ensure(folder, 120, seed=1, workers=1)
     (tmp_path / "celeba" / "notes.txt").write_text("mine")  # not the set's: it stays
     # Fewer images than the folder's set: this raised FileExistsError (a traceback from make_tfrecords).
-    converter.ensure_synthetic(folder, 60, seed=2, workers=1)
+    generate.ensure(folder, 60, seed=2, workers=1)
     assert "Replacing the synthetic CelebA in" in capsys.readouterr().err
     expected = _hashes(generate.generate(tmp_path / "fresh", 60, seed=2).out_dir)
     expected["notes.txt"] = hashlib.sha256(b"mine").hexdigest()
@@ -295,14 +294,14 @@ def test_converter_replaces_a_synthetic_set_it_made_with_other_parameters(tmp_pa
     assert json.loads(marker.read_text()) == {"num_images": 60, "seed": 2, "version": celeba_gender.__version__}
     # The same command again has nothing to do.
     mtimes = {p: os.stat(os.path.join(folder, p)).st_mtime_ns for p in _hashes(folder)}
-    converter.ensure_synthetic(folder, 60, seed=2, workers=1)
+    generate.ensure(folder, 60, seed=2, workers=1)
     assert capsys.readouterr().err == ""
     assert {p: os.stat(os.path.join(folder, p)).st_mtime_ns for p in _hashes(folder)} == mtimes
     # A run interrupted while generating (its marker is written first) is redone by the next one.
     marker.write_text(json.dumps({"num_images": 60, "seed": 2, "version": celeba_gender.__version__,
                                   "complete": False}))
     os.remove(os.path.join(folder, "img_align_celeba", "000060.jpg"))
-    converter.ensure_synthetic(folder, 60, seed=2, workers=1)
+    generate.ensure(folder, 60, seed=2, workers=1)
     assert "Replacing the unfinished synthetic CelebA" in capsys.readouterr().err
     assert {k: v for k, v in _hashes(folder).items() if k != "synthetic.json"} == expected
 

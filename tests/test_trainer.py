@@ -102,16 +102,16 @@ def test_summary_image_grid_shape():
 # Runs train.py and kills it with SIGKILL in the middle of epoch 2 (after 3 of its steps).
 _KILL = textwrap.dedent("""
     import os, signal, sys
-    from celeba_gender import loop
+    from celeba_gender.train import step
     from celeba_gender.cli import train
-    calls, original = [], loop.TrainLoop.train
+    calls, original = [], step.TrainLoop.train
     def train_steps(self, iterator, steps, *rest):
         calls.append(steps)
         out = original(self, iterator, steps, *rest)
         if len(calls) == STEPS_PER_EPOCH + 3:
             os.kill(os.getpid(), signal.SIGKILL)
         return out
-    loop.TrainLoop.train = train_steps
+    step.TrainLoop.train = train_steps
     sys.argv[0] = "train.py"
     train.run()
 """)
@@ -234,7 +234,7 @@ def test_the_arch_recipe_is_under_any_flagfile_and_any_explicit_flag(tmp_path):
     code = textwrap.dedent("""
         import json, sys
         from absl import flags
-        from celeba_gender import trainer
+        from celeba_gender.train import trainer
         from celeba_gender.cli import train
         argv = ["train.py", "--arch=resnet50v2", "--flagfile=FLAGFILE", "--epochs=7", "--batch=64"]
         sys.argv = argv

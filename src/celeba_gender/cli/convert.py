@@ -1,18 +1,25 @@
-"""make_tfrecords.py: the flags of ConvertConfig -> celeba_gender.convert.converter.convert()."""
+"""make_tfrecords.py: the flags of ConvertConfig -> celeba_gender.convert.converter.convert(), after making the
+synthetic CelebA first when ``--synthetic=N`` asks for one (celeba_gender.synthetic.generate.ensure)."""
 
 from __future__ import annotations
 
 import sys
 
-from celeba_gender.convert import converter as convert_lib
 from celeba_gender.cli import config_flags, runner
+from celeba_gender.convert import converter as convert_lib
+from celeba_gender.convert.config import ConvertConfig
+from celeba_gender.core import worker_pool
+from celeba_gender.synthetic import generate
 
-config_flags.define(convert_lib.ConvertConfig, __name__)
+config_flags.define(ConvertConfig, __name__)
 
 
 def main(argv: list[str]) -> None:
-    config, _ = config_flags.build(convert_lib.ConvertConfig)
+    config, _ = config_flags.build(ConvertConfig)
     try:
+        if config.synthetic:
+            generate.ensure(convert_lib.find_celeba(config), config.synthetic, config.seed,
+                            config.workers or worker_pool.default_workers())
         manifest = convert_lib.convert(config)
     except KeyboardInterrupt:
         print("\nmake_tfrecords: interrupted. Finished shards are kept; run the same command again to resume.",

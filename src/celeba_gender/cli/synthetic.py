@@ -1,4 +1,4 @@
-"""``python -m celeba_gender.synthetic.generate`` (and ``celeba-synthetic``): flags -> celeba_gender.synthetic.generate().
+"""``python -m celeba_gender.cli.synthetic`` (and ``celeba-synthetic``): flags -> celeba_gender.synthetic.generate.generate().
 
 The flags are defined here, not in the library module, so that a program importing celeba_gender.synthetic.generate
 (make_tfrecords.py does) does not define --out_dir, --seed and --workers a second time.
@@ -54,7 +54,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    """Console-script entry point (celeba-synthetic); python -m celeba_gender.synthetic.generate runs it too."""
+    """Console-script entry point (celeba-synthetic); python -m celeba_gender.cli.synthetic runs it too."""
     runner.run(main, "synthetic", __name__)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -19,81 +18,12 @@ import numpy as np
 
 import celeba_gender
 from celeba_gender.convert import locate, shard_plan, curation, image_scan, writer
-from celeba_gender.core import locks, options, worker_pool, progress, fileio
+from celeba_gender.core import locks, worker_pool, progress, fileio
+from celeba_gender.shards import shard_dir
 from celeba_gender.shards.attributes import class_names
 from celeba_gender.convert.celeba import CelebaError, attribute_columns, check_attribute, detect_layout, read_celeba
 from celeba_gender.convert.summary import format_summary  # noqa: F401 - part of this module's interface
-from celeba_gender.core.errors import UserError
-from celeba_gender.core.options import option
-
-
-class ConvertError(UserError):
-    """The conversion cannot go on; the message says why and what to do."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvertConfig:
-    """Options of one conversion (the flags of make_tfrecords.py)."""
-
-    celeba_dir: str | None = option(None, "CelebA folder: list_attr_celeba.txt (or Kaggle's .csv) and "
-                                    "img_align_celeba/. When not given, the first of these is used: "
-                                    f"${locate.ENV_VAR} if set; ./{locate.DEFAULT_DIR} under the "
-                                    "current folder; the copy kagglehub downloaded into its cache "
-                                    f"($KAGGLEHUB_CACHE, else ~/.cache/kagglehub; then datasets/"
-                                    f"{locate.KAGGLE_HANDLE}/versions/<newest complete n>/). With --synthetic "
-                                    "it is where the synthetic dataset is written.", path=True)
-    download: bool = option(False, f"Download Kaggle's CelebA release ({locate.KAGGLE_HANDLE}, about 1.4 GB) "
-                            "with kagglehub into its cache and convert it; a copy kagglehub already finished is "
-                            "used without contacting Kaggle. Needs Kaggle credentials (~/.kaggle/kaggle.json or "
-                            "KAGGLE_USERNAME and KAGGLE_KEY).")
-    out_dir: str = option("tfrecords", "Where shards and manifest.json go. One conversion at a time: while it runs, "
-                          "a .lock file there names it, and a second one is refused.", path=True)
-    attribute: str = option("Male", "The attribute to classify (any column of the attribute file).")
-    split: str = option("official", "official: CelebA's identity-disjoint list_eval_partition; identity: a random "
-                        "identity-disjoint split by --split_fractions (needs identity_CelebA.txt); seed: the source "
-                        "study's random split, replayed draw for draw (leaks identities; for reproduction only).",
-                        choices=curation.SPLIT_MODES)
-    split_fractions: tuple[float, float, float] = option((0.8, 0.1, 0.1), "train,validation,test fractions for "
-                                                         "--split=identity.", lower=0)
-    limit: int = option(0, "Use this many rows drawn at random (df.sample with --seed); 0 = all (as is a limit "
-                        "above the usable rows, which the summary says).", lower=0)
-    balance: bool = option(True, "Undersample the majority class (per split; before the split for --split=seed); "
-                           "--nobalance keeps every image.")
-    dedupe: str = option("exact", "Drop copies before splitting: exact = byte-identical files; near = also "
-                         "perceptual-hash near-copies (slower); none = keep them (copies may leak).",
-                         choices=curation.DEDUPE_MODES)
-    near_threshold: int = option(curation.NEAR_THRESHOLD, "Max differing bits of the 256-bit perceptual hashes for "
-                                 "--dedupe=near.", lower=0, upper=31)
-    max_pixels: int = option(image_scan.MAX_PIXELS, "Skip (as too_large, before decoding) images of more pixels than "
-                             "this, read from the header: huge files and decompression bombs cannot exhaust memory. "
-                             "A CelebA image has 38,804.", lower=1)
-    num_shards: int = option(0, "Shards per split; 0 = enough for --shard_mb each (at least 8).", lower=0)
-    shard_mb: float = option(100.0, "Target shard size in MB when --num_shards=0.", lower=0.001)
-    workers: int = option(0, "Worker processes for reading and writing; 0 = one per CPU.", lower=0)
-    seed: int = option(42, "Seed of every random draw (sampling, balancing, splits, shard order).")
-    overwrite: bool = option(False, "Replace shards in --out_dir that were made with other options.")
-    max_bad_fraction: float = option(0.01, "Fail (after writing the report) when more than this fraction of rows "
-                                     "or files is unusable.", lower=0.0, upper=1.0)
-    synthetic: int = option(0, "Generate a synthetic CelebA of this many images (into --celeba_dir, or beside "
-                            "--out_dir) and convert it.", lower=0)
-    progress: bool = option(True, "Show progress bars.")
-
-    def plan_options(self) -> dict:
-        """The options that decide the shards' content (and so the plan fingerprint)."""
-        keys = ("attribute", "split", "split_fractions", "limit", "balance", "dedupe", "near_threshold",
-                "max_pixels", "num_shards", "shard_mb", "seed")
-        out = {k: getattr(self, k) for k in keys}
-        out["split_fractions"] = list(self.split_fractions)
-        return out
-
-    def __post_init__(self):
-        options.validate(self)
-        if len(self.split_fractions) != 3 or sum(self.split_fractions) <= 0:
-            raise ConvertError("--split_fractions takes three non-negative numbers: train,validation,test.")
-        if self.download and (self.synthetic or self.celeba_dir):
-            other = "--synthetic" if self.synthetic else "--celeba_dir"
-            raise ConvertError(f"--download fetches CelebA into kagglehub's cache and converts that copy: pass "
-                               f"--download or {other}, not both.")
+from celeba_gender.convert.config import ConvertConfig, ConvertError
 
 
 def default_synthetic_dir(config: ConvertConfig) -> str:
@@ -102,49 +32,11 @@ def default_synthetic_dir(config: ConvertConfig) -> str:
     return os.path.join(parent, f"synthetic_celeba_{config.synthetic}_seed{config.seed}")
 
 
-def ensure_synthetic(directory: str, num_images: int, seed: int, workers: int) -> None:
-    """Generates the synthetic CelebA into ``directory`` unless an identical one is already there.
-
-    Its marker, synthetic.json, says which synthetic set a folder holds: a set made with other parameters
-    is replaced (said on stderr). A folder with CelebA files and no marker may be the user's real CelebA:
-    it is refused with a SyntheticError and left untouched.
-    """
-    from celeba_gender.synthetic import generate
-
-    marker = os.path.join(directory, "synthetic.json")
-    wanted = {"num_images": num_images, "seed": seed, "version": celeba_gender.__version__}
-    try:
-        with open(marker) as f:
-            previous = json.load(f)
-    except (OSError, ValueError):  # missing or unreadable: proves nothing
-        previous = None
-    if previous == wanted:
-        return
-    if isinstance(previous, dict) and isinstance(previous.get("num_images"), int):
-        unfinished = "unfinished " if previous.get("complete") is False else ""
-        print(f"Replacing the {unfinished}synthetic CelebA in {directory} (num_images={previous['num_images']}, "
-              f"seed={previous.get('seed')}) with num_images={num_images}, seed={seed}.", file=sys.stderr)
-        generate.remove(directory, previous["num_images"])
-    elif generate.holds_celeba_files(directory):
-        raise generate.SyntheticError(
-            f"{directory} holds CelebA images or annotation files but no synthetic.json, so it may be a real "
-            "CelebA, which --synthetic never writes over: choose another --celeba_dir for --synthetic, or an "
-            "empty folder.")
-    # About 12 KB an image; a rerun after a full disk replaces the unfinished set (its marker says so).
-    with fileio.disk_space_for("the synthetic CelebA", directory, num_images * 12_000):
-        os.makedirs(directory, exist_ok=True)
-        with open(marker, "w") as f:  # before generating, so that an interrupted run's files are known as ours
-            json.dump({**wanted, "complete": False}, f)
-        generate.generate(directory, num_images, seed=seed, workers=workers)
-        with open(marker, "w") as f:
-            json.dump(wanted, f)
-
-
 def check_out_dir(config: ConvertConfig) -> None:
     """Refuses, before any work, to mix shards made with other options into ``out_dir``."""
     try:
-        previous = fileio.find_manifest(config.out_dir)
-    except fileio.ManifestError:
+        previous = shard_dir.find_manifest(config.out_dir)
+    except shard_dir.ManifestError:
         previous = {"options": "unreadable"}
     if previous and previous.get("options") != config.plan_options() and not config.overwrite:
         raise ConvertError(
@@ -167,12 +59,11 @@ def _check_bad_fraction(bad: int, considered: int, what: str, config: ConvertCon
     return None
 
 
-def find_celeba(config: ConvertConfig, workers: int) -> str:
-    """The CelebA folder to convert: the synthetic one (made if needed), the download, or the search's find."""
+def find_celeba(config: ConvertConfig) -> str:
+    """The CelebA folder to convert: the synthetic one (``--synthetic``: the command makes it first, see
+    ``synthetic.generate.ensure``), the download, or the search's find."""
     if config.synthetic:
-        directory = config.celeba_dir or default_synthetic_dir(config)
-        ensure_synthetic(directory, config.synthetic, config.seed, workers)
-        return directory
+        return config.celeba_dir or default_synthetic_dir(config)
     found = locate.download() if config.download else locate.locate(config.celeba_dir)
     if found.how != "--celeba_dir":
         print(f"Converting the CelebA in {found.path} ({found.how}).", file=sys.stderr)
@@ -191,7 +82,7 @@ def convert(config: ConvertConfig) -> dict:
 
 def _convert(config: ConvertConfig) -> dict:
     workers = config.workers or worker_pool.default_workers()
-    celeba_dir = find_celeba(config, workers)
+    celeba_dir = find_celeba(config)
     started = time.perf_counter()  # the conversion itself, without making or downloading data
     layout = detect_layout(celeba_dir)
     if config.split == "official" and layout.partition_file is None:
@@ -235,8 +126,8 @@ def _convert(config: ConvertConfig) -> dict:
     dropped += curated
 
     manifest = {
-        "format_version": fileio.FORMAT_VERSION,
-        "status": fileio.IN_PROGRESS,
+        "format_version": shard_dir.FORMAT_VERSION,
+        "status": shard_dir.IN_PROGRESS,
         "created_by": f"celeba_gender {celeba_gender.__version__}",
         "source": {"dir": layout.root, "form": layout.form, "attribute_file": os.path.basename(layout.attr_file),
                    "rows": rows_in_file, "usable_rows": len(table), "scanned": len(candidates),
@@ -259,9 +150,9 @@ def _convert(config: ConvertConfig) -> dict:
         manifest["seed_protocol"] = seed_info
     failures = [p for p in problems if p]
     if failures or plan.empty:
-        manifest["status"] = fileio.FAILED
-        where = os.path.join(config.out_dir, fileio.MANIFEST)
-        with fileio.disk_space_for(fileio.MANIFEST, config.out_dir):
+        manifest["status"] = shard_dir.FAILED
+        where = os.path.join(config.out_dir, shard_dir.MANIFEST)
+        with fileio.disk_space_for(shard_dir.MANIFEST, config.out_dir):
             os.makedirs(config.out_dir, exist_ok=True)
             fileio.write_json(where, manifest)
         if failures:

@@ -6,17 +6,13 @@ same shards. What each step drops comes back as :class:`celeba.Dropped` entries 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 
 from celeba_gender.convert import curation
+from celeba_gender.convert.config import ConvertConfig
 from celeba_gender.shards import schema
 from celeba_gender.convert.celeba import Dropped
-
-if TYPE_CHECKING:
-    from celeba_gender.convert.converter import ConvertConfig
 
 
 def drop_rows(df: pd.DataFrame, mask: np.ndarray, reasons: list[str], details: list[str]) -> list[Dropped]:

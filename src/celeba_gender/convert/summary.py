@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 
-from celeba_gender.core import fileio
+
+from celeba_gender.shards import shard_dir
 
 
 def _table(manifest: dict) -> list[str]:
@@ -63,7 +64,7 @@ def format_summary(manifest: dict, out_dir: str) -> str:
     lines = _table(manifest)
     if manifest["dropped_counts"]:
         lines.append("dropped: " + ", ".join(f"{k} {v:,}" for k, v in manifest["dropped_counts"].items())
-                     + f"  (each listed in {os.path.join(out_dir, fileio.MANIFEST)})")
+                     + f"  (each listed in {os.path.join(out_dir, shard_dir.MANIFEST)})")
     else:
         lines.append("dropped: none")
     lines += [line for line in (_balance_line(manifest), _limit_line(manifest)) if line]

@@ -24,6 +24,8 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 
 from celeba_gender.core import worker_pool, fileio
+
+from celeba_gender.shards import shard_dir
 from celeba_gender.shards import schema, tfrecord
 from celeba_gender.core.errors import UserError
 
@@ -43,7 +45,7 @@ class ShardSpec:
 
     @property
     def file(self) -> str:
-        return fileio.shard_name(self.split, self.index, self.num_shards)
+        return shard_dir.shard_name(self.split, self.index, self.num_shards)
 
 
 class ShardWriter:
@@ -163,7 +165,7 @@ def remove_temporary_files(out_dir: str) -> None:
 
 def remove_shards(out_dir: str, keep: set[str] = frozenset()) -> None:
     """Deletes shard files (by the converter's naming) that are not in ``keep``."""
-    for name in fileio.local_shard_files(out_dir):
+    for name in shard_dir.local_shard_files(out_dir):
         if name not in keep:
             os.remove(os.path.join(out_dir, name))
 
@@ -223,15 +225,15 @@ def write_shards(specs: Sequence[ShardSpec], out_dir: str, manifest: dict, worke
     options = manifest["options"]
     keys = {s.file: shard_key(options, s) for s in specs}
     manifest["plan_fingerprint"] = plan_fingerprint(list(keys.values()))
-    done = reusable_shards(out_dir, fileio.find_manifest(out_dir), keys)
+    done = reusable_shards(out_dir, shard_dir.find_manifest(out_dir), keys)
     remove_shards(out_dir, keep=set(done))
-    manifest.update(status=fileio.IN_PROGRESS, shards_kept=len(done), shards_written=0)
-    manifest_path = os.path.join(out_dir, fileio.MANIFEST)
+    manifest.update(status=shard_dir.IN_PROGRESS, shards_kept=len(done), shards_written=0)
+    manifest_path = os.path.join(out_dir, shard_dir.MANIFEST)
     saved: set[str] = set()  # the shards listed by the manifest on disk
 
     def save() -> None:
-        finished = manifest["status"] == fileio.COMPLETE
-        with _full_disk(fileio.MANIFEST, out_dir, specs, saved):
+        finished = manifest["status"] == shard_dir.COMPLETE
+        with _full_disk(shard_dir.MANIFEST, out_dir, specs, saved):
             fileio.write_json(manifest_path, manifest if finished else
                                {k: v for k, v in manifest.items() if k != "dropped"})
         saved.update(done)
@@ -260,7 +262,7 @@ def write_shards(specs: Sequence[ShardSpec], out_dir: str, manifest: dict, worke
     except fileio.DiskFullError:
         remove_temporary_files(out_dir)  # the pool has stopped: give back the space half-written shards hold
         raise
-    manifest["status"] = fileio.COMPLETE
+    manifest["status"] = shard_dir.COMPLETE
     for info in manifest["splits"].values():
         info["bytes"] = sum(e["bytes"] for e in info["shards"])
     save()

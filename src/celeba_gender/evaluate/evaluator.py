@@ -20,13 +20,14 @@ import tensorflow as tf
 from sklearn import metrics as skm
 
 from celeba_gender.core import fileio
+
+from celeba_gender.shards import shard_dir
 from celeba_gender.evaluate import figures, gradcam_report, markdown_report
 from celeba_gender.inputs import pipeline
 from celeba_gender.models import registry
 from celeba_gender.rundir import directory
 from celeba_gender.serve import tta
 from celeba_gender.tasks import multilabel
-from celeba_gender.train import checkpoints
 from celeba_gender.core.errors import UserError
 from celeba_gender.rundir.tensorboard import Summaries
 
@@ -107,9 +108,9 @@ def load_model(run_dir: str, checkpoint: str = "best") -> tuple[keras.Model, dic
     recorded = dict(config["model"])
     recorded["image_size"] = tuple(recorded["image_size"]) if recorded.get("image_size") else None
     model = registry.build_model(registry.ModelConfig(**{**recorded, "weights": "none"}))
-    path = checkpoints.latest(run_dir, checkpoint)
+    path = directory.latest_checkpoint(run_dir, checkpoint)
     if path is None:
-        raise EvaluationError(f"No {checkpoint} checkpoint in {checkpoints.chief_directory(run_dir)}: has this run "
+        raise EvaluationError(f"No {checkpoint} checkpoint in {directory.checkpoint_dir(run_dir)}: has this run "
                               "finished an epoch?")
     tf.train.Checkpoint(model=model.core).restore(path).expect_partial()
     return model.core, {**config, "image_size": list(model.image_size), "checkpoint_path": path}
@@ -182,7 +183,7 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
     :func:`evaluate_attributes`' report instead (Grad-CAM of ``gradcam_attribute``)."""
     model, config = load_model(run_dir, checkpoint)
     data_dir = data_dir or config["train"]["data_dir"]
-    manifest = fileio.read_manifest(data_dir)
+    manifest = shard_dir.read_manifest(data_dir)
     if config["model"].get("multi_label"):
         return evaluate_attributes(model, config, run_dir, split, checkpoint, data_dir, manifest, batch, tta_mode,
                                    gradcam_size, gradcam_attribute)
@@ -208,7 +209,7 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
     wanted = {e["filename"] for errors in report["errors"].values() for e in errors}
     images = {}
     if wanted:  # shown at the stored resolution (218x178 for CelebA), not the model's
-        stored = fileio.stored_size(manifest)  # None: shards of mixed image sizes
+        stored = shard_dir.stored_size(manifest)  # None: shards of mixed image sizes
         images = fetch_images(data_dir, split, stored or config["image_size"], wanted, manifest)
     with fileio.disk_space_for("the evaluation report", out,
                                 intact="The run's checkpoints and export are intact: run evaluate.py again."):

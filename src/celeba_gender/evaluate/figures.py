@@ -1,5 +1,5 @@
-"""Figures (matplotlib, rendered to PNG): the confusion matrix, training curves, error galleries, Grad-CAM
-overlays."""
+"""Figures of a report (matplotlib, rendered to PNG): the confusion matrix, training curves, error galleries,
+Grad-CAM galleries."""
 
 from __future__ import annotations
 
@@ -9,20 +9,13 @@ import io
 import numpy as np
 
 from celeba_gender.core import fileio
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from celeba_gender.core.plotting import figure_png, pyplot
+from celeba_gender.serve.overlay import overlay
 
 
 def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str], title: str = ""):
     """A labelled matplotlib confusion matrix (rows: actual, columns: predicted) with counts and row %."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=100)
     totals = matrix.sum(axis=1, keepdims=True).clip(min=1)
     ax.imshow(matrix / totals, cmap="Blues", vmin=0, vmax=1)
@@ -39,15 +32,6 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str], title: s
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def figure_png(fig) -> bytes:
-    """PNG bytes of a matplotlib figure (which is closed)."""
-    plt = _pyplot()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _write(path: str, png: bytes) -> str:
@@ -68,7 +52,7 @@ def read_history(path: str) -> list[dict]:
 def save_curves(history_csv: str, path: str) -> str:
     """Train/validation loss and accuracy per epoch."""
     rows = read_history(history_csv)
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
     epochs = [int(r["epoch"]) for r in rows]
     for ax, metric in zip(axes, ("loss", "accuracy")):
@@ -84,7 +68,7 @@ def save_curves(history_csv: str, path: str) -> str:
 
 def save_gallery(errors: list[dict], images: dict, actual: str, predicted: str, path: str, columns: int = 6) -> str:
     """Misclassified faces, most confident first, each captioned with its file name and probability."""
-    plt = _pyplot()
+    plt = pyplot()
     n = max(len(errors), 1)
     rows = -(-n // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.7, rows * 2.25 + 0.5), dpi=100, squeeze=False)
@@ -105,7 +89,7 @@ def save_gallery(errors: list[dict], images: dict, actual: str, predicted: str, 
 def save_attribute_accuracy(report: dict, path: str) -> str:
     """Per-attribute accuracy beside the majority baseline, sorted by the gap between them."""
     items = sorted(report["attributes"].items(), key=lambda kv: kv[1]["accuracy"] - kv[1]["majority_accuracy"])
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 0.22 * len(items) + 1.2), dpi=100)
     y = np.arange(len(items))
     ax.barh(y, [m["accuracy"] for _, m in items], color="tab:blue", label="accuracy")
@@ -120,35 +104,11 @@ def save_attribute_accuracy(report: dict, path: str) -> str:
     return _write(path, figure_png(fig))
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """uint8 RGB: ``image`` [H, W, 3] with a Grad-CAM ``heatmap`` [H, W] in [0, 1] laid over it (jet colours,
-    weighted by the heat itself so that cold regions keep the face visible)."""
-    from matplotlib import colormaps
-
-    colours = colormaps["jet"](np.clip(heatmap, 0, 1))[..., :3]
-    weight = alpha * np.clip(heatmap, 0, 1)[..., None] ** 0.5
-    mixed = (1 - weight) * (image.astype(np.float32) / 255) + weight * colours
-    return (np.clip(mixed, 0, 1) * 255).round().astype(np.uint8)
-
-
-def save_explanation(image: np.ndarray, heatmap: np.ndarray, title: str, path: str) -> str:
-    """The model's input beside its Grad-CAM overlay (predict.py --explain)."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(4.4, 3.0), dpi=100)
-    for ax, shown, caption in zip(axes, (image, overlay(image, heatmap)), ("model input", "Grad-CAM")):
-        ax.imshow(shown)
-        ax.set_title(caption, fontsize=8)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    return _write(path, figure_png(fig))
-
-
 def save_gradcam_gallery(entries: list[dict], images: dict, heatmaps: dict, title: str, path: str,
                          columns: int = 6) -> str:
     """Faces with their Grad-CAM overlays, each captioned with its file name and the explained output's
     probability (``entries``: {"filename", "explained", "probability"})."""
-    plt = _pyplot()
+    plt = pyplot()
     n = max(len(entries), 1)
     rows = -(-n // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.7, rows * 2.25 + 0.5), dpi=100, squeeze=False)

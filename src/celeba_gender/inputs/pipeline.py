@@ -27,9 +27,11 @@ import numpy as np
 import tensorflow as tf
 
 from celeba_gender.core import fileio
+
+from celeba_gender.shards import shard_dir
 from celeba_gender.shards import schema
 from celeba_gender.inputs.decode import decode_image
-from celeba_gender.core.fileio import DataError
+from celeba_gender.shards.shard_dir import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_SHUFFLE_BUFFER = 4096
@@ -84,14 +86,14 @@ class SplitInfo:
 def split_info(data_dir: str, split: str, manifest: dict | None = None, pipeline_id: int = 0,
                num_pipelines: int = 1, verify_counts: bool = True) -> SplitInfo:
     """Reads and checks what one pipeline of ``num_pipelines`` reads of a split; fails with a DataError."""
-    manifest = manifest or fileio.read_manifest(data_dir)
+    manifest = manifest or shard_dir.read_manifest(data_dir)
     if split not in manifest["splits"]:
         raise DataError(f"{data_dir} has no {split!r} split (it has {', '.join(manifest['splits'])}).")
     info = manifest["splits"][split]
     shards = info["shards"]
     if not shards:
         raise DataError(f"The {split} split of {data_dir} is empty: convert with more images or other options.")
-    fileio.check_shards(data_dir, shards, verify_counts)
+    shard_dir.check_shards(data_dir, shards, verify_counts)
     if num_pipelines > 1:
         if len(shards) < num_pipelines:
             raise DataError(f"The {split} split has {len(shards)} shard files for {num_pipelines} input pipelines: "
@@ -101,7 +103,7 @@ def split_info(data_dir: str, split: str, manifest: dict | None = None, pipeline
     return SplitInfo(split, tuple(fileio.join(data_dir, s["file"]) for s in shards),
                      tuple(s["records"] for s in shards), tuple(s["sha256"] for s in shards), class_names,
                      tuple(info["class_counts"][c] for c in class_names), len(manifest["attribute_names"]),
-                     fileio.stored_size(manifest))
+                     shard_dir.stored_size(manifest))
 
 
 def class_weights(info: SplitInfo) -> tuple[float, ...]:

@@ -21,7 +21,6 @@ import time
 import tensorflow as tf
 
 from celeba_gender.core import options, fileio
-from celeba_gender.train import stopping
 from celeba_gender.core.errors import UserError
 
 CONFIG = "config.json"
@@ -29,11 +28,12 @@ FLAGS = "flags.txt"
 STATUS = "status.json"
 SUMMARY = "summary.json"
 TEST_METRICS = "test_metrics.json"
+CHECKPOINTS = "checkpoints"
 # status.json's "status": RUNNING while a process trains; COMPLETE at the end; PREEMPTED after a SIGTERM and
 # INTERRUPTED after Ctrl-C (a checkpoint of the step reached was saved; rerun to resume); FAILED when a run
 # stopped on an error (its message is in "error").
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
-PREEMPTED, INTERRUPTED = stopping.PREEMPTED, stopping.INTERRUPTED
+PREEMPTED, INTERRUPTED = "preempted", "interrupted"
 _NOT_COMPARED = {"run_dir", "runs_root", "progress", "log_every_steps", "evaluate_test"}
 
 
@@ -113,3 +113,14 @@ def read_config(run_dir: str) -> dict:
         raise NotARunError(f"{run_dir} has no readable {CONFIG}: is it a train.py run directory (of this "
                                 "version)?")
     return config
+
+
+def checkpoint_dir(run_dir: str) -> str:
+    """Where a run's checkpoints are: ``RUN/checkpoints`` (the best one in ``best/`` inside it)."""
+    return fileio.join(run_dir, CHECKPOINTS)
+
+
+def latest_checkpoint(run_dir: str, which: str = "last") -> str | None:
+    """The path of a run's ``last`` or ``best`` checkpoint, None when there is none."""
+    folder = checkpoint_dir(run_dir)
+    return tf.train.latest_checkpoint(fileio.join(folder, "best") if which == "best" else folder)

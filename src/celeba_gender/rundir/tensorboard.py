@@ -1,4 +1,5 @@
-"""TensorBoard: scalars, hparams, image grids, figures (figures.py draws them), text, profiler traces.
+"""TensorBoard: scalars, hparams, image grids, figures (PNG bytes: evaluate/figures.py draws them), text,
+profiler traces.
 
 Only the chief writes (``enabled=False`` on other workers turns every call into a no-op), so a
 multi-worker run has one set of event files.
@@ -11,7 +12,6 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from celeba_gender.evaluate import figures
 
 
 def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
@@ -73,13 +73,6 @@ class Summaries:
         with self._writer(split).as_default():
             tf.summary.text(name, markdown, step=step)
         self._writer(split).flush()
-
-    def confusion_matrix(self, split: str, step: int, matrix: np.ndarray, class_names: list[str],
-                         title: str = "") -> None:
-        """A labelled confusion matrix as an image."""
-        if self.enabled:
-            self.figure(split, "confusion_matrix", step,
-                        figures.figure_png(figures.confusion_matrix_figure(matrix, class_names, title)))
 
     def flush(self) -> None:
         """Writes what the event files hold so far (before a process may be killed)."""

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from celeba_gender.evaluate import figures
+from celeba_gender.serve import overlay
 from celeba_gender.serve import photos, tta
 from celeba_gender.core.errors import UserError
 
@@ -173,7 +173,7 @@ class Predictor:
             explanation = None
             if heatmap is not None:
                 explanation = _overlay_path(explain_dir, file, box, names)
-                figures.save_explanation(crop, heatmap, f"{os.path.basename(file)}: {caption}", explanation)
+                overlay.save_explanation(crop, heatmap, f"{os.path.basename(file)}: {caption}", explanation)
             out.append(Prediction(file, box, label, probability, {n: float(v) for n, v in zip(self.class_names, p)},
                                   note=note, explanation=explanation))
         return out

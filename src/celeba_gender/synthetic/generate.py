@@ -1,6 +1,6 @@
 """A synthetic CelebA: procedurally drawn faces written in CelebA's exact on-disk layouts.
 
-    python -m celeba_gender.synthetic.generate --out_dir=/tmp/celeba --num_images=2000 [--layout=kaggle]
+    python -m celeba_gender.cli.synthetic --out_dir=/tmp/celeba --num_images=2000 [--layout=kaggle]
 
 It stands in for the real dataset in demos and tests.  This module plans a dataset (identities, an
 identity-disjoint partition, CelebA's id order, planted exact and near duplicates) and writes it: the
@@ -11,13 +11,16 @@ bytes written depend only on (num_images, seed, layout, images_per_identity), ne
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
+import sys
 
 import numpy as np
 from PIL import Image
 
-from celeba_gender.core import worker_pool
+import celeba_gender
+from celeba_gender.core import fileio, worker_pool
 from celeba_gender.shards.attributes import ATTRIBUTE_NAMES
 from celeba_gender.core.errors import UserError
 from celeba_gender.synthetic.faces import NEAR_COPY_STREAM, PLAN_STREAM, render, rng
@@ -240,9 +243,37 @@ def remove(out_dir: str, num_images: int) -> None:
                 pass
 
 
-if __name__ == "__main__":
-    # python -m celeba_gender.synthetic.generate.  The flags live in celeba_gender.cli.synthetic: library code reads
-    # none, and a program that imports this module must not get them defined twice.
-    from celeba_gender.cli import synthetic as cli
+def ensure(directory: str, num_images: int, seed: int, workers: int) -> None:
+    """Generates the synthetic CelebA into ``directory`` unless an identical one is already there.
 
-    cli.run()
+    Its marker, synthetic.json, says which synthetic set a folder holds: a set made with other parameters
+    is replaced (said on stderr). A folder with CelebA files and no marker may be the user's real CelebA:
+    it is refused with a SyntheticError and left untouched.
+    """
+    marker = os.path.join(directory, "synthetic.json")
+    wanted = {"num_images": num_images, "seed": seed, "version": celeba_gender.__version__}
+    try:
+        with open(marker) as f:
+            previous = json.load(f)
+    except (OSError, ValueError):  # missing or unreadable: proves nothing
+        previous = None
+    if previous == wanted:
+        return
+    if isinstance(previous, dict) and isinstance(previous.get("num_images"), int):
+        unfinished = "unfinished " if previous.get("complete") is False else ""
+        print(f"Replacing the {unfinished}synthetic CelebA in {directory} (num_images={previous['num_images']}, "
+              f"seed={previous.get('seed')}) with num_images={num_images}, seed={seed}.", file=sys.stderr)
+        remove(directory, previous["num_images"])
+    elif holds_celeba_files(directory):
+        raise SyntheticError(
+            f"{directory} holds CelebA images or annotation files but no synthetic.json, so it may be a real "
+            "CelebA, which --synthetic never writes over: choose another --celeba_dir for --synthetic, or an "
+            "empty folder.")
+    # About 12 KB an image; a rerun after a full disk replaces the unfinished set (its marker says so).
+    with fileio.disk_space_for("the synthetic CelebA", directory, num_images * 12_000):
+        os.makedirs(directory, exist_ok=True)
+        with open(marker, "w") as f:  # before generating, so that an interrupted run's files are known as ours
+            json.dump({**wanted, "complete": False}, f)
+        generate(directory, num_images, seed=seed, workers=workers)
+        with open(marker, "w") as f:
+            json.dump(wanted, f)

@@ -18,8 +18,8 @@ import tempfile
 import tensorflow as tf
 
 from celeba_gender.core import fileio
+from celeba_gender.rundir import directory
 
-FOLDER = "checkpoints"
 
 
 class RunState:
@@ -37,16 +37,11 @@ class RunState:
         return {"epoch": self.epoch, "step": self.step, "best": self.best}
 
 
-def chief_directory(run_dir: str) -> str:
-    """Where a run's checkpoints are: ``RUN/checkpoints`` (the best one in ``best/`` inside it)."""
-    return fileio.join(run_dir, FOLDER)
-
-
 class Checkpoints:
     """Saves and restores one run's model, optimizer and :class:`RunState`."""
 
     def __init__(self, run_dir: str, chief: bool, model, optimizer, state: RunState, keep: int = 3):
-        self.chief_dir = chief_directory(run_dir)
+        self.chief_dir = directory.checkpoint_dir(run_dir)
         self.chief = chief
         self.dir = self.chief_dir if chief else tempfile.mkdtemp(prefix="ckpt-worker-")
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **state.trackables())
@@ -84,10 +79,4 @@ class Checkpoints:
         """Deletes a non-chief worker's temporary checkpoints (the chief's are the run's)."""
         if not self.chief:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def latest(run_dir: str, which: str = "last") -> str | None:
-    """The path of a run's ``last`` or ``best`` checkpoint, None when there is none."""
-    folder = chief_directory(run_dir)
-    return tf.train.latest_checkpoint(fileio.join(folder, "best") if which == "best" else folder)
 

@@ -16,12 +16,13 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from celeba_gender.core import fileio
+
+from celeba_gender.shards import shard_dir
 from celeba_gender.inputs import pipeline
 from celeba_gender.tasks import multilabel
 from celeba_gender.train import distribute
 from celeba_gender.inputs.pipeline import DataConfig
-from celeba_gender.core.fileio import DataError
+from celeba_gender.shards.shard_dir import DataError
 
 SPLITS = ("train", "validation", "test")
 
@@ -46,7 +47,7 @@ class Feed:
         """``config.batch`` is the global batch; ``config.cache`` may be ``auto``. ``attributes``: attribute
         names (or ``("all",)``) for multi-attribute training; the labels are then their 0/1 values."""
         self.strategy, self.image_size = strategy, tuple(image_size)
-        self.manifest = fileio.read_manifest(config.data_dir)
+        self.manifest = shard_dir.read_manifest(config.data_dir)
         self.warnings: list[str] = []
         self._resolve_attributes(attributes)
         if attributes:

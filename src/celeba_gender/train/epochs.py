@@ -28,7 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 from celeba_gender.core import fileio
-from celeba_gender.evaluate import evaluator
+from celeba_gender.core.plotting import figure_png
+from celeba_gender.evaluate import evaluator, figures
 from celeba_gender.rundir import directory
 from celeba_gender.tasks import multilabel
 from celeba_gender.train import step, optimizers
@@ -201,8 +202,9 @@ class EpochLoop:
                 self.summaries.scalars("validation", global_step, {f"attributes/{name}/accuracy": m["accuracy"],
                                                                    f"attributes/{name}/auc": m["roc_auc"]})
         else:
-            self.summaries.confusion_matrix("validation", global_step, np.asarray(metrics["confusion_matrix"]),
-                                            self.feed.class_names, f"validation, epoch {epoch + 1}")
+            matrix = figures.confusion_matrix_figure(np.asarray(metrics["confusion_matrix"]), self.feed.class_names,
+                                                     f"validation, epoch {epoch + 1}")
+            self.summaries.figure("validation", "confusion_matrix", global_step, figure_png(matrix))
         self.monitor.epoch_done(row, improved)
 
 

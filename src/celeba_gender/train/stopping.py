@@ -16,7 +16,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 
-PREEMPTED, INTERRUPTED = "preempted", "interrupted"
+from celeba_gender.rundir.directory import INTERRUPTED, PREEMPTED
 
 
 class StopSignals:
