@@ -52,7 +52,7 @@ def measure(arch: str, source: str, precision: str, jit: bool, batch: int, steps
     train_loop = step.TrainLoop(strategy, model.core, optimizer, step.LoopConfig(batch, jit_compile=jit),
                                 augment=augment)
     if source == "synthetic":
-        ds = pipeline.synthetic_dataset(batch, model.image_size)
+        ds = pipeline.random_batches(batch, model.image_size)
     else:
         ds = pipeline.train_dataset(pipeline.DataConfig(data_dir, model.image_size, batch))
     iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: ds))

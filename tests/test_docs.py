@@ -71,8 +71,8 @@ REAL_CELEBA_COMMANDS = {
     "--attribute_weights=balanced",
     "python study.py --flagfile=flags/studies/epochs.flags",
     "python study.py --flagfile=flags/studies/dataset_size.flags",
-    "python -m celeba_gender.inputs.data_service dispatcher --port=5050",
-    "python -m celeba_gender.inputs.data_service worker --dispatcher=dispatcher-host:5050 --port=5051",
+    "python -m celeba_gender.cli.data_service dispatcher --port=5050",
+    "python -m celeba_gender.cli.data_service worker --dispatcher=dispatcher-host:5050 --port=5051",
 }
 BENCHMARK_COMMANDS = {
     "python benchmarks/convert.py",
@@ -348,8 +348,8 @@ def test_the_real_celeba_commands_run_as_documented_offline(tmp_path):
     servers = []
     try:
         for documented, ports in (
-                ("python -m celeba_gender.inputs.data_service dispatcher --port=5050", {"5050": str(dispatcher_port)}),
-                ("python -m celeba_gender.inputs.data_service worker --dispatcher=dispatcher-host:5050 --port=5051",
+                ("python -m celeba_gender.cli.data_service dispatcher --port=5050", {"5050": str(dispatcher_port)}),
+                ("python -m celeba_gender.cli.data_service worker --dispatcher=dispatcher-host:5050 --port=5051",
                  {"dispatcher-host:5050": f"127.0.0.1:{dispatcher_port}", "5051": str(worker_port)})):
             command = documented
             for old, new in ports.items():

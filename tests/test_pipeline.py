@@ -200,7 +200,7 @@ def test_host_augmentation_is_mapped_after_batching(shards):
 
 
 def test_synthetic_source_has_the_real_shapes():
-    images, labels = next(iter(pipeline.synthetic_dataset(4, (32, 24))))
+    images, labels = next(iter(pipeline.random_batches(4, (32, 24))))
     assert images.shape == (4, 32, 24, 3) and images.dtype == tf.uint8 and labels.dtype == tf.int32
 
 

@@ -322,8 +322,8 @@ def steps_per_epoch(info: SplitInfo, batch_size: int) -> int:
     return steps
 
 
-def synthetic_dataset(batch_size: int, image_size: tuple[int, int], num_classes: int = 2,
-                      seed: int = 0) -> tf.data.Dataset:
+def random_batches(batch_size: int, image_size: tuple[int, int], num_classes: int = 2,
+                   seed: int = 0) -> tf.data.Dataset:
     """Random uint8 images and labels of the real shapes, made once and repeated: costs no input time,
     so a benchmark on it measures the model step alone."""
     g = tf.random.Generator.from_seed(seed)

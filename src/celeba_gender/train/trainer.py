@@ -112,7 +112,7 @@ class TrainConfig:
     deterministic: bool = option(False, "Deterministic ops and input order (slower; for exact comparisons).")
     shuffle_buffer: int = option(pipeline.DEFAULT_SHUFFLE_BUFFER, "Shuffle buffer (examples).", lower=1)
     tf_data_service: str = option("", "grpc://host:port of a tf.data service dispatcher: its workers read and decode "
-                                  "the training data (python -m celeba_gender.inputs.data_service ...).")
+                                  "the training data (python -m celeba_gender.cli.data_service ...).")
     evaluate_test: bool = option(True, "Evaluate on the test split at the end (report/, test_metrics.json).")
     test_checkpoint: str = option("best", "The checkpoint tested and exported at the end: best (validation "
                                   "accuracy) or last (what the source study reported).", choices=("best", "last"))
