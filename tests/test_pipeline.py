@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from celeba_gender import convert, pipeline
+from celeba_gender import augment, convert, pipeline
 from celeba_gender.pipeline import DataConfig
 from celeba_gender.storage import MANIFEST as FILENAME
 
@@ -93,6 +93,46 @@ def test_each_training_epoch_is_one_exact_pass(shards, cache, tmp_path):
         assert len(epoch) == len(set(epoch)) == steps * batch  # no example twice in an epoch
         assert set(epoch) <= every and len(every - set(epoch)) == n - steps * batch  # only the remainder missed
     assert epochs[0] != epochs[1]  # reshuffled every epoch
+
+
+def _batches(ds: tf.data.Dataset, n: int) -> list[tuple[np.ndarray, ...]]:
+    it = iter(ds)
+    return [tuple(t.numpy() for t in next(it)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("cache,host_augment", [("none", True), ("memory", False), ("file", False)])
+def test_a_deterministic_pipeline_started_at_a_step_yields_what_an_unstopped_one_yields_from_there(
+        shards, tmp_path, cache, host_augment):
+    """What a resumed --deterministic run reads: the order of each pass comes from (seed, pass) and the batches
+    the interrupted pass already trained are skipped, whatever the cache, and host augmentation draws from
+    (seed, step). A file cache is filled by whichever process reads the first pass, from any step."""
+    data_dir, manifest = shards
+    batch = 32
+    steps = manifest["splits"]["train"]["count"] // batch
+
+    def dataset(start_step: int, cache_name: str) -> tf.data.Dataset:
+        config = DataConfig(data_dir, (64, 52), batch, seed=3, deterministic=True,
+                            cache=str(tmp_path / cache_name) if cache == "file" else cache)
+        host = augment.host_augment_fn(augment.Augmenter(), seed=3) if host_augment else None
+        return pipeline.train_dataset(config, host_augment=host, start_step=start_step)
+
+    unstopped = _batches(dataset(0, "a"), 3 * steps)
+    assert not np.array_equal(unstopped[0][0], unstopped[steps][0])  # passes differ
+    for start in (3, steps + 5):  # in the first pass; in the second
+        resumed = _batches(dataset(start, f"b{start}"), steps)  # on into the next pass
+        for expected, got in zip(unstopped[start:start + steps], resumed):
+            for a, b in zip(expected, got):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_without_deterministic_a_resumed_pass_is_not_the_first_pass_again(shards):
+    data_dir, manifest = shards
+    steps = manifest["splits"]["train"]["count"] // 32
+    config = DataConfig(data_dir, (64, 52), 32, cache="memory", seed=3)
+    first = ids_of(pipeline.train_dataset(config), steps)  # a fresh process's first pass
+    rest = ids_of(pipeline.train_dataset(config, start_step=2 * steps + 3), steps - 3)  # the rest of pass 3
+    assert len(set(rest)) == len(rest) == (steps - 3) * 32
+    assert rest != first[:len(rest)] and rest != first[3 * 32:]
 
 
 def test_a_file_cache_is_keyed_by_what_it_holds(shards, tmp_path):
@@ -187,13 +227,14 @@ def test_host_augmentation_is_mapped_after_batching(shards):
     data_dir, _ = shards
     seen_shapes = []
 
-    def augment(images, labels):
-        seen_shapes.append(images.shape.rank)
-        return tf.cast(images, tf.float32) / 2.0, labels
+    def augment(images, labels, step):  # the batch's global step, for augmentation keyed by it
+        seen_shapes.append((images.shape.rank, step.dtype, step.shape.rank))
+        return tf.cast(images, tf.float32) / 2.0 + tf.cast(step, tf.float32) * 1000.0, labels
 
-    ds = pipeline.train_dataset(DataConfig(data_dir, batch=8), host_augment=augment)
+    ds = pipeline.train_dataset(DataConfig(data_dir, batch=8), host_augment=augment, start_step=7)
     images, labels = next(iter(ds))
-    assert seen_shapes == [4] and images.dtype == tf.float32 and float(tf.reduce_max(images)) <= 127.5
+    assert seen_shapes == [(4, tf.int64, 0)] and images.dtype == tf.float32
+    assert 7000.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 7127.5  # step 7
 
 
 def test_synthetic_source_has_the_real_shapes():

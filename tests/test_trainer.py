@@ -276,6 +276,35 @@ def test_other_training_paths_run(shards, tmp_path, changes):
         assert float(history[2].split(",")[history[0].split(",").index("lr")]) < 1e-9  # decayed to 0 at the end
 
 
+def test_under_loss_scaling_the_logged_rate_is_the_one_in_use_and_skipped_steps_are_counted(shards, tmp_path,
+                                                                                             monkeypatch):
+    """Dynamic loss scaling skips the update of a step whose gradients overflowed. The schedule follows the updates
+    applied (optimizer.iterations, as Keras has it), so history.csv's lr must be the rate at those updates, not the
+    nominal rate at the step count, and the skipped steps must be counted."""
+    class Overflowing(keras.optimizers.LossScaleOptimizer):
+        """An enormous initial scale: float16 gradients overflow until the scale has halved far enough."""
+
+        def __init__(self, inner, **kwargs):
+            super().__init__(inner, initial_scale=2.0**30, **kwargs)
+
+    monkeypatch.setattr(keras.optimizers, "LossScaleOptimizer", Overflowing)
+    data_dir, manifest = shards
+    steps = manifest["splits"]["train"]["count"] // 16
+    config = tiny_config(data_dir, str(tmp_path / "run"), precision="mixed_float16", lr_schedule="cosine", epochs=2,
+                         augment_on="none", evaluate_test=False)
+    result = trainer.train(config)
+    lines = open(os.path.join(result["run_dir"], "history.csv")).read().splitlines()
+    rows = [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(result["run_dir"], "checkpoints")))
+    applied = int(reader.get_tensor("optimizer/inner_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+    skipped = int(rows[-1]["skipped_steps"])
+    assert 0 < skipped < 2 * steps and applied + skipped == 2 * steps
+    schedule = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=2 * steps, alpha=0.0)
+    assert float(rows[-1]["lr"]) == pytest.approx(float(schedule(applied)), rel=1e-4)  # not schedule(34) = 0
+    assert float(rows[-1]["lr"]) > 0
+    assert "skipped_steps" in event_tags(os.path.join(result["run_dir"], "train"))
+
+
 def test_float16_wraps_the_optimizer_in_loss_scaling():
     assert isinstance(optimizers.make_optimizer("adam", 1e-3, 10, 1, loss_scaling=True), keras.optimizers.LossScaleOptimizer)
     assert not isinstance(optimizers.make_optimizer("adam", 1e-3, 10, 1), keras.optimizers.LossScaleOptimizer)

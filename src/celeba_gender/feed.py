@@ -11,6 +11,7 @@ the largest worker's count (the padding has label -1 and is dropped after predic
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -102,11 +103,15 @@ class Feed:
     def cache(self) -> str:
         return self.config.cache
 
-    def train(self, host_augment: Callable | None = None):
-        """An endless distributed iterator of training batches (one pass = ``steps_per_epoch`` steps)."""
+    def train(self, host_augment: Callable | None = None, start_step: int = 0):
+        """An endless distributed iterator of training batches (one pass = ``steps_per_epoch`` steps), from global
+        step ``start_step`` on (a resumed run's: see pipeline.train_dataset). ``host_augment``: see
+        augment.host_augment_fn (each worker's calls get its input pipeline's id, ``worker``)."""
         def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-            return pipeline.train_dataset(self.config, self.infos["train"][ctx.input_pipeline_id], host_augment,
-                                          self.local_replicas, self.max_examples)
+            worker = ctx.input_pipeline_id
+            host = functools.partial(host_augment, worker=worker) if host_augment is not None else None
+            return pipeline.train_dataset(self.config, self.infos["train"][worker], host, self.local_replicas,
+                                          self.max_examples, start_step)
         return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
 
     def evaluation(self, split: str):

@@ -23,7 +23,7 @@ import tensorflow as tf
 from celeba_gender import (archs, distribute, evaluation, export, locks, loop, options, optimizers, pipeline, runs,
                            storage)
 from celeba_gender.augment import AugmentConfig, Augmenter, host_augment_fn
-from celeba_gender.checkpoints import Checkpoints, RunState
+from celeba_gender.checkpoints import Checkpoints, RunState, random_states
 from celeba_gender.epochs import EpochLoop, Monitor, Schedule
 from celeba_gender.errors import UserError
 from celeba_gender.feed import Feed
@@ -126,6 +126,13 @@ class TrainConfig:
             problems.append("--class_weights is for one attribute; with --attributes use --attribute_weights=balanced")
         if self.attribute_weights != "none" and not self.attributes:
             problems.append("--attribute_weights needs --attributes")
+        if self.deterministic and self.tf_data_service:
+            problems.append("--deterministic cannot be combined with --tf_data_service: the service hands files to "
+                            "its workers as they ask, in no fixed order")
+        policies = self.augment.randaugment or self.augment.random_erasing
+        if self.deterministic and self.augment_on == "host" and policies:
+            problems.append("--deterministic with --randaugment or --random_erasing needs --augment_on=device: on the "
+                            "host their Keras layers draw from one shared state in parallel, in no fixed order")
         if self.strategy == "multi_worker" and self.num_cpu_devices > 1:
             problems.append("--num_cpu_devices is for trying MirroredStrategy on one machine, not with multi_worker")
         if self.strategy == "multi_worker" and not self.run_dir:
@@ -229,9 +236,12 @@ def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: 
             config.optimizer, config.lr, feed.steps_per_epoch, config.epochs, config.lr_schedule,
             config.warmup_epochs, config.weight_decay, config.momentum, loss_scaling=policy == "mixed_float16")
         optimizer.build(model.core.trainable_variables)
-        state = RunState()
+        rows = model_config.num_classes if model_config.multi_label else 1
+        # The checkpoint keeps Dropout's and the device augmentation policies' random states; the warp and the
+        # mixing draw from (seed, step) instead (loop.LoopConfig.seed).
+        state = RunState(loop.zero_stats(rows), random_states(model.core, augment_layer))
     # Built here, eagerly and outside the strategy scope: tf.data's map may update its random state, not create
-    # it. Unseeded: parallel map calls take the draws in no fixed order anyway.
+    # it. Its warp draws from (seed, step) (augment.host_augment_fn): parallel map calls run in no fixed order.
     host_layer = Augmenter(config.augment, name="host_augment") if config.augment_on == "host" else None
     positive_weights = None
     if config.attribute_weights == "balanced":
@@ -243,7 +253,7 @@ def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: 
                                                 config.label_smoothing, model_config.num_classes,
                                                 measure_input_wait=not config.deterministic, mixing=config.augment,
                                                 multi_label=model_config.multi_label,
-                                                positive_weights=positive_weights),
+                                                positive_weights=positive_weights, seed=config.seed),
                                 augment=augment_layer)
     checkpoints = Checkpoints(run_dir, chief, model.core, optimizer, state, config.keep_checkpoints)
     resumed_from = checkpoints.restore_latest()
@@ -267,7 +277,8 @@ def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: 
     epochs = EpochLoop(train_loop, feed, state, checkpoints, summaries,
                        Schedule(config.epochs, config.steps_per_execution, config.log_every_steps,
                                 config.checkpoint_steps, config.profile_steps or (0, 0)),
-                       run_dir, monitor, host_augment_fn(host_layer) if host_layer is not None else None, should_stop)
+                       run_dir, monitor, host_augment_fn(host_layer, config.seed) if host_layer is not None else None,
+                       should_stop)
     try:
         epochs.run()
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as e:
