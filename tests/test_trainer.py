@@ -179,6 +179,18 @@ def test_impossible_settings_fail_before_any_work(shards, tmp_path):
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")  # nothing was started
 
 
+def test_deterministic_refuses_what_it_cannot_reproduce():
+    from celeba_gender.augment import AugmentConfig
+
+    with pytest.raises(trainer.TrainError, match="--deterministic cannot be combined with --tf_data_service"):
+        trainer.TrainConfig(arch="tiny", deterministic=True, tf_data_service="grpc://localhost:5050")
+    with pytest.raises(trainer.TrainError, match="--random_erasing needs --augment_on=device"):
+        trainer.TrainConfig(arch="tiny", deterministic=True, augment_on="host", augment=AugmentConfig(randaugment=True))
+    # On the device their random states are checkpointed; without --deterministic nothing is promised.
+    trainer.TrainConfig(arch="tiny", deterministic=True, augment=AugmentConfig(randaugment=True, random_erasing=0.5))
+    trainer.TrainConfig(arch="tiny", augment_on="host", augment=AugmentConfig(randaugment=True))
+
+
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path):
     data_dir, _ = shards
     config = tiny_config(data_dir, str(tmp_path / "nan"), optimizer="sgd", lr=1e35, momentum=0.0, epochs=2)

@@ -104,7 +104,8 @@ class TrainConfig:
     keep_checkpoints: int = option(3, "Latest checkpoints kept (the best one is kept apart).", lower=1)
     profile_steps: tuple[int, int] | None = option(None, "START,STOP global steps to trace with the TensorFlow "
                                                    "profiler.", lower=0)
-    deterministic: bool = option(False, "Deterministic ops and input order (slower; for exact comparisons).")
+    deterministic: bool = option(False, "Deterministic ops and input order (slower; for exact comparisons): a run "
+                                 "stopped and resumed ends with the weights of the same run never stopped.")
     shuffle_buffer: int = option(pipeline.DEFAULT_SHUFFLE_BUFFER, "Shuffle buffer (examples).", lower=1)
     tf_data_service: str = option("", "grpc://host:port of a tf.data service dispatcher: its workers read and decode "
                                   "the training data (python -m celeba_gender.data_service ...).")
