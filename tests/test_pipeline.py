@@ -125,6 +125,24 @@ def test_a_deterministic_pipeline_started_at_a_step_yields_what_an_unstopped_one
                 np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("cache", ["memory", "file"])
+def test_a_cached_pipeline_reads_and_decodes_the_shards_once(shards, tmp_path, cache):
+    """Every pass reshuffles the one cache (each pass is a new dataset of the same cache): once the first pass
+    has filled it, the shard files are not needed any more."""
+    data_dir, manifest = shards
+    copy = tmp_path / "shards"
+    shutil.copytree(data_dir, copy)
+    steps = manifest["splits"]["train"]["count"] // 32
+    config = DataConfig(str(copy), (64, 52), 32, seed=3, cache=str(tmp_path / "cache") if cache == "file" else cache)
+    it = iter(pipeline.train_dataset(config))
+    first = [next(it)[0].numpy() for _ in range(steps)]
+    for shard in manifest["splits"]["train"]["shards"]:
+        os.remove(copy / shard["file"])
+    later = [next(it)[0].numpy() for _ in range(2 * steps)]  # passes 2 and 3, from the cache
+    ids = [[hash(image.tobytes()) for batch in batches for image in batch] for batches in (first, later[:steps])]
+    assert len(set(ids[1])) == steps * 32 and ids[1] != ids[0]  # a reshuffled pass
+
+
 def test_without_deterministic_a_resumed_pass_is_not_the_first_pass_again(shards):
     data_dir, manifest = shards
     steps = manifest["splits"]["train"]["count"] // 32
