@@ -167,30 +167,35 @@ def _history(run_dir: str) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [
-    ["--cache=memory", "--augment_on=device", "--mixup=0.2"],
-    ["--cache=none", "--augment_on=host"],
+@pytest.mark.parametrize("extra,stops", [
+    # At the last step of pass 1 (before its validation: the restart trains no step of epoch 1), then mid pass 2.
+    (["--cache=memory", "--augment_on=device", "--mixup=0.2"], ((-1, 1), (9, 0))),
+    # Once (a process less), mid pass 2: the other order and augmentation paths.
+    (["--cache=none", "--augment_on=host"], ((5, 1),)),
 ], ids=["memory-cache-device-augmentation-mixup", "no-cache-host-augmentation"])
-def test_a_deterministic_run_stopped_twice_ends_with_the_weights_of_the_run_never_stopped(shards, tmp_path, extra):
-    """Stopped at the last step of pass 1 (before its validation: the restart trains no step of epoch 1) and in
-    the middle of pass 2: the same data order, augmentation, dropout masks and history rows as one process."""
+def test_a_deterministic_run_stopped_and_resumed_ends_with_the_weights_of_the_run_never_stopped(shards, tmp_path,
+                                                                                                extra, stops):
+    """The same data order, augmentation, mixing, dropout masks and history rows as one process."""
     data_dir, manifest = shards
     steps = manifest["splits"]["train"]["count"] // 16
     args = ["--deterministic", *extra]
     never = str(tmp_path / "never")
     _completed(subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *train_args(data_dir, never, *args)],
                               capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV))
-    run_dir = str(tmp_path / "stopped")
-    for signal_at, stop_step in ((steps - 1, steps), (9, steps + 10)):  # calls of this process; global step
+    run_dir, stopped_at = str(tmp_path / "stopped"), 0
+    for calls, epochs in stops:  # signal after `calls` + `epochs` x steps calls of this process
+        signal_at = calls + epochs * steps
         script = _SELF_SIGNAL.replace("SIGNAL_AT", str(signal_at)).replace("SIGNAL_NAME", "SIGTERM")
         stopped = subprocess.run([sys.executable, "-c", script, *train_args(data_dir, run_dir, *args)],
                                  capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
         assert stopped.returncode == 143, stopped.stderr[-3000:]
-        assert runs.status(run_dir)["checkpoint"].endswith(f"ckpt-{stop_step}")
+        stopped_at += signal_at + 1  # the next call carried the vote
+        assert runs.status(run_dir)["checkpoint"].endswith(f"ckpt-{stopped_at}")
     resumed = _completed(subprocess.run([sys.executable, os.path.join(ROOT, "train.py"),
                                          *train_args(data_dir, run_dir, *args)],
                                         capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV))
-    assert f"resuming run {run_dir} at epoch 2, step 10" in resumed.stdout
+    epoch, step = divmod(stopped_at, steps)
+    assert f"resuming run {run_dir} at epoch {epoch + 1}, step {step}" in resumed.stdout
     summaries = [json.load(open(os.path.join(d, "summary.json"))) for d in (never, run_dir)]
     assert summaries[0]["final_weights_sha256"] == summaries[1]["final_weights_sha256"]
-    assert _history(run_dir) == _history(never)  # each row covers its whole epoch, epoch 1's too
+    assert _history(run_dir) == _history(never)  # each row covers its whole epoch
