@@ -252,6 +252,65 @@ def test_the_arch_recipe_is_under_any_flagfile_and_any_explicit_flag(tmp_path):
             out["sources"]["momentum"]) == ("recipe", "flagfile", "command line", "command line", "default")
 
 
+# Runs a command's launcher with its library call replaced by a print of what it was given (config, sources, the
+# run header's lines and flags.txt for train.py): the user's parse path, without the work.
+_PARSE_ONLY = textwrap.dedent("""
+    import json, sys
+    from celeba_gender import convert, options, trainer
+    from celeba_gender.cli import console
+
+    def show(config, sources=None, *rest):
+        settings = options.flat_values(config)
+        print(json.dumps({"settings": settings, "sources": sources,
+                          "header": console.describe_settings(settings, sources or {}, settings.get("arch")),
+                          "flags_txt": options.as_flagfile(config, sources)}, default=str))
+        sys.exit(0)
+
+    trainer.train = convert.convert = show
+    sys.argv = sys.argv[1:]
+    if sys.argv[0] == "train.py":
+        from celeba_gender.cli import train as command
+    else:
+        from celeba_gender.cli import convert as command
+    command.run()
+""")
+
+
+def parsed(*argv: str) -> dict:
+    """What ``argv`` (a launcher's name and its arguments) hands the library, parsed as the command parses it."""
+    done = subprocess.run([sys.executable, "-c", _PARSE_ONLY, *argv], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("order", ["flagfile-last", "two-tokens-last"])
+def test_the_command_line_wins_over_a_flagfile_whatever_the_order_and_is_labelled_so(tmp_path, order):
+    inner = tmp_path / "inner.flags"
+    inner.write_text("--epochs=4\n--batch=8\n--lr=0.5\n")
+    outer = tmp_path / "outer.flags"
+    outer.write_text(f"--flagfile={inner}\n--lr=0.002\n--epochs=3\n")  # nested: outer's later lines win
+    # (test_the_arch_recipe_is_under_any_flagfile_and_any_explicit_flag has the flagfile first)
+    argv = {"flagfile-last": ["--arch=tiny", "--lr=0.01", f"--flagfile={outer}"],
+            "two-tokens-last": ["--lr=0.01", "--flagfile", str(outer), "--arch=tiny"]}[order]
+    out = parsed("train.py", *argv)
+    settings, sources = out["settings"], out["sources"]
+    assert (settings["lr"], settings["epochs"], settings["batch"], settings["optimizer"]) == (0.01, 3, 8, "adamw")
+    assert (sources["lr"], sources["epochs"], sources["batch"], sources["optimizer"]) == (
+        "command line", "flagfile", "flagfile", "recipe")
+    assert "  command line: lr=0.01" in out["header"]
+    flags_txt = out["flags_txt"]
+    assert flags_txt.index("# from the command line") < flags_txt.index("--lr=0.01") < flags_txt.index("# flagfiles")
+    assert "--lr=0.002" not in flags_txt and "--lr=0.5" not in flags_txt
+
+
+def test_the_converter_command_line_wins_over_a_flagfile_named_after_it(tmp_path):
+    flagfile = tmp_path / "convert.flags"
+    flagfile.write_text("--out_dir=from_the_flagfile\n--limit=300\n")
+    out = parsed("make_tfrecords.py", f"--out_dir={tmp_path}/mine", f"--flagfile={flagfile}")
+    assert out["settings"]["out_dir"] == f"{tmp_path}/mine" and out["settings"]["limit"] == 300
+
+
 @pytest.mark.parametrize("changes", [
     {"augment_on": "host"},
     {"precision": "mixed_float16", "jit_compile": True, "steps_per_execution": 3},
