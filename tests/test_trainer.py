@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from celeba_gender import archs, decode, epochs, evaluation, optimizers, pipeline, runs, trainer
+from celeba_gender import archs, decode, epochs, evaluation, loop, optimizers, options, pipeline, runs, trainer
 from celeba_gender.summaries import image_grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -309,6 +309,101 @@ def test_the_converter_command_line_wins_over_a_flagfile_named_after_it(tmp_path
     flagfile.write_text("--out_dir=from_the_flagfile\n--limit=300\n")
     out = parsed("make_tfrecords.py", f"--out_dir={tmp_path}/mine", f"--flagfile={flagfile}")
     assert out["settings"]["out_dir"] == f"{tmp_path}/mine" and out["settings"]["limit"] == 300
+
+
+_AWKWARD_FLOATS = (0.0012345678, 1 / 3, 0.1 + 0.2, 1e-12, 5e-05, 2.0 ** -40, 123456789.0123, 1e22, 0.0, 3.0)
+
+
+def test_every_float_is_formatted_to_read_back_exactly():
+    for value in _AWKWARD_FLOATS:
+        assert float(options.format_value(value)) == value, value
+    assert options.format_value(0.0005) == "0.0005" and options.format_value(3.0) == "3"  # short where exact
+
+
+# Writes configs of every option type (and train.py's, with awkward values) as flags.txt does, parses each file
+# back with the flags the command defines, and compares.
+_ROUND_TRIP = textwrap.dedent("""
+    import dataclasses, sys, tempfile
+    from absl import flags
+    from celeba_gender import options, trainer
+    from celeba_gender.cli import config_flags, train
+    from celeba_gender.options import option
+
+    @dataclasses.dataclass(frozen=True)
+    class Every:
+        count: int = option(3, "an int")
+        rate: float = option(0.5, "a float")
+        name: str = option("x", "a string")
+        flag: bool = option(True, "a bool")
+        kind: str = option("a", "an enum", choices=("a", "b"))
+        pair: tuple[int, int] | None = option(None, "an optional pair")
+        fractions: tuple[float, float, float] = option((0.8, 0.1, 0.1), "floats")
+        names: tuple[str, ...] = option((), "strings")
+        sizes: tuple[int, ...] | None = option((1, 2), "optional ints")
+
+    config_flags.define(Every, "every")
+    FLOATS = FLOATS_HERE
+    cases = [Every(), Every(count=-7, rate=0.0012345678, name="runs/a b=c", flag=False, kind="b", pair=(218, 178),
+                       fractions=(0.7, 0.2 + 0.1, 1 / 3), names=("Smiling", "Male"), sizes=None)]
+    cases += [Every(rate=f, fractions=(f, f, f)) for f in FLOATS]
+    cases += [trainer.config_for("tiny", lr=0.0012345678, weight_decay=1 / 3, warmup_epochs=0.1 + 0.2, epochs=3,
+                                 image_size=(61, 49), attributes=("Smiling", "Male"), profile_steps=(2, 4),
+                                 mixup=0.2 + 0.1, progress=False),
+              trainer.config_for("small", dropout=2.0 ** -40, lr=1e-12, rotation_deg=123456789.0123)]
+    for case in cases:
+        with tempfile.NamedTemporaryFile("w", suffix=".flags", delete=False) as f:
+            f.write(options.as_flagfile(case))
+        flags.FLAGS.unparse_flags()
+        argv = ["prog", f"--flagfile={f.name}"]
+        flags.FLAGS(argv)
+        back = train.build_config()[0] if isinstance(case, trainer.TrainConfig) else \
+            config_flags.build(Every, argv=argv)[0]
+        assert back == case, (case, back, open(f.name).read())
+    for bad in (" runs/x", "runs/x ", "a\\nb"):  # what a flagfile line cannot hold is refused up front
+        try:
+            options.validate(Every(name=bad))
+        except options.OptionError as e:
+            assert "leading or trailing spaces or a line break" in str(e), e
+        else:
+            raise AssertionError(bad)
+    print("round trips:", len(cases))
+""").replace("FLOATS_HERE", repr(_AWKWARD_FLOATS))
+
+
+def test_every_option_type_reads_back_exactly_from_a_written_flagfile():
+    done = subprocess.run([sys.executable, "-c", _ROUND_TRIP], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"round trips: {2 + len(_AWKWARD_FLOATS) + 2}" in done.stdout
+
+
+class StopAfter:
+    """A stand-in for signals.StopSignals: asks the run to stop ("preempted") before its ``calls``+1-th call."""
+
+    def __init__(self, calls: int):
+        self.calls = calls
+
+    def install(self) -> None:
+        pass
+
+    def __call__(self) -> str | None:
+        self.calls -= 1
+        return "preempted" if self.calls < 0 else None
+
+
+@pytest.mark.slow
+def test_a_stopped_run_with_an_unrounded_rate_resumes_from_its_flags_txt(shards, tmp_path):
+    data_dir, _ = shards
+    config = trainer.config_for("tiny", data_dir=data_dir, runs_root=str(tmp_path), lr=0.0012345678, epochs=1,
+                                batch=16, precision="float32", progress=False, evaluate_test=False)
+    with pytest.raises(loop.Stopped):
+        trainer.train(config, stop=StopAfter(2))
+    (run_dir,) = glob.glob(str(tmp_path / "tiny-*"))
+    resumed = run_train([f"--flagfile={run_dir}/flags.txt"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming run {run_dir}" in resumed.stdout
+    assert glob.glob(str(tmp_path / "tiny-*")) == [run_dir]  # no new run beside the stopped one
+    assert runs.status(run_dir)["status"] == "complete"
 
 
 @pytest.mark.parametrize("changes", [
