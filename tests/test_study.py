@@ -96,12 +96,32 @@ def test_every_study_flagfile_parses():
             FLAGS(argv)
             config = config_flags.build(study.StudyConfig, argv=argv)[0]
             print(f, config.name, len(config.archs), config.values)
+            for spec in study.plan(config):
+                print("RUN", " ".join(study.train_command(config, spec)[3:]))
     """)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "flags/studies/epochs.flags epochs 5 (5, 10, 15)" in done.stdout
     assert "flags/studies/demo_epochs.flags demo_epochs 2 (1, 2, 4)" in done.stdout
+    # Every run a study would start is a valid train.py configuration (its flagfile with its arch and value).
+    commands = sorted({line[4:] for line in done.stdout.splitlines() if line.startswith("RUN ")})
+    build = textwrap.dedent("""
+        import sys
+        from absl import flags
+        from celeba_gender.cli import train
+        for line in sys.stdin.read().splitlines():
+            flags.FLAGS.unparse_flags()
+            argv = ["train.py", *line.split()]
+            sys.argv = argv
+            flags.FLAGS(argv)
+            config = train.build_config()[0]
+            print(config.arch, config.optimizer, config.weight_decay)
+    """)
+    built = subprocess.run([sys.executable, "-c", build], input="\n".join(commands), capture_output=True, text=True,
+                           cwd=root, timeout=120)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert len(built.stdout.splitlines()) == len(commands) > 40
 
 
 def test_a_failed_run_is_explained_in_one_line_from_its_log(tmp_path):

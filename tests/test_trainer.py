@@ -435,6 +435,18 @@ def test_float16_wraps_the_optimizer_in_loss_scaling():
     assert not isinstance(optimizers.make_optimizer("adam", 1e-3, 10, 1), keras.optimizers.LossScaleOptimizer)
 
 
+def test_adam_with_a_weight_decay_it_would_ignore_is_refused_in_one_line():
+    # Keras' Adam here applies no decay at all (what flags.txt would still record): the recipes' 0.0005 was lost.
+    assert optimizers.weight_decay(optimizers.make_optimizer("adam", 1e-3, 10, 1, weight_decay=5e-4)) == 0.0
+    with pytest.raises(trainer.TrainError) as e:
+        trainer.config_for("tiny", optimizer="adam")  # the tiny recipe's weight decay, 0.0005
+    message = str(e.value)
+    assert "--optimizer=adam applies no weight decay" in message and "--weight_decay=0.0005" in message
+    assert "use --optimizer=adamw" in message and "or --weight_decay=0" in message and "\n" not in message
+    assert trainer.config_for("tiny", optimizer="adam", weight_decay=0).optimizer == "adam"
+    assert optimizers.weight_decay(optimizers.make_optimizer("adamw", 1e-3, 10, 1, weight_decay=5e-4)) == 5e-4
+
+
 def test_a_log_file_gets_plain_lines_and_tensorboard_gets_scalars_every_n_steps(shards, tmp_path):
     """As a cluster runs it: output to a file, no terminal. No carriage returns; a line per logging window;
     per-step training scalars and per-epoch validation on the same global-step axis."""

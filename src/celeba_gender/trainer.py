@@ -53,7 +53,8 @@ class TrainConfig:
     lr: float = option(1e-4, "Peak learning rate (for the global batch: scale it yourself when you change the batch)."
                        + _RECIPE, lower=1e-12)
     optimizer: str = option("adam", "Optimizer." + _RECIPE, choices=optimizers.OPTIMIZERS)
-    weight_decay: float = option(0.0, "Decoupled weight decay of adamw, or sgd's decay; 0 = none." + _RECIPE, lower=0)
+    weight_decay: float = option(0.0, "Decoupled weight decay of adamw, or sgd's decay; 0 = none (adam takes "
+                                 "none: use adamw)." + _RECIPE, lower=0)
     momentum: float = option(0.9, "SGD momentum.", lower=0, upper=1)
     lr_schedule: str = option("constant", "constant or cosine decay to 0, each after --warmup_epochs." + _RECIPE,
                               choices=optimizers.LR_SCHEDULES)
@@ -118,6 +119,11 @@ class TrainConfig:
         problems = []
         if self.warmup_epochs >= self.epochs:
             problems.append(f"--warmup_epochs={self.warmup_epochs:g} must be below --epochs={self.epochs}")
+        if self.optimizer == "adam" and self.weight_decay:
+            # Adam would drop it silently while flags.txt records it (and Keras' Adam(weight_decay=) is AdamW).
+            problems.append(f"--optimizer=adam applies no weight decay, so --weight_decay="
+                            f"{options.format_value(self.weight_decay)} (the arch's recipe's unless a flag sets it) "
+                            "would be ignored: use --optimizer=adamw for decoupled weight decay, or --weight_decay=0")
         if self.profile_steps and self.profile_steps[1] < self.profile_steps[0]:
             problems.append("--profile_steps=START,STOP needs START <= STOP")
         if self.augment_on == "none" and (self.augment.mixup or self.augment.cutmix):
