@@ -406,6 +406,29 @@ def test_a_stopped_run_with_an_unrounded_rate_resumes_from_its_flags_txt(shards,
     assert runs.status(run_dir)["status"] == "complete"
 
 
+def test_a_pinned_unfinished_run_refuses_changed_settings_unless_allowed_and_records_the_change(shards, tmp_path):
+    data_dir, _ = shards
+    run_dir = str(tmp_path / "run")
+    config = tiny_config(data_dir, run_dir, evaluate_test=False)
+    with pytest.raises(loop.Stopped):
+        trainer.train(config, stop=StopAfter(1))
+    record = {name: open(os.path.join(run_dir, name)).read() for name in ("config.json", "flags.txt", "status.json")}
+    changed = dataclasses.replace(config, lr=0.01, epochs=2, progress=True)  # --progress may change freely
+    with pytest.raises(trainer.TrainError) as e:
+        trainer.train(changed)
+    message = str(e.value)
+    assert f"{run_dir} holds an unfinished run recorded with other settings: epochs=1 (now 2), lr=0.003 (now 0.01)." \
+        in message and "progress" not in message and "\n" not in message
+    assert "--allow_changed_settings" in message and f"--flagfile={run_dir}/flags.txt" in message
+    assert {name: open(os.path.join(run_dir, name)).read() for name in record} == record  # nothing written
+    result = trainer.train(dataclasses.replace(changed, allow_changed_settings=True, progress=False))
+    assert result["epochs"] == 2 and runs.status(run_dir)["status"] == "complete"
+    recorded = json.load(open(os.path.join(run_dir, "config.json")))
+    assert recorded["train"]["lr"] == 0.01 and recorded["train"]["epochs"] == 2
+    (change,) = recorded["changes"]
+    assert change["settings"] == {"epochs": [1, 2], "lr": [0.003, 0.01]} and change["time"]
+
+
 @pytest.mark.parametrize("changes", [
     {"augment_on": "host"},
     {"precision": "mixed_float16", "jit_compile": True, "steps_per_execution": 3},

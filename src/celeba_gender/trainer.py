@@ -113,6 +113,9 @@ class TrainConfig:
     test_checkpoint: str = option("best", "The checkpoint tested and exported at the end: best (validation "
                                   "accuracy) or last (what the source study reported).", choices=("best", "last"))
     progress: bool = option(True, "Show a progress bar on a terminal (a log file gets plain lines either way).")
+    allow_changed_settings: bool = option(False, "Go on with an unfinished --run_dir although these settings differ "
+                                          "from those it recorded (config.json keeps each change); without it such "
+                                          "a rerun is refused.")
 
     def __post_init__(self):
         options.validate(self)
@@ -206,9 +209,18 @@ def train(config: TrainConfig, sources: dict | None = None, monitor: Monitor | N
             monitor.note(f"run {run_dir} is complete: nothing to train (its summary follows). Train a new run by "
                          "leaving out --run_dir or naming a new one.")
             return storage.read_json(storage.join(run_dir, runs.SUMMARY)) or {"run_dir": run_dir}
+        # An unfinished run goes on with the settings it recorded: other ones would change its schedule mid-run
+        # and overwrite its record. Checked on every worker (all read the same config.json), before any write.
+        recorded = runs.recorded_settings(run_dir)
+        changes = runs.changed_settings(recorded, dataclasses.asdict(config)) if recorded is not None else {}
+        if changes and not config.allow_changed_settings:
+            raise TrainError(f"{run_dir} holds an unfinished run recorded with other settings: "
+                             f"{runs.describe_changes(changes)}. Resume it with its own (python train.py "
+                             f"--flagfile={storage.join(run_dir, runs.FLAGS)} --run_dir={run_dir}), give another "
+                             "--run_dir for a new run, or add --allow_changed_settings to go on with these.")
         if chief:
             runs.record(run_dir, config, dataclasses.asdict(dataclasses.replace(model_config, image_size=image_size)),
-                        feed.outputs, sources)
+                        feed.outputs, sources, changes)
             runs.set_status(run_dir, runs.RUNNING)
         try:
             return _run(config, strategy, chief, policy, model_config, image_size, feed, run_dir, sources, monitor,
