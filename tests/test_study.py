@@ -75,6 +75,22 @@ def test_a_two_run_study_tabulates_and_a_rerun_skips_finished_runs(shards, tmp_p
     assert study.run_study(config, echo=again.append) == rows
     assert again == ["[1/2] tiny epochs=1 seed 42: done before, skipped", "[2/2] tiny epochs=2 seed 42: done before, skipped"]
     assert [os.stat(os.path.join(r["run_dir"], "summary.json")).st_mtime_ns for r in rows] == mtimes
+    # Rerun for the last checkpoint: the finished runs (tested on their best) are evaluated on their last one.
+    last = dataclasses.replace(config, checkpoint="last")
+    lines = []
+    rows_last = study.run_study(last, echo=lines.append)
+    for row in rows_last:
+        report = storage.read_json(os.path.join(row["run_dir"], "report", "test-last", "report.json"))
+        assert report["checkpoint"] == "last" and row["checkpoint"] == "last"
+        assert row["test_accuracy"] == report["accuracy"]
+    assert all("done before, tested on its best checkpoint: evaluated on its last one" in line for line in lines)
+    assert "last epoch's checkpoint" in open(tmp_path / "study" / "study.md").read()
+    assert [os.stat(os.path.join(r["run_dir"], "summary.json")).st_mtime_ns for r in rows] == mtimes
+    reports = [os.stat(os.path.join(r["run_dir"], "report", "test-last", "report.json")).st_mtime_ns
+               for r in rows_last]
+    assert study.run_study(last, echo=lines.append) == rows_last  # the last checkpoint's reports are reused
+    assert [os.stat(os.path.join(r["run_dir"], "report", "test-last", "report.json")).st_mtime_ns
+            for r in rows_last] == reports
 
 
 def test_every_study_flagfile_parses():
