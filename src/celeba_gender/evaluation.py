@@ -170,8 +170,9 @@ def check_shards_fit(config: dict, manifest: dict, data_dir: str) -> None:
     if config["model"].get("multi_label"):
         missing = [a for a in outputs if a not in manifest.get("attribute_names", [])]
         if missing:
-            raise EvaluationError(f"the shards in {data_dir} do not hold {', '.join(missing)}, which this run predicts: "
-                                  f"give --data_dir shards that hold every attribute of the run (its own: {own}).")
+            raise EvaluationError(f"the shards in {data_dir} do not hold {', '.join(missing)}, which this run "
+                                  f"predicts: give --data_dir shards that hold every attribute of the run (its own: "
+                                  f"{own}).")
     elif outputs and list(manifest.get("class_names", [])) != outputs:
         # Class 1 is the attribute itself (attributes.class_names: Male -> Female, Male; Smiling -> not_Smiling...).
         raise EvaluationError(

@@ -18,8 +18,8 @@ Processes that share an ``owner_key`` (e.g. the workers of one multi-worker trai
 whose key equals the holder's is let in without taking the lock, and only the creator removes it.
 
 The lock is released when the ``with`` block ends, whatever ends it (an exception, Ctrl-C). ``kill -9``
-leaves it behind as a stale lock, which the next process in the same PID namespace of this host takes over. Local paths only: a URL
-(``gs://...``) cannot be locked this way, and :func:`hold` lets it through unlocked.
+leaves it behind as a stale lock, which the next process in the same PID namespace of this host takes over.
+Local paths only: a URL (``gs://...``) cannot be locked this way, and :func:`hold` lets it through unlocked.
 """
 
 from __future__ import annotations
@@ -136,8 +136,8 @@ class DirectoryLock:
         except FileExistsError:
             return False
         self._info = {"host": socket.gethostname(), "pid": os.getpid(), "process_start": process_start(os.getpid()),
-                      "boot_id": _boot_id(), "pid_ns": _pid_namespace(), "time": time.time(), "command": " ".join(sys.argv),
-                      "purpose": self.purpose, "owner_key": self.owner_key}
+                      "boot_id": _boot_id(), "pid_ns": _pid_namespace(), "time": time.time(),
+                      "command": " ".join(sys.argv), "purpose": self.purpose, "owner_key": self.owner_key}
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(self._info, f)

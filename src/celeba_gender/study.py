@@ -6,7 +6,8 @@ Each run is a separate ``train.py`` process with its own run directory under ``S
 exactly the runs a user could make by hand, and TensorFlow's global state (strategy, precision policy) never
 leaks from one run into the next. A rerun skips finished runs and resumes an interrupted one (train.py does
 the resuming); a finished run tested on another checkpoint than ``--checkpoint`` is evaluated on that one
-(evaluate.py), so every figure is of the checkpoint the table names. ``dataset_size`` studies convert the data once per size (``--limit``) into ``STUDY/data/``.
+(evaluate.py), so every figure is of the checkpoint the table names. ``dataset_size`` studies convert the
+data once per size (``--limit``) into ``STUDY/data/``.
 Outputs: ``study.csv`` and ``study.md`` (rows: setting, columns: arch, like the source's tables),
 ``study_runs.csv`` (every run), ``study.png``.
 """
