@@ -427,6 +427,9 @@ def test_a_pinned_unfinished_run_refuses_changed_settings_unless_allowed_and_rec
     assert recorded["train"]["lr"] == 0.01 and recorded["train"]["epochs"] == 2
     (change,) = recorded["changes"]
     assert change["settings"] == {"epochs": [1, 2], "lr": [0.003, 0.01]} and change["time"]
+    # flags.txt resumes the run as it now is, without carrying the one-time permission to later reruns
+    flags_txt = open(os.path.join(run_dir, "flags.txt")).read()
+    assert "--lr=0.01\n" in flags_txt and "--noallow_changed_settings" in flags_txt
 
 
 @pytest.mark.parametrize("changes", [

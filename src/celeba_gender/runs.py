@@ -133,6 +133,10 @@ def record(run_dir: str, config, model: dict, outputs: list[str], sources: dict 
                                                        **({"changes": history} if history else {})})
     pinned = bool(config.run_dir) and (sources or {}).get("run_dir", options.COMMAND_LINE) != options.DEFAULT
     shown = config if pinned else dataclasses.replace(config, run_dir="")
+    if getattr(config, "allow_changed_settings", False):
+        # A one-time permission: the file resumes the run with the settings it now has, and allows no other.
+        shown = dataclasses.replace(shown, allow_changed_settings=False)
+        sources = {**sources, "allow_changed_settings": options.DEFAULT} if sources else sources
     header = (f"Settings of the run in {run_dir}, written by train.py.\n"
               "python train.py --flagfile=<this file> resumes that run while it is unfinished and, once it is\n"
               "complete, trains a new run with the same settings" + (" (this file pins --run_dir: remove it for "

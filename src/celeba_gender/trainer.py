@@ -121,7 +121,8 @@ class TrainConfig:
         options.validate(self)
         problems = []
         if self.warmup_epochs >= self.epochs:
-            problems.append(f"--warmup_epochs={self.warmup_epochs:g} must be below --epochs={self.epochs}")
+            problems.append(f"--warmup_epochs={options.format_value(self.warmup_epochs)} must be below "
+                            f"--epochs={self.epochs}")
         if self.optimizer == "adam" and self.weight_decay:
             # Adam would drop it silently while flags.txt records it (and Keras' Adam(weight_decay=) is AdamW).
             problems.append(f"--optimizer=adam applies no weight decay, so --weight_decay="
