@@ -205,11 +205,12 @@ class DirectoryLock:
             where = "on another machine"
         elif holder.get("boot_id") != _boot_id():
             where = "in another boot of this host or on another machine of the same name"
-        elif holder.get("pid_ns") != _pid_namespace() or not holder.get("pid_ns"):
-            where = "in another PID namespace (another container) of this host" if holder.get("pid_ns") else \
-                "by a process whose lock does not record its PID namespace"
+        elif not holder.get("pid_ns"):
+            where = "and its lock does not record its PID namespace (an older version wrote it)"
+        elif holder.get("pid_ns") != _pid_namespace():
+            where = "in another PID namespace (another container) of this host"
         else:
-            where = "by a process whose pid is unknown"
+            where = "and this process cannot read its own boot id or PID namespace"
         return (f"{self.directory} is in use: {who} is {purpose} there, {where}, so this process cannot tell "
                 f"whether it still runs. {fix}; if that process has ended, remove {self.path} by hand.")
 
