@@ -161,6 +161,26 @@ def tta_summary(mode: str, plain: np.ndarray, augmented: np.ndarray, labels: np.
             "broken": int(((before == labels) & (after != labels)).sum())}
 
 
+def check_shards_fit(config: dict, manifest: dict, data_dir: str) -> None:
+    """Raises EvaluationError unless the shards in ``data_dir`` (their ``manifest``) hold what the run (its
+    config.json, ``config``) predicts: the same attribute's classes for a one-attribute run, each of its
+    attributes for a multi-attribute run. Other shards would be scored against the wrong labels, silently."""
+    outputs = list(config.get("outputs") or [])
+    own = config["train"]["data_dir"]
+    if config["model"].get("multi_label"):
+        missing = [a for a in outputs if a not in manifest.get("attribute_names", [])]
+        if missing:
+            raise EvaluationError(f"the shards in {data_dir} do not hold {', '.join(missing)}, which this run "
+                                  f"predicts: give --data_dir shards that hold every attribute of the run (its own: "
+                                  f"{own}).")
+    elif outputs and list(manifest.get("class_names", [])) != outputs:
+        # Class 1 is the attribute itself (attributes.class_names: Male -> Female, Male; Smiling -> not_Smiling...).
+        raise EvaluationError(
+            f"this run was trained for {outputs[-1]} (classes {', '.join(outputs)}), but the shards in {data_dir} were "
+            f"converted for {manifest.get('attribute')} (classes {', '.join(manifest.get('class_names', []))}): give "
+            f"--data_dir shards converted with --attribute={outputs[-1]} (the run's own: {own}).")
+
+
 def report_dir(run_dir: str, split: str, checkpoint: str) -> str:
     """``RUN/report`` for the default (test, best); ``RUN/report/<split>-<checkpoint>`` otherwise."""
     base = os.path.join(run_dir, "report")
@@ -174,9 +194,11 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
     galleries and the Grad-CAM figures (``gradcam_size`` faces each; 0: none); returns the report. With a
     ``tta_mode``, report["tta"] holds its figures beside the plain ones. A multi-attribute run gets
     :func:`evaluate_attributes`' report instead (Grad-CAM of ``gradcam_attribute``)."""
-    model, config = load_model(run_dir, checkpoint)
-    data_dir = data_dir or config["train"]["data_dir"]
+    recorded = runs.read_config(run_dir)
+    data_dir = data_dir or recorded["train"]["data_dir"]
     manifest = storage.read_manifest(data_dir)
+    check_shards_fit(recorded, manifest, data_dir)  # before anything is loaded or written
+    model, config = load_model(run_dir, checkpoint)
     if config["model"].get("multi_label"):
         return evaluate_attributes(model, config, run_dir, split, checkpoint, data_dir, manifest, batch, tta_mode,
                                    gradcam_size, gradcam_attribute)

@@ -53,7 +53,8 @@ class TrainConfig:
     lr: float = option(1e-4, "Peak learning rate (for the global batch: scale it yourself when you change the batch)."
                        + _RECIPE, lower=1e-12)
     optimizer: str = option("adam", "Optimizer." + _RECIPE, choices=optimizers.OPTIMIZERS)
-    weight_decay: float = option(0.0, "Decoupled weight decay of adamw, or sgd's decay; 0 = none." + _RECIPE, lower=0)
+    weight_decay: float = option(0.0, "Decoupled weight decay of adamw, or sgd's decay; 0 = none (adam takes "
+                                 "none: use adamw)." + _RECIPE, lower=0)
     momentum: float = option(0.9, "SGD momentum.", lower=0, upper=1)
     lr_schedule: str = option("constant", "constant or cosine decay to 0, each after --warmup_epochs." + _RECIPE,
                               choices=optimizers.LR_SCHEDULES)
@@ -113,12 +114,21 @@ class TrainConfig:
     test_checkpoint: str = option("best", "The checkpoint tested and exported at the end: best (validation "
                                   "accuracy) or last (what the source study reported).", choices=("best", "last"))
     progress: bool = option(True, "Show a progress bar on a terminal (a log file gets plain lines either way).")
+    allow_changed_settings: bool = option(False, "Go on with an unfinished --run_dir although these settings differ "
+                                          "from those it recorded (config.json keeps each change); without it such "
+                                          "a rerun is refused.")
 
     def __post_init__(self):
         options.validate(self)
         problems = []
         if self.warmup_epochs >= self.epochs:
-            problems.append(f"--warmup_epochs={self.warmup_epochs:g} must be below --epochs={self.epochs}")
+            problems.append(f"--warmup_epochs={options.format_value(self.warmup_epochs)} must be below "
+                            f"--epochs={self.epochs}")
+        if self.optimizer == "adam" and self.weight_decay:
+            # Adam would drop it silently while flags.txt records it (and Keras' Adam(weight_decay=) is AdamW).
+            problems.append(f"--optimizer=adam applies no weight decay, so --weight_decay="
+                            f"{options.format_value(self.weight_decay)} (the arch's recipe's unless a flag sets it) "
+                            "would be ignored: use --optimizer=adamw for decoupled weight decay, or --weight_decay=0")
         if self.profile_steps and self.profile_steps[1] < self.profile_steps[0]:
             problems.append("--profile_steps=START,STOP needs START <= STOP")
         if self.augment_on == "none" and (self.augment.mixup or self.augment.cutmix):
@@ -208,9 +218,18 @@ def train(config: TrainConfig, sources: dict | None = None, monitor: Monitor | N
             monitor.note(f"run {run_dir} is complete: nothing to train (its summary follows). Train a new run by "
                          "leaving out --run_dir or naming a new one.")
             return storage.read_json(storage.join(run_dir, runs.SUMMARY)) or {"run_dir": run_dir}
+        # An unfinished run goes on with the settings it recorded: other ones would change its schedule mid-run
+        # and overwrite its record. Checked on every worker (all read the same config.json), before any write.
+        recorded = runs.recorded_settings(run_dir)
+        changes = runs.changed_settings(recorded, dataclasses.asdict(config)) if recorded is not None else {}
+        if changes and not config.allow_changed_settings:
+            raise TrainError(f"{run_dir} holds an unfinished run recorded with other settings: "
+                             f"{runs.describe_changes(changes)}. Resume it with its own (python train.py "
+                             f"--flagfile={storage.join(run_dir, runs.FLAGS)} --run_dir={run_dir}), give another "
+                             "--run_dir for a new run, or add --allow_changed_settings to go on with these.")
         if chief:
             runs.record(run_dir, config, dataclasses.asdict(dataclasses.replace(model_config, image_size=image_size)),
-                        feed.outputs, sources)
+                        feed.outputs, sources, changes)
             runs.set_status(run_dir, runs.RUNNING)
         try:
             return _run(config, strategy, chief, policy, model_config, image_size, feed, run_dir, sources, monitor,
