@@ -144,12 +144,30 @@ def check_memory_cache(count: int, image_size: tuple[int, int]) -> None:
                         "--cache=<a file path on a fast disk>, --cache=none, or a smaller --image_size.")
 
 
-def cache_file(prefix: str, info: SplitInfo, size: tuple[int, int], max_examples: int | None) -> str:
+def cache_file(prefix: str, info: SplitInfo, size: tuple[int, int], max_examples: int | None,
+               attributes: tuple[int, ...] = (), weights: tuple[float, ...] | None = None) -> str:
     """The file cache of exactly these decoded examples: ``<prefix>-<split>-<HxW>-<key>``, where the key is a
-    checksum of the files (their sha256), the size and the example limit, so a cache of other data, another
-    size or another worker's files is never read back as this one."""
-    key = hashlib.sha256(json.dumps([info.sha256, list(size), max_examples]).encode()).hexdigest()[:16]
+    checksum of everything that shapes a cached element: the files (their sha256), the size, the example limit,
+    which attribute columns are the labels and in what order (``attributes``; none: the class label), and the
+    class weights carried beside them. So a cache of other data, another size, another worker's files or other
+    labels is never read back as this one."""
+    key = hashlib.sha256(json.dumps([info.sha256, list(size), max_examples, list(attributes),
+                                     list(weights) if weights is not None else None]).encode()).hexdigest()[:16]
     return f"{prefix}-{info.split}-{size[0]}x{size[1]}-{key}"
+
+
+def make_cache_folder(prefix: str) -> None:
+    """Creates the folder of a file cache prefix (tf.data would fail in the middle of the first epoch without
+    it); a DataError when it cannot be made."""
+    folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+    if not folder:
+        return
+    try:
+        storage.makedirs(folder)
+    except (OSError, tf.errors.OpError) as e:
+        reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
+        raise DataError(f"--cache={prefix}: cannot create its folder {folder} ({reason}); name a prefix in a "
+                        "folder you can write to.") from None
 
 
 # --- shared stages -------------------------------------------------------------------------------------------
@@ -256,7 +274,10 @@ def train_dataset(config: DataConfig, info: SplitInfo | None = None, host_augmen
             ds = ds.apply(tf.data.experimental.service.distribute(
                 processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=config.data_service))
         else:
-            ds = ds.cache("" if cache == "memory" else cache_file(cache, info, size, max_examples))
+            if cache != "memory":
+                make_cache_folder(cache)
+            ds = ds.cache("" if cache == "memory" else cache_file(cache, info, size, max_examples,
+                                                                   config.attributes, weights))
         ds = ds.shuffle(buffer, seed=config.seed, reshuffle_each_iteration=True)
         ds = ds.batch(config.batch, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     else:
@@ -301,7 +322,10 @@ def _pad_batches(ds: tf.data.Dataset, batch_size: int, steps: int) -> tf.data.Da
 
     ds = ds.map(pad)
     images, labels = ds.element_spec
-    filler = (tf.zeros([batch_size, *images.shape[1:]], images.dtype), -tf.ones([batch_size], labels.dtype))
+    # The filler has the real batches' shapes (labels [B] or, for attributes, [B, K]): under a strategy its
+    # batches are gathered with other workers' real ones.
+    filler = (tf.zeros([batch_size, *images.shape[1:]], images.dtype),
+              -tf.ones([batch_size, *labels.shape[1:]], labels.dtype))
     return ds.concatenate(tf.data.Dataset.from_tensors(filler).repeat()).take(steps)
 
 
