@@ -176,7 +176,10 @@ def test_impossible_settings_fail_before_any_work(shards, tmp_path):
         trainer.train(tiny_config(data_dir, str(tmp_path / "d"), warmup_epochs=3, epochs=3))
     with pytest.raises(archs.ArchError, match="alexnet has no ImageNet weights"):
         trainer.train(tiny_config(data_dir, str(tmp_path / "e"), arch="alexnet", weights="imagenet"))
-    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")  # nothing was started
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(pipeline.DataError, match="--cache=.*a_file/cache: cannot create its folder"):
+        trainer.train(tiny_config(data_dir, str(tmp_path / "f"), cache=str(tmp_path / "a_file" / "cache")))
+    assert not any(os.path.exists(tmp_path / d) for d in "abf")  # nothing was started
 
 
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path):

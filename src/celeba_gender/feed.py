@@ -70,6 +70,8 @@ class Feed:
         self.eval_steps = {split: max(pipeline.eval_steps(i, worker_batch) for i in self.infos[split])
                            for split in self.infos if split != "train"}
         cache = resolve_cache(config.cache, train[0].count, self.image_size, config.data_service)
+        if cache not in ("none", "memory", ""):  # a file prefix: its folder made (or refused) before any work
+            pipeline.make_cache_folder(cache)
         self.config = dataclasses.replace(config, batch=worker_batch, image_size=self.image_size, cache=cache)
 
     def _resolve_attributes(self, attributes: tuple[str, ...]) -> None:
