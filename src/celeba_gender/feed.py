@@ -100,6 +100,11 @@ class Feed:
         info = pipeline.split_info(self.config.data_dir, "train", self.manifest, verify_counts=False)
         return pipeline.positive_rates(info, self.config.attributes)
 
+    def class_weights(self) -> tuple[float, ...] | None:
+        """The weights training gives each class (``class_weights``: over the whole training split, the same on
+        every worker), or None when it weighs none."""
+        return pipeline.class_weights(self.infos["train"][0]) if self.config.class_weights else None
+
     @property
     def cache(self) -> str:
         return self.config.cache

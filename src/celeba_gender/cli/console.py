@@ -107,15 +107,22 @@ def format_summary(result: dict) -> str:
     if result.get("chief") is False:
         return (f"worker done (final weights sha256 {result['final_weights_sha256'][:16]}): the chief writes the "
                 f"summary, the export and the report of {result['run_dir']}")
+    metric = result.get("best_metric", "accuracy")  # summaries written before --best_metric: accuracy
     lines = [f"run {result['run_dir']} ({result['arch']}, {result['epochs']} epochs, {result['precision']}, "
              f"{result['replicas']} replica(s))",
-             f"best validation accuracy {result['best_validation_accuracy']:.4f}"]
+             f"best validation {metric.replace('_', ' ')} {result[f'best_validation_{metric}']:.4f}"]
     test = result.get("test")
     if test and test.get("multi_label"):
+        tuned = "mean_accuracy_at_0.5" in test
         lines.append(f"test ({test.get('checkpoint', 'best')} checkpoint): mean accuracy {test['mean_accuracy']:.4f} "
                      f"(majority baseline {test['mean_majority_accuracy']:.4f}), mean balanced accuracy "
                      f"{test['mean_balanced_accuracy']:.4f}, mean ROC-AUC {test['mean_roc_auc']:.4f} on "
                      f"{test['count']:,} images")
+        if tuned:
+            lines.append(f"  decisions at the thresholds chosen on validation by "
+                         f"{test['threshold_metric'].replace('_', ' ')}; at 0.5: mean accuracy "
+                         f"{test['mean_accuracy_at_0.5']:.4f}, mean balanced accuracy "
+                         f"{test['mean_balanced_accuracy_at_0.5']:.4f}")
     elif test:
         names = test["class_names"]
         lo, hi = test["accuracy_ci95"]
