@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -217,6 +218,7 @@ def test_balanced_attribute_weights_train_and_one_attribute_balanced_shards_are_
     balanced = manifest["options"]["balance"]
     assert ("warning: these shards were balanced on Male" in done.stdout) == balanced
     assert "best validation balanced accuracy" in done.stdout
+    assert re.search(r"epoch 2/2: .* \| val loss [\d.]+ acc [\d.]+ bal acc [\d.]+ auc", done.stdout)  # *best*'s figure
     history = list(csv.DictReader(open(os.path.join(run_dir, "history.csv"))))
     # The last checkpoint's validation predictions, and the training loss on them: weighted as training weighs.
     model, config = evaluation.load_model(run_dir, "last")

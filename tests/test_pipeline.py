@@ -253,6 +253,9 @@ def test_a_file_cache_is_keyed_by_the_labels_it_holds(shards, tmp_path):
         expected = [truth[chosen.index(a)] for a in attributes]
         np.testing.assert_allclose(labels.sum(axis=0), expected, err_msg=str(attributes))
     assert len(one_pass()) == 2 and len(one_pass(class_weights=True)) == 3  # weights: another element, another file
+    # Class weights are looked up by class label: with attribute labels they are refused, not gathered by 0/1 floats.
+    with pytest.raises(pipeline.DataError, match="class_weights .* cannot be combined with attributes"):
+        DataConfig(data_dir, class_weights=True, attributes=chosen)
 
 
 def test_a_file_cache_in_a_folder_that_does_not_exist_gets_the_folder(shards, tmp_path):

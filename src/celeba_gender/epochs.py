@@ -64,7 +64,8 @@ class Monitor:
     """Receives a run's progress. The library's default reports nothing; cli/console.py prints."""
 
     def started(self, header: dict) -> None:
-        """Once, before the first step: what is trained, on what, how (see trainer.describe)."""
+        """Once, before the first step: what is trained, on what, how (see trainer.describe), and the validation
+        figure that picks the best epoch (``best_metric``)."""
 
     def window(self, window: Window) -> None:
         """Every ``log_every_steps`` steps and at the end of each epoch's training steps."""

@@ -60,6 +60,12 @@ class DataConfig:
     # [B, K]) instead of its class label. Empty: the class label (int32 [B]).
     attributes: tuple[int, ...] = ()
 
+    def __post_init__(self):
+        if self.class_weights and self.attributes:
+            # Class weights are looked up by the class label; attribute labels have no class to look up.
+            raise DataError("class_weights weigh one attribute's classes and cannot be combined with attributes: "
+                            "weigh each attribute's positives instead (train.py --attribute_weights=balanced).")
+
 
 @dataclasses.dataclass(frozen=True)
 class SplitInfo:

@@ -265,7 +265,7 @@ def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: 
         "strategy": type(strategy).__name__, "devices": distribute.device_names(strategy), "precision": policy,
         "batch": config.batch, "steps_per_epoch": feed.steps_per_epoch, "cache": feed.cache,
         "augment_on": config.augment_on, "epoch": int(state.epoch.numpy()), "step": int(state.step.numpy()),
-        "settings": settings, "sources": sources or {}})
+        "settings": settings, "sources": sources or {}, "best_metric": config.resolved_best_metric()})
     if chief and resumed_from is None:
         summaries.hparams({**settings, "precision_policy": policy, "replicas": strategy.num_replicas_in_sync})
         grid = feed.sample_batch()

@@ -49,9 +49,11 @@ def format_window(w: Window) -> str:
             f"{w.input_wait_fraction:.0%}")
 
 
-def format_epoch(row: dict, epochs: int, improved: bool) -> str:
+def format_epoch(row: dict, epochs: int, improved: bool, best_metric: str = "accuracy") -> str:
+    """An epoch's line; the validation balanced accuracy too when it is what picks the best epoch (*best*)."""
+    balanced = f" bal acc {row['val_balanced_accuracy']:.4f}" if best_metric == "balanced_accuracy" else ""
     return (f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} | val loss "
-            f"{row['val_loss']:.4f} acc {row['val_accuracy']:.4f} auc {row['val_auc']:.4f} | "
+            f"{row['val_loss']:.4f} acc {row['val_accuracy']:.4f}{balanced} auc {row['val_auc']:.4f} | "
             f"{row['images_per_sec']:,.0f} img/s, input wait {row['input_wait_fraction']:.0%}"
             + ("  *best*" if improved else ""))
 
@@ -64,6 +66,7 @@ class ConsoleMonitor(Monitor):
         self.bar_enabled = progress and sys.stderr.isatty()
         self._bar = None
         self._epochs = 0
+        self._best_metric = "accuracy"
 
     def _print(self, text: str) -> None:
         if self._bar is not None:
@@ -74,6 +77,7 @@ class ConsoleMonitor(Monitor):
 
     def started(self, header: dict) -> None:
         self._epochs = header["settings"]["epochs"]
+        self._best_metric = header.get("best_metric", "accuracy")
         self._print(format_header(header))
 
     def window(self, w: Window) -> None:
@@ -91,7 +95,7 @@ class ConsoleMonitor(Monitor):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        self._print(format_epoch(row, self._epochs, improved))
+        self._print(format_epoch(row, self._epochs, improved, self._best_metric))
 
     def note(self, text: str) -> None:
         self._print(text)
