@@ -94,7 +94,7 @@ def _best_threshold(p: np.ndarray, y: np.ndarray, metric: str) -> float:
     cuts = np.concatenate([[0], ends, [n]])
     tp = np.concatenate([[0], np.cumsum(ys)])[cuts]
     fp = cuts - tp
-    tn, fn = neg - fp, pos - tp
+    tn = neg - fp
     if metric == "accuracy":
         value = (tp + tn) / n
     else:

@@ -166,9 +166,9 @@ def make_cache_folder(prefix: str) -> None:
     """Creates the folder of a file cache prefix (tf.data would fail in the middle of the first epoch without
     it); a DataError when it cannot be made."""
     folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-    if not folder:
-        return
     try:
+        if not folder or tf.io.gfile.isdir(folder):  # local or a URL (a bucket's root is one)
+            return
         storage.makedirs(folder)
     except (OSError, tf.errors.OpError) as e:
         reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
