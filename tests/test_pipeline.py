@@ -291,3 +291,52 @@ def test_padded_evaluation_runs_fixed_full_batches_and_keeps_every_example_once(
     assert (labels >= 0).sum() == n and set(labels[labels < 0]) == {-1}
     real = [hash(img.tobytes()) for b in batches for img, y in zip(b[0].numpy(), b[1].numpy()) if y >= 0]
     assert len(set(real)) == n
+
+
+def test_a_file_cache_is_keyed_by_the_labels_it_holds(shards, tmp_path):
+    # Runs sharing one --cache prefix but training other attributes (or the same ones in another order, or with
+    # class weights) must each get their own labels, not the first run's.
+    data_dir, manifest = shards
+    names = manifest["attribute_names"]
+    chosen = (names.index("Eyeglasses"), names.index("Smiling"))
+    info = pipeline.split_info(data_dir, "train")
+    truth = np.array(pipeline.positive_rates(info, chosen)) * info.count
+    assert truth[0] != truth[1]  # else a swap could not be seen
+    prefix = str(tmp_path / "cache")
+
+    def one_pass(**options):  # the whole split as one batch: its label sums are exact
+        return next(iter(train_ds(data_dir, info.count, image_size=(16, 13), cache=prefix, **options)))
+
+    for attributes in (chosen, chosen[::-1], chosen[:1], chosen[1:]):
+        labels = one_pass(attributes=attributes)[1].numpy()
+        expected = [truth[chosen.index(a)] for a in attributes]
+        np.testing.assert_allclose(labels.sum(axis=0), expected, err_msg=str(attributes))
+    assert len(one_pass()) == 2 and len(one_pass(class_weights=True)) == 3  # weights: another element, another file
+    # Class weights are looked up by class label: with attribute labels they are refused, not gathered by 0/1 floats.
+    with pytest.raises(pipeline.DataError, match="class_weights .* cannot be combined with attributes"):
+        DataConfig(data_dir, class_weights=True, attributes=chosen)
+
+
+def test_a_file_cache_in_a_folder_that_does_not_exist_gets_the_folder(shards, tmp_path):
+    data_dir, _ = shards
+    prefix = str(tmp_path / "not" / "yet" / "cache")
+    images, _ = next(iter(train_ds(data_dir, 8, image_size=(16, 13), cache=prefix)))
+    assert images.shape[0] == 8 and os.path.isdir(tmp_path / "not" / "yet")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(pipeline.DataError, match="--cache=.*a_file/cache: cannot create"):
+        train_ds(data_dir, 8, cache=str(tmp_path / "a_file" / "cache"))
+
+
+def test_padding_batches_of_attribute_labels_have_the_attribute_shape(shards):
+    # Another worker may need more evaluation steps: this worker's all-padding batches must have the shapes of
+    # its real ones, or the collective that gathers them fails.
+    data_dir, _ = shards
+    info = pipeline.split_info(data_dir, "test")
+    steps = pipeline.eval_steps(info, 16) + 2
+    config = DataConfig(data_dir, (16, 13), batch=16, attributes=(3, 15, 20))
+    ds = pipeline.eval_dataset(config, info, pad_to_steps=steps)
+    assert ds.element_spec[1].shape.as_list()[1:] == [3]
+    batches = list(ds)
+    assert len(batches) == steps and all(b[1].shape == (16, 3) for b in batches)
+    labels = np.concatenate([b[1].numpy() for b in batches])
+    assert (labels[:, 0] >= 0).sum() == info.count and (labels[labels[:, 0] < 0] == -1).all()

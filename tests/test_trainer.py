@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import glob
 import json
@@ -176,7 +177,10 @@ def test_impossible_settings_fail_before_any_work(shards, tmp_path):
         trainer.train(tiny_config(data_dir, str(tmp_path / "d"), warmup_epochs=3, epochs=3))
     with pytest.raises(archs.ArchError, match="alexnet has no ImageNet weights"):
         trainer.train(tiny_config(data_dir, str(tmp_path / "e"), arch="alexnet", weights="imagenet"))
-    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")  # nothing was started
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(pipeline.DataError, match="--cache=.*a_file/cache: cannot create its folder"):
+        trainer.train(tiny_config(data_dir, str(tmp_path / "f"), cache=str(tmp_path / "a_file" / "cache")))
+    assert not any(os.path.exists(tmp_path / d) for d in "abf")  # nothing was started
 
 
 def test_deterministic_refuses_what_it_cannot_reproduce():
@@ -463,6 +467,11 @@ def test_other_training_paths_run(shards, tmp_path, changes):
     row = dict(zip(history[0].split(","), history[1].split(",")))
     assert np.isfinite(float(row["loss"])) and 0 <= float(row["val_accuracy"]) <= 1
     assert result["precision"] == config.precision
+    # Weighted classes: the best checkpoint is the best balanced accuracy, the figure the weights serve.
+    metric = "balanced_accuracy" if config.class_weights else "accuracy"
+    assert result["best_metric"] == metric and 0 <= float(row["val_balanced_accuracy"]) <= 1
+    rows = list(csv.DictReader(open(os.path.join(result["run_dir"], "history.csv"))))
+    assert result[f"best_validation_{metric}"] == pytest.approx(max(float(r[f"val_{metric}"]) for r in rows), abs=1e-6)
     if config.lr_schedule == "cosine":
         assert 0 < float(row["lr"]) < config.lr  # after epoch 1 of 2: past the warm-up peak, decaying
         assert float(history[2].split(",")[history[0].split(",").index("lr")]) < 1e-9  # decayed to 0 at the end

@@ -4,7 +4,10 @@ An epoch is ``steps_per_epoch`` steps (one exact pass over the training split), 
 steps per call and reported every ``log_every_steps`` steps: to TensorBoard on the global-step axis (loss,
 accuracy, learning rate, images/s and input-wait fraction of the window) and to a :class:`Monitor` (the
 command line prints it). At each epoch end the model is validated (same axis), checkpointed (and kept as the
-best when validation accuracy improved), and a row is appended to ``history.csv``.
+best when the validation figure ``best_metric`` improved: accuracy, or balanced accuracy, the mean over the
+attributes for a multi-attribute model), and a row is appended to ``history.csv``. The validation loss is the
+training loss on the validation split, weighted as training weighs it (class weights, the attributes'
+positive weights), so that the two losses can be compared.
 
 Stopping early: ``should_stop()`` is asked before every call; when it returns a reason ("preempted" after a
 SIGTERM, "interrupted" after Ctrl-C), the call carries this process's vote, and when any replica of any
@@ -43,6 +46,7 @@ from celeba_gender.feed import Feed
 from celeba_gender.summaries import Summaries
 
 HISTORY = "history.csv"
+BEST_METRICS = ("accuracy", "balanced_accuracy")
 
 
 class Diverged(UserError):
@@ -69,7 +73,8 @@ class Monitor:
     """Receives a run's progress. The library's default reports nothing; cli/console.py prints."""
 
     def started(self, header: dict) -> None:
-        """Once, before the first step: what is trained, on what, how (see trainer.describe)."""
+        """Once, before the first step: what is trained, on what, how (see trainer.describe), and the validation
+        figure that picks the best epoch (``best_metric``)."""
 
     def window(self, window: Window) -> None:
         """Every ``log_every_steps`` steps and at the end of each epoch's training steps."""
@@ -97,7 +102,12 @@ class EpochLoop:
 
     def __init__(self, train_loop: loop.TrainLoop, feed: Feed, state: RunState, checkpoints: Checkpoints,
                  summaries: Summaries, schedule: Schedule, run_dir: str, monitor: Monitor | None = None,
-                 host_augment: Callable | None = None, should_stop: Callable[[], str | None] = lambda: None):
+                 host_augment: Callable | None = None, should_stop: Callable[[], str | None] = lambda: None,
+                 best_metric: str = "accuracy"):
+        """``best_metric``: the validation figure that picks the best checkpoint (accuracy or balanced_accuracy)."""
+        if best_metric not in BEST_METRICS:
+            raise ValueError(f"best_metric must be one of {BEST_METRICS}, got {best_metric!r}")
+        self.best_metric = best_metric
         self.loop, self.feed, self.state, self.checkpoints = train_loop, feed, state, checkpoints
         self.summaries, self.schedule, self.run_dir = summaries, schedule, run_dir
         self.monitor = monitor or Monitor()
@@ -191,18 +201,21 @@ class EpochLoop:
     def _end_epoch(self, epoch: int, row: dict) -> None:
         self.loop.sync_non_trainable()
         probs, labels = self.loop.predict(self.feed.evaluation("validation"))
-        if self.feed.multi_label:  # accuracy and AUC are the means over the attributes
+        loss = self.loop.evaluation_loss(probs, labels, self.feed.class_weights())  # training's, weighted alike
+        if self.feed.multi_label:  # accuracy and AUC are the means over the attributes (decisions at 0.5)
             metrics = multilabel.attribute_metrics(probs, labels, self.feed.outputs)
-            val = {"loss": metrics["log_loss"], "accuracy": metrics["mean_accuracy"], "auc": metrics["mean_roc_auc"],
+            val = {"loss": loss, "accuracy": metrics["mean_accuracy"], "auc": metrics["mean_roc_auc"],
                    "balanced_accuracy": metrics["mean_balanced_accuracy"]}
         else:
             metrics = evaluation.compute_metrics(probs, labels, self.feed.class_names)
-            val = {"loss": metrics["log_loss"], "accuracy": metrics["accuracy"], "auc": metrics["roc_auc"]}
+            val = {"loss": loss, "accuracy": metrics["accuracy"], "auc": metrics["roc_auc"],
+                   "balanced_accuracy": metrics["balanced_accuracy"]}
         self.state.epoch.assign(epoch + 1)
         self.state.step.assign(0)
-        improved = val["accuracy"] > float(self.state.best.numpy())
+        # state.best holds the best figure of best_metric so far (its checkpoint name says accuracy: older runs).
+        improved = val[self.best_metric] > float(self.state.best.numpy())
         if improved:
-            self.state.best.assign(val["accuracy"])
+            self.state.best.assign(val[self.best_metric])
         global_step = (epoch + 1) * self.steps_per_epoch
         row.update({f"val_{k}": round(v, 6) for k, v in val.items()})
         if self.checkpoints.chief:  # before the checkpoint: a restart trims rows its checkpoint does not cover

@@ -71,6 +71,8 @@ class Feed:
         self.eval_steps = {split: max(pipeline.eval_steps(i, worker_batch) for i in self.infos[split])
                            for split in self.infos if split != "train"}
         cache = resolve_cache(config.cache, train[0].count, self.image_size, config.data_service)
+        if cache not in ("none", "memory", ""):  # a file prefix: its folder made (or refused) before any work
+            pipeline.make_cache_folder(cache)
         self.config = dataclasses.replace(config, batch=worker_batch, image_size=self.image_size, cache=cache)
 
     def _resolve_attributes(self, attributes: tuple[str, ...]) -> None:
@@ -98,6 +100,11 @@ class Feed:
         """Each attribute's share of positives over the whole training split (every worker gets the same)."""
         info = pipeline.split_info(self.config.data_dir, "train", self.manifest, verify_counts=False)
         return pipeline.positive_rates(info, self.config.attributes)
+
+    def class_weights(self) -> tuple[float, ...] | None:
+        """The weights training gives each class (``class_weights``: over the whole training split, the same on
+        every worker), or None when it weighs none."""
+        return pipeline.class_weights(self.infos["train"][0]) if self.config.class_weights else None
 
     @property
     def cache(self) -> str:

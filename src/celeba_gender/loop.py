@@ -174,7 +174,8 @@ class TrainLoop:
                                            self.config.mixing, seed=mix_seed, multi_label=self.config.multi_label)
         probs, per_example, grads = self._compiled(images, targets, weights)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
-        return self._stats(probs, labels, per_example)
+        # The reported loss is the one minimised: class-weighted when the batch carries weights.
+        return self._stats(probs, labels, per_example if weights is None else per_example * weights)
 
     # --- across replicas -------------------------------------------------------------------------------
 
@@ -233,6 +234,21 @@ class TrainLoop:
         """
         if self.strategy.num_replicas_in_sync > 1:
             self._sync()
+
+    def evaluation_loss(self, probs: np.ndarray, labels: np.ndarray,
+                        class_weights: tuple[float, ...] | None = None) -> float:
+        """The training loss of predictions (e.g. the validation split's, from :meth:`predict`): the step's own
+        per-example loss, with the attributes' ``positive_weights`` and, when training weighs the classes, each
+        example weighed by its class's weight, so that training and validation losses are one figure. No label
+        smoothing or mixing: those change the targets, not what is measured."""
+        if self.config.multi_label:
+            targets = tf.constant(labels, tf.float32)
+        else:
+            targets = tf.one_hot(np.asarray(labels, np.int32), self.config.num_classes, dtype=tf.float32)
+        per_example = self._per_example_loss(targets, tf.constant(probs, tf.float32)).numpy()
+        if class_weights is not None and not self.config.multi_label:
+            per_example = per_example * np.asarray(class_weights)[np.asarray(labels, np.int64)]
+        return float(per_example.mean()) if len(per_example) else float("nan")
 
     def _eval_batch(self, batch):
         probs, labels = self.strategy.run(self._replica_eval_step, args=(batch,))

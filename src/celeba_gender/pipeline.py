@@ -67,6 +67,12 @@ class DataConfig:
     # [B, K]) instead of its class label. Empty: the class label (int32 [B]).
     attributes: tuple[int, ...] = ()
 
+    def __post_init__(self):
+        if self.class_weights and self.attributes:
+            # Class weights are looked up by the class label; attribute labels have no class to look up.
+            raise DataError("class_weights weigh one attribute's classes and cannot be combined with attributes: "
+                            "weigh each attribute's positives instead (train.py --attribute_weights=balanced).")
+
 
 @dataclasses.dataclass(frozen=True)
 class SplitInfo:
@@ -151,12 +157,30 @@ def check_memory_cache(count: int, image_size: tuple[int, int]) -> None:
                         "--cache=<a file path on a fast disk>, --cache=none, or a smaller --image_size.")
 
 
-def cache_file(prefix: str, info: SplitInfo, size: tuple[int, int], max_examples: int | None) -> str:
+def cache_file(prefix: str, info: SplitInfo, size: tuple[int, int], max_examples: int | None,
+               attributes: tuple[int, ...] = (), weights: tuple[float, ...] | None = None) -> str:
     """The file cache of exactly these decoded examples: ``<prefix>-<split>-<HxW>-<key>``, where the key is a
-    checksum of the files (their sha256), the size and the example limit, so a cache of other data, another
-    size or another worker's files is never read back as this one."""
-    key = hashlib.sha256(json.dumps([info.sha256, list(size), max_examples]).encode()).hexdigest()[:16]
+    checksum of everything that shapes a cached element: the files (their sha256), the size, the example limit,
+    which attribute columns are the labels and in what order (``attributes``; none: the class label), and the
+    class weights carried beside them. So a cache of other data, another size, another worker's files or other
+    labels is never read back as this one."""
+    key = hashlib.sha256(json.dumps([info.sha256, list(size), max_examples, list(attributes),
+                                     list(weights) if weights is not None else None]).encode()).hexdigest()[:16]
     return f"{prefix}-{info.split}-{size[0]}x{size[1]}-{key}"
+
+
+def make_cache_folder(prefix: str) -> None:
+    """Creates the folder of a file cache prefix (tf.data would fail in the middle of the first epoch without
+    it); a DataError when it cannot be made."""
+    folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+    try:
+        if not folder or tf.io.gfile.isdir(folder):  # local or a URL (a bucket's root is one)
+            return
+        storage.makedirs(folder)
+    except (OSError, tf.errors.OpError) as e:
+        reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
+        raise DataError(f"--cache={prefix}: cannot create its folder {folder} ({reason}); name a prefix in a "
+                        "folder you can write to.") from None
 
 
 # --- shared stages -------------------------------------------------------------------------------------------
@@ -282,7 +306,10 @@ def train_dataset(config: DataConfig, info: SplitInfo | None = None, host_augmen
         # file cache another process wrote), so that every pass reshuffles the same sequence.
         ds = take(_records(info, True, _pass_seed(seed, 0, _FILES), deterministic))
         ds = _decoded_one_by_one(ds, decode_batch, deterministic)
-        ds = ds.cache("" if cache == "memory" else cache_file(cache, info, size, max_examples))
+        if cache != "memory":
+            make_cache_folder(cache)
+        ds = ds.cache("" if cache == "memory" else cache_file(cache, info, size, max_examples, config.attributes,
+                                                               weights))
 
         def one_pass(number):
             return _shuffled(ds, buffer, _pass_seed(seed, number, _EXAMPLES)).batch(
@@ -358,7 +385,10 @@ def _pad_batches(ds: tf.data.Dataset, batch_size: int, steps: int) -> tf.data.Da
 
     ds = ds.map(pad)
     images, labels = ds.element_spec
-    filler = (tf.zeros([batch_size, *images.shape[1:]], images.dtype), -tf.ones([batch_size], labels.dtype))
+    # The filler has the real batches' shapes (labels [B] or, for attributes, [B, K]): under a strategy its
+    # batches are gathered with other workers' real ones.
+    filler = (tf.zeros([batch_size, *images.shape[1:]], images.dtype),
+              -tf.ones([batch_size, *labels.shape[1:]], labels.dtype))
     return ds.concatenate(tf.data.Dataset.from_tensors(filler).repeat()).take(steps)
 
 

@@ -24,7 +24,7 @@ from celeba_gender import (archs, distribute, evaluation, export, locks, loop, o
                            storage)
 from celeba_gender.augment import AugmentConfig, Augmenter, host_augment_fn
 from celeba_gender.checkpoints import Checkpoints, RunState, random_states
-from celeba_gender.epochs import EpochLoop, Monitor, Schedule
+from celeba_gender.epochs import BEST_METRICS, EpochLoop, Monitor, Schedule
 from celeba_gender.errors import UserError
 from celeba_gender.feed import Feed
 from celeba_gender.options import option
@@ -99,6 +99,11 @@ class TrainConfig:
     attribute_weights: str = option("none", "With --attributes: none, or balanced (each attribute's positives "
                                     "weigh negatives/positives of the training split, so rare attributes such as "
                                     "Bald count as much as common ones).", choices=("none", "balanced"))
+    best_metric: str = option("auto", "The validation figure that picks the best checkpoint and, with --attributes, "
+                              "each attribute's decision threshold: accuracy, balanced_accuracy (means over the "
+                              "attributes with --attributes), or auto: balanced_accuracy when the loss is weighted "
+                              "(--class_weights, --attribute_weights=balanced), else accuracy.",
+                              choices=("auto", *BEST_METRICS))
     log_every_steps: int = option(50, "Report training loss, accuracy, learning rate, images/s and input wait "
                                   "every N steps (TensorBoard and the log), and at each epoch end.", lower=1)
     checkpoint_steps: int = option(0, "Also checkpoint every N steps (0: at the end of each epoch only).", lower=0)
@@ -111,8 +116,8 @@ class TrainConfig:
     tf_data_service: str = option("", "grpc://host:port of a tf.data service dispatcher: its workers read and decode "
                                   "the training data (python -m celeba_gender.data_service ...).")
     evaluate_test: bool = option(True, "Evaluate on the test split at the end (report/, test_metrics.json).")
-    test_checkpoint: str = option("best", "The checkpoint tested and exported at the end: best (validation "
-                                  "accuracy) or last (what the source study reported).", choices=("best", "last"))
+    test_checkpoint: str = option("best", "The checkpoint tested and exported at the end: best (by --best_metric) "
+                                  "or last (what the source study reported).", choices=("best", "last"))
     progress: bool = option(True, "Show a progress bar on a terminal (a log file gets plain lines either way).")
     allow_changed_settings: bool = option(False, "Go on with an unfinished --run_dir although these settings differ "
                                           "from those it recorded (config.json keeps each change); without it such "
@@ -159,6 +164,10 @@ class TrainConfig:
             weights = "imagenet" if archs.get(self.arch).imagenet else "none"
         return archs.ModelConfig(arch=self.arch, image_size=self.image_size, weights=weights, head=self.head,
                                  trainable_layers=self.trainable_layers, dropout=self.dropout)
+
+    def resolved_best_metric(self) -> str:
+        """--best_metric with ``auto`` resolved (evaluation.best_metric: the rule evaluate.py applies too)."""
+        return evaluation.best_metric(dataclasses.asdict(self))
 
     def data_config(self) -> DataConfig:
         """This run's input settings (the global batch; feed.Feed divides it among workers)."""
@@ -286,7 +295,7 @@ def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: 
         "strategy": type(strategy).__name__, "devices": distribute.device_names(strategy), "precision": policy,
         "batch": config.batch, "steps_per_epoch": feed.steps_per_epoch, "cache": feed.cache,
         "augment_on": config.augment_on, "epoch": int(state.epoch.numpy()), "step": int(state.step.numpy()),
-        "settings": settings, "sources": sources or {}})
+        "settings": settings, "sources": sources or {}, "best_metric": config.resolved_best_metric()})
     if chief and resumed_from is None:
         summaries.hparams({**settings, "precision_policy": policy, "replicas": strategy.num_replicas_in_sync})
         grid = feed.sample_batch()
@@ -298,7 +307,7 @@ def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: 
                        Schedule(config.epochs, config.steps_per_execution, config.log_every_steps,
                                 config.checkpoint_steps, config.profile_steps or (0, 0)),
                        run_dir, monitor, host_augment_fn(host_layer, config.seed) if host_layer is not None else None,
-                       should_stop)
+                       should_stop, best_metric=config.resolved_best_metric())
     try:
         epochs.run()
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as e:
@@ -318,17 +327,23 @@ def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: 
         return {"run_dir": run_dir, "arch": config.arch, "epochs": config.epochs, "chief": False,
                 "final_weights_sha256": fingerprint}
     best = checkpoints.restore_best() if config.test_checkpoint == "best" else None
-    result = {"run_dir": run_dir, "arch": config.arch, "epochs": config.epochs,
-              "best_validation_accuracy": float(state.best.numpy()), "trainable_params": trainable,
+    metric = config.resolved_best_metric()
+    result = {"run_dir": run_dir, "arch": config.arch, "epochs": config.epochs, "best_metric": metric,
+              f"best_validation_{metric}": float(state.best.numpy()), "trainable_params": trainable,
               "frozen_params": frozen, "precision": policy, "replicas": strategy.num_replicas_in_sync,
               "workers": feed.workers, "final_weights_sha256": fingerprint, "checkpoint": "best" if best else "last"}
     _stop_if_asked(should_stop)
+    thresholds = None
+    if feed.multi_label:  # each attribute's decision threshold, chosen on validation for the exported checkpoint
+        thresholds = evaluation.validation_thresholds(model.core, config.data_dir, image_size, feed.outputs, metric,
+                                                      manifest=feed.manifest)
+        result["thresholds"] = dict(zip(feed.outputs, thresholds))
     result["export"] = export.export(model.core, storage.join(run_dir, "export"), image_size, feed.outputs,
-                                     feed.multi_label)
+                                     feed.multi_label, thresholds, metric)
     if config.evaluate_test and feed.has_test:
         _stop_if_asked(should_stop)
         # The full report (evaluate.py's), on the chief alone: no collectives left to wait on.
-        report = evaluation.evaluate_run(run_dir, "test", result["checkpoint"])
+        report = evaluation.evaluate_run(run_dir, "test", result["checkpoint"], thresholds=thresholds)
         result["test"] = evaluation.headline(report)
         result["report"] = evaluation.report_dir(run_dir, "test", report["checkpoint"])
         storage.write_json(storage.join(run_dir, runs.TEST_METRICS), result["test"])
