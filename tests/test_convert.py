@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ import tensorflow as tf
 
 from celeba_gender.convert import converter, shard_plan, image_scan, writer
 
-from celeba_gender.convert.config import ConvertConfig, ConvertError
+from celeba_gender.convert.converter.config import ConvertConfig, ConvertError
 from celeba_gender.shards import schema
 from celeba_gender.convert.celeba import detect_layout, read_celeba
 from celeba_gender.shards.shard_dir import MANIFEST as FILENAME
@@ -529,6 +530,20 @@ def test_a_second_converter_on_the_same_out_dir_is_refused_and_a_killed_ones_loc
     assert taken.returncode == 0, taken.stderr
     assert f"note: took over the lock {out}/.lock left by pid {holder.pid}" in taken.stderr
     assert json.load(open(out / FILENAME))["status"] == "complete" and not os.path.exists(out / ".lock")
+
+
+def test_a_converter_lock_held_in_another_pid_namespace_is_not_taken_over(celeba_original, tmp_path):
+    # A converter in another container of this host: pid 1 there (here pid 1 is another process, alive).
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = {"host": socket.gethostname(), "pid": 1, "process_start": 12345, "pid_ns": "pid:[4026599999]",
+              "boot_id": open("/proc/sys/kernel/random/boot_id").read().strip(), "time": 0, "owner_key": None,
+              "command": "make_tfrecords.py --out_dir=out", "purpose": "converting CelebA into it"}
+    (out / ".lock").write_text(json.dumps(holder))
+    line = error_line(run_cli(f"--celeba_dir={celeba_original}", f"--out_dir={out}"))
+    assert f"{out} is in use: pid 1 on host {socket.gethostname()}" in line and "another PID namespace" in line
+    assert f"if that process has ended, remove {out}/.lock by hand" in line
+    assert json.load(open(out / ".lock")) == holder and os.listdir(out) == [".lock"]  # nothing written
 
 
 def test_summary_columns_fit_long_class_names_and_an_oversized_limit_is_said():

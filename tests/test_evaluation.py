@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from celeba_gender.convert import converter
 from celeba_gender.evaluate import evaluator
 from celeba_gender.inputs import pipeline
 
@@ -168,3 +170,41 @@ def test_the_report_shows_gradcam_of_the_errors_and_of_correct_answers(trained_r
                                image[entry["filename"]][None], entry["output_index"], registry.get("tiny").gradcam_layer)
     row, col = gradcam.peak(heatmap[0])
     assert entry["peak"] == [row / heatmap.shape[1], col / heatmap.shape[2]]
+
+
+def _copy_run(trained_run, tmp_path) -> str:
+    """A private copy of the session's trained run (a test that may write into it must not touch the shared one)."""
+    _, result = trained_run
+    return shutil.copytree(result["run_dir"], str(tmp_path / "run"))
+
+
+def test_shards_converted_for_another_attribute_are_refused(trained_run, celeba_original, tmp_path):
+    run_dir = _copy_run(trained_run, tmp_path)
+    smiling = str(tmp_path / "smiling")
+    converter.convert(converter.ConvertConfig(celeba_dir=celeba_original, out_dir=smiling, attribute="Smiling",
+                                          workers=1, progress=False))
+    with pytest.raises(evaluator.EvaluationError) as e:
+        evaluator.evaluate_run(run_dir, data_dir=smiling)
+    message = str(e.value)
+    assert f"this run was trained for Male (classes Female, Male), but the shards in {smiling} were converted for " \
+           "Smiling (classes not_Smiling, Smiling)" in message and "--attribute=Male" in message
+    assert "\n" not in message
+    assert json.load(open(os.path.join(run_dir, "report", "report.json")))["attribute"] == "Male"  # not rewritten
+
+
+def test_shards_without_an_attribute_of_a_multi_attribute_run_are_refused(trained_run, shards, tmp_path):
+    run_dir = _copy_run(trained_run, tmp_path)
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    config["model"]["multi_label"], config["outputs"] = True, ["Male", "Bald"]  # two sigmoids: the same weights
+    json.dump(config, open(os.path.join(run_dir, "config.json"), "w"))
+    data_dir, manifest = shards
+    fewer = tmp_path / "fewer"  # the same shards, from a CelebA whose attributes lack Bald
+    fewer.mkdir()
+    for entry in os.listdir(data_dir):
+        os.symlink(os.path.join(data_dir, entry), fewer / entry)
+    os.remove(fewer / "manifest.json")
+    manifest = {**manifest, "attribute_names": [a for a in manifest["attribute_names"] if a != "Bald"]}
+    json.dump(manifest, open(fewer / "manifest.json", "w"))
+    with pytest.raises(evaluator.EvaluationError, match=rf"the shards in {fewer} do not hold Bald, which this run "
+                                                         "predicts"):
+        evaluator.evaluate_run(run_dir, data_dir=str(fewer))

@@ -67,9 +67,19 @@ def test_a_killed_holder_leaves_a_stale_lock_that_is_taken_over_with_a_note(tmp_
 
 
 def _write_lock(directory, **fields) -> None:
+    """A lock record as this process would write it (this host, boot and PID namespace), with ``fields`` changed."""
     info = {"host": socket.gethostname(), "pid": os.getpid(), "process_start": locks.process_start(os.getpid()),
-            "boot_id": None, "time": 0, "command": "python old.py", "owner_key": None, **fields}
-    (directory / locks.LOCK_NAME).write_text(json.dumps(info))
+            "boot_id": open("/proc/sys/kernel/random/boot_id").read().strip(),
+            "pid_ns": os.readlink("/proc/self/ns/pid"), "time": 0, "command": "python old.py", "owner_key": None,
+            **fields}
+    (directory / locks.LOCK_NAME).write_text(json.dumps({k: v for k, v in info.items() if v is not ...}))
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 def test_a_reused_pid_is_recognised_by_its_start_time(tmp_path, capsys):
@@ -86,6 +96,56 @@ def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
                                                   rf"{tmp_path / locks.LOCK_NAME} by hand"):
         locks.DirectoryLock(str(tmp_path)).acquire()
     assert json.load(open(tmp_path / locks.LOCK_NAME))["host"] == "other-machine"  # left alone
+
+
+def test_a_dead_holder_of_this_pid_namespace_is_taken_over(tmp_path, capsys):
+    _write_lock(tmp_path, pid=_dead_pid())
+    with locks.DirectoryLock(str(tmp_path)) as lock:
+        assert lock.owned
+    assert "took over the lock" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("record", [
+    {"pid_ns": "pid:[4026599999]"},  # another container on this host: its pid means nothing here
+    {"pid_ns": ...},  # a lock that does not say its namespace (an older version wrote it)
+    {"boot_id": "another-boot"},  # another boot, or another machine with this host name (a rescheduled pod)
+])
+def test_a_lock_whose_holder_cannot_be_proven_dead_is_never_taken_over(tmp_path, record):
+    _write_lock(tmp_path, pid=_dead_pid(), **record)
+    with pytest.raises(locks.LockHeldError) as e:
+        locks.DirectoryLock(str(tmp_path), purpose="training").acquire()
+    message = str(e.value)
+    assert "\n" not in message and f"on host {socket.gethostname()}" in message
+    assert "cannot tell whether it still runs" in message
+    assert f"if that process has ended, remove {tmp_path / locks.LOCK_NAME} by hand" in message
+    assert json.load(open(tmp_path / locks.LOCK_NAME))["command"] == "python old.py"  # left alone
+
+
+def _unshare_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "-pf", "--kill-child", "--mount-proc", "true"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="unshare -pf --mount-proc is not permitted here (it needs root or "
+                                                 "user namespaces): the fabricated records above test the rule")
+def test_a_live_holder_in_another_pid_namespace_keeps_its_lock(tmp_path):
+    # The holder is pid 1 of its own PID namespace (a container's main process); pid 1 here is another process.
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")}
+    holder = subprocess.Popen(["unshare", "-pf", "--kill-child", "--mount-proc", sys.executable, "-c", _HOLDER,
+                               str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        recorded = json.load(open(tmp_path / locks.LOCK_NAME))
+        assert recorded["pid"] == 1
+        with pytest.raises(locks.LockHeldError, match="another PID namespace"):
+            locks.DirectoryLock(str(tmp_path)).acquire()
+        assert json.load(open(tmp_path / locks.LOCK_NAME)) == recorded  # still the holder's
+        assert recorded["pid_ns"] != os.readlink("/proc/self/ns/pid")
+    finally:
+        stop(holder)  # --kill-child: the holder dies with unshare
 
 
 def test_processes_with_the_same_owner_key_cooperate(tmp_path):

@@ -42,3 +42,47 @@ def test_train_step_smooths_the_mixed_targets(mixing):
     stats = step.summarize(train_loop.train(iter(strategy.distribute_datasets_from_function(lambda _: ds)), 1))
     smoothed = -((1 - eps / 2) * math.log(probs[0]) + eps / 2 * math.log(probs[1]))
     assert stats["loss"] == pytest.approx(smoothed, rel=1e-5)  # one-hot targets would give -log(0.9) = 0.105
+
+
+def _sigmoid_model(probs) -> keras.Model:
+    """Predicts the independent probabilities ``probs`` (one sigmoid each) for every image."""
+    inputs = keras.Input((4, 4, 3))
+    logits = np.log(np.asarray(probs) / (1 - np.asarray(probs)))
+    dense = keras.layers.Dense(len(probs), activation="sigmoid", kernel_initializer="zeros",
+                               bias_initializer=keras.initializers.Constant(logits))
+    return keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+
+
+def _one_step_loss(model, config, batch) -> float:
+    strategy = tf.distribute.get_strategy()
+    train_loop = step.TrainLoop(strategy, model, keras.optimizers.SGD(0.0), config)
+    ds = tf.data.Dataset.from_tensors(batch).repeat()
+    stats = train_loop.train(iter(strategy.distribute_datasets_from_function(lambda _: ds)), 1)
+    return step.summarize(stats)["loss"], train_loop
+
+
+@pytest.mark.parametrize("kind", ["class-weights", "positive-weights"])
+def test_training_and_validation_losses_weigh_alike(kind):
+    """Issue item 10: with weights, the training loss was weighted and the validation loss was not (1.057 vs
+    0.686 for one model state). The same predictions must give the same loss in both places, weighted."""
+    images = np.zeros((8, 4, 4, 3), np.uint8)
+    if kind == "class-weights":
+        probs, labels, class_weights = (0.8, 0.2), np.array([0, 0, 0, 0, 0, 0, 1, 1], np.int32), (0.6, 2.0)
+        weights = np.asarray(class_weights, np.float32)[labels]
+        trained, train_loop = _one_step_loss(_constant_model(probs), step.LoopConfig(8, measure_input_wait=False),
+                                             (images, labels, weights))
+        predicted = np.tile(np.asarray(probs, np.float32), (8, 1))
+        expected = float(np.mean(-weights * np.log(predicted[np.arange(8), labels])))
+        validate = lambda: train_loop.evaluation_loss(predicted, labels, class_weights)  # noqa: E731
+    else:
+        probs, positive_weights = (0.3, 0.6), (5.0, 1.0)
+        labels = np.array([[1, 0], [0, 1], [0, 0], [0, 1]] * 2, np.float32)
+        config = step.LoopConfig(8, num_classes=2, multi_label=True, positive_weights=positive_weights,
+                                 measure_input_wait=False)
+        trained, train_loop = _one_step_loss(_sigmoid_model(probs), config, (images, labels))
+        p = np.tile(np.asarray(probs), (8, 1))
+        expected = float(np.mean(-(np.asarray(positive_weights) * labels * np.log(p)
+                                   + (1 - labels) * np.log(1 - p)).mean(axis=1)))
+        validate = lambda: train_loop.evaluation_loss(p.astype(np.float32), labels)  # noqa: E731
+    assert trained == pytest.approx(expected, rel=1e-5)
+    assert validate() == pytest.approx(expected, rel=1e-5)

@@ -117,6 +117,32 @@ def test_a_killed_worker_restarted_with_the_job_resumes_from_the_checkpoint(shar
     assert directory.status(run_dir)["status"] == "complete"
 
 
+@pytest.mark.slow
+def test_two_workers_with_uneven_validation_train_every_attribute_to_the_end(celeba_original, tmp_path):
+    # 400 faces kept whole (--nobalance) in 3 shards a split: one worker reads two validation shards, the
+    # other one, so with 7 images a worker the second needs fewer evaluation batches and pads with batches of
+    # padding, which must have the shape of attribute labels ([7, 40]) for the collective that gathers every
+    # worker's predictions.
+    from celeba_gender.convert import converter
+
+    data_dir = str(tmp_path / "shards")
+    converter.convert(converter.ConvertConfig(celeba_dir=celeba_original, out_dir=data_dir, balance=False, num_shards=3,
+                                          workers=1, progress=False))
+    halves = [pipeline.split_info(data_dir, "validation", pipeline_id=i, num_pipelines=2) for i in range(2)]
+    assert len({pipeline.eval_steps(info, 7) for info in halves}) == 2  # uneven, as the defect needs
+    run_dir = str(tmp_path / "mw")
+    cmd = [sys.executable, "-m", "celeba_gender.cli.launch_local", "--workers=2", "--",
+           *train_args(data_dir, run_dir, "--epochs=2", "--strategy=multi_worker", "--attributes=all"),
+           "--batch=14"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert directory.status(run_dir)["status"] == "complete"
+    rows = open(os.path.join(run_dir, "history.csv")).read().splitlines()
+    assert len(rows) == 3  # a header and both epochs, each validated
+    report = fileio.read_json(os.path.join(run_dir, "report", "report.json"))
+    assert report["multi_label"] and len(report["attributes"]) == 40
+
+
 def test_tf_data_service_on_loopback_serves_exact_passes(shards):
     data_dir, _ = shards
     dispatcher = data_service.start_dispatcher()

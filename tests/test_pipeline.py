@@ -11,9 +11,8 @@ import pytest
 import tensorflow as tf
 
 from celeba_gender.convert import converter
-
+from celeba_gender.inputs import augment, pipeline
 from celeba_gender.convert.config import ConvertConfig
-from celeba_gender.inputs import pipeline
 from celeba_gender.inputs.pipeline import DataConfig
 from celeba_gender.shards.shard_dir import MANIFEST as FILENAME
 
@@ -96,6 +95,64 @@ def test_each_training_epoch_is_one_exact_pass(shards, cache, tmp_path):
         assert len(epoch) == len(set(epoch)) == steps * batch  # no example twice in an epoch
         assert set(epoch) <= every and len(every - set(epoch)) == n - steps * batch  # only the remainder missed
     assert epochs[0] != epochs[1]  # reshuffled every epoch
+
+
+def _batches(ds: tf.data.Dataset, n: int) -> list[tuple[np.ndarray, ...]]:
+    it = iter(ds)
+    return [tuple(t.numpy() for t in next(it)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("cache,host_augment", [("none", True), ("memory", False), ("file", False)])
+def test_a_deterministic_pipeline_started_at_a_step_yields_what_an_unstopped_one_yields_from_there(
+        shards, tmp_path, cache, host_augment):
+    """What a resumed --deterministic run reads: the order of each pass comes from (seed, pass) and the batches
+    the interrupted pass already trained are skipped, whatever the cache, and host augmentation draws from
+    (seed, step). A file cache is filled by whichever process reads the first pass, from any step."""
+    data_dir, manifest = shards
+    batch = 32
+    steps = manifest["splits"]["train"]["count"] // batch
+
+    def dataset(start_step: int, cache_name: str) -> tf.data.Dataset:
+        config = DataConfig(data_dir, (64, 52), batch, seed=3, deterministic=True,
+                            cache=str(tmp_path / cache_name) if cache == "file" else cache)
+        host = augment.host_augment_fn(augment.Augmenter(), seed=3) if host_augment else None
+        return pipeline.train_dataset(config, host_augment=host, start_step=start_step)
+
+    unstopped = _batches(dataset(0, "a"), 3 * steps)
+    assert not np.array_equal(unstopped[0][0], unstopped[steps][0])  # passes differ
+    for start in (3, steps + 5):  # in the first pass; in the second
+        resumed = _batches(dataset(start, f"b{start}"), steps)  # on into the next pass
+        for expected, got in zip(unstopped[start:start + steps], resumed):
+            for a, b in zip(expected, got):
+                np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cache", ["memory", "file"])
+def test_a_cached_pipeline_reads_and_decodes_the_shards_once(shards, tmp_path, cache):
+    """Every pass reshuffles the one cache (each pass is a new dataset of the same cache): once the first pass
+    has filled it, the shard files are not needed any more."""
+    data_dir, manifest = shards
+    copy = tmp_path / "shards"
+    shutil.copytree(data_dir, copy)
+    steps = manifest["splits"]["train"]["count"] // 32
+    config = DataConfig(str(copy), (64, 52), 32, seed=3, cache=str(tmp_path / "cache") if cache == "file" else cache)
+    it = iter(pipeline.train_dataset(config))
+    first = [next(it)[0].numpy() for _ in range(steps)]
+    for shard in manifest["splits"]["train"]["shards"]:
+        os.remove(copy / shard["file"])
+    later = [next(it)[0].numpy() for _ in range(2 * steps)]  # passes 2 and 3, from the cache
+    ids = [[hash(image.tobytes()) for batch in batches for image in batch] for batches in (first, later[:steps])]
+    assert len(set(ids[1])) == steps * 32 and ids[1] != ids[0]  # a reshuffled pass
+
+
+def test_without_deterministic_a_resumed_pass_is_not_the_first_pass_again(shards):
+    data_dir, manifest = shards
+    steps = manifest["splits"]["train"]["count"] // 32
+    config = DataConfig(data_dir, (64, 52), 32, cache="memory", seed=3)
+    first = ids_of(pipeline.train_dataset(config), steps)  # a fresh process's first pass
+    rest = ids_of(pipeline.train_dataset(config, start_step=2 * steps + 3), steps - 3)  # the rest of pass 3
+    assert len(set(rest)) == len(rest) == (steps - 3) * 32
+    assert rest != first[:len(rest)] and rest != first[3 * 32:]
 
 
 def test_a_file_cache_is_keyed_by_what_it_holds(shards, tmp_path):
@@ -190,13 +247,14 @@ def test_host_augmentation_is_mapped_after_batching(shards):
     data_dir, _ = shards
     seen_shapes = []
 
-    def augment(images, labels):
-        seen_shapes.append(images.shape.rank)
-        return tf.cast(images, tf.float32) / 2.0, labels
+    def augment(images, labels, step):  # the batch's global step, for augmentation keyed by it
+        seen_shapes.append((images.shape.rank, step.dtype, step.shape.rank))
+        return tf.cast(images, tf.float32) / 2.0 + tf.cast(step, tf.float32) * 1000.0, labels
 
-    ds = pipeline.train_dataset(DataConfig(data_dir, batch=8), host_augment=augment)
+    ds = pipeline.train_dataset(DataConfig(data_dir, batch=8), host_augment=augment, start_step=7)
     images, labels = next(iter(ds))
-    assert seen_shapes == [4] and images.dtype == tf.float32 and float(tf.reduce_max(images)) <= 127.5
+    assert seen_shapes == [(4, tf.int64, 0)] and images.dtype == tf.float32
+    assert 7000.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 7127.5  # step 7
 
 
 def test_synthetic_source_has_the_real_shapes():
@@ -235,3 +293,52 @@ def test_padded_evaluation_runs_fixed_full_batches_and_keeps_every_example_once(
     assert (labels >= 0).sum() == n and set(labels[labels < 0]) == {-1}
     real = [hash(img.tobytes()) for b in batches for img, y in zip(b[0].numpy(), b[1].numpy()) if y >= 0]
     assert len(set(real)) == n
+
+
+def test_a_file_cache_is_keyed_by_the_labels_it_holds(shards, tmp_path):
+    # Runs sharing one --cache prefix but training other attributes (or the same ones in another order, or with
+    # class weights) must each get their own labels, not the first run's.
+    data_dir, manifest = shards
+    names = manifest["attribute_names"]
+    chosen = (names.index("Eyeglasses"), names.index("Smiling"))
+    info = pipeline.split_info(data_dir, "train")
+    truth = np.array(pipeline.positive_rates(info, chosen)) * info.count
+    assert truth[0] != truth[1]  # else a swap could not be seen
+    prefix = str(tmp_path / "cache")
+
+    def one_pass(**options):  # the whole split as one batch: its label sums are exact
+        return next(iter(train_ds(data_dir, info.count, image_size=(16, 13), cache=prefix, **options)))
+
+    for attributes in (chosen, chosen[::-1], chosen[:1], chosen[1:]):
+        labels = one_pass(attributes=attributes)[1].numpy()
+        expected = [truth[chosen.index(a)] for a in attributes]
+        np.testing.assert_allclose(labels.sum(axis=0), expected, err_msg=str(attributes))
+    assert len(one_pass()) == 2 and len(one_pass(class_weights=True)) == 3  # weights: another element, another file
+    # Class weights are looked up by class label: with attribute labels they are refused, not gathered by 0/1 floats.
+    with pytest.raises(pipeline.DataError, match="class_weights .* cannot be combined with attributes"):
+        DataConfig(data_dir, class_weights=True, attributes=chosen)
+
+
+def test_a_file_cache_in_a_folder_that_does_not_exist_gets_the_folder(shards, tmp_path):
+    data_dir, _ = shards
+    prefix = str(tmp_path / "not" / "yet" / "cache")
+    images, _ = next(iter(train_ds(data_dir, 8, image_size=(16, 13), cache=prefix)))
+    assert images.shape[0] == 8 and os.path.isdir(tmp_path / "not" / "yet")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(pipeline.DataError, match="--cache=.*a_file/cache: cannot create"):
+        train_ds(data_dir, 8, cache=str(tmp_path / "a_file" / "cache"))
+
+
+def test_padding_batches_of_attribute_labels_have_the_attribute_shape(shards):
+    # Another worker may need more evaluation steps: this worker's all-padding batches must have the shapes of
+    # its real ones, or the collective that gathers them fails.
+    data_dir, _ = shards
+    info = pipeline.split_info(data_dir, "test")
+    steps = pipeline.eval_steps(info, 16) + 2
+    config = DataConfig(data_dir, (16, 13), batch=16, attributes=(3, 15, 20))
+    ds = pipeline.eval_dataset(config, info, pad_to_steps=steps)
+    assert ds.element_spec[1].shape.as_list()[1:] == [3]
+    batches = list(ds)
+    assert len(batches) == steps and all(b[1].shape == (16, 3) for b in batches)
+    labels = np.concatenate([b[1].numpy() for b in batches])
+    assert (labels[:, 0] >= 0).sum() == info.count and (labels[labels[:, 0] < 0] == -1).all()

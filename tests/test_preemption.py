@@ -32,9 +32,9 @@ _SELF_SIGNAL = textwrap.dedent("""
     from celeba_gender.train import step
     from celeba_gender.cli import train
     calls, original = [], step.TrainLoop.train
-    def train_steps(self, iterator, steps, stop_vote=0.0):
+    def train_steps(self, iterator, steps, stop_vote=0.0, *rest):
         calls.append(steps)
-        out = original(self, iterator, steps, stop_vote)
+        out = original(self, iterator, steps, stop_vote, *rest)
         print(f"CALL {len(calls)} steps={steps} vote={stop_vote}", flush=True)
         if len(calls) == SIGNAL_AT:
             os.kill(os.getpid(), signal.SIGNAL_NAME)
@@ -152,3 +152,50 @@ def test_a_second_launch_on_a_running_run_dir_is_refused_and_a_stale_lock_is_tak
     assert taken.returncode == 0, taken.stderr[-3000:]
     assert "note: took over the lock" in taken.stderr and not (run_dir / ".lock").exists()
     assert directory.status(str(run_dir))["status"] == "complete"
+
+
+def _completed(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _history(run_dir: str) -> list[dict]:
+    """history.csv's rows without the columns that measure time (they differ from process to process)."""
+    lines = open(os.path.join(run_dir, "history.csv")).read().splitlines()
+    timing = {"images_per_sec", "input_wait_fraction", "train_seconds"}
+    return [{k: v for k, v in zip(lines[0].split(","), line.split(",")) if k not in timing} for line in lines[1:]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra,stops", [
+    # At the last step of pass 1 (before its validation: the restart trains no step of epoch 1), then mid pass 2.
+    (["--cache=memory", "--augment_on=device", "--mixup=0.2"], ((-1, 1), (9, 0))),
+    # Once (a process less), mid pass 2: the other order and augmentation paths.
+    (["--cache=none", "--augment_on=host"], ((5, 1),)),
+], ids=["memory-cache-device-augmentation-mixup", "no-cache-host-augmentation"])
+def test_a_deterministic_run_stopped_and_resumed_ends_with_the_weights_of_the_run_never_stopped(shards, tmp_path,
+                                                                                                extra, stops):
+    """The same data order, augmentation, mixing, dropout masks and history rows as one process."""
+    data_dir, manifest = shards
+    steps = manifest["splits"]["train"]["count"] // 16
+    args = ["--deterministic", *extra]
+    never = str(tmp_path / "never")
+    _completed(subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *train_args(data_dir, never, *args)],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV))
+    run_dir, stopped_at = str(tmp_path / "stopped"), 0
+    for calls, epochs in stops:  # signal after `calls` + `epochs` x steps calls of this process
+        signal_at = calls + epochs * steps
+        script = _SELF_SIGNAL.replace("SIGNAL_AT", str(signal_at)).replace("SIGNAL_NAME", "SIGTERM")
+        stopped = subprocess.run([sys.executable, "-c", script, *train_args(data_dir, run_dir, *args)],
+                                 capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+        assert stopped.returncode == 143, stopped.stderr[-3000:]
+        stopped_at += signal_at + 1  # the next call carried the vote
+        assert directory.status(run_dir)["checkpoint"].endswith(f"ckpt-{stopped_at}")
+    resumed = _completed(subprocess.run([sys.executable, os.path.join(ROOT, "train.py"),
+                                         *train_args(data_dir, run_dir, *args)],
+                                        capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV))
+    epoch, step = divmod(stopped_at, steps)
+    assert f"resuming run {run_dir} at epoch {epoch + 1}, step {step}" in resumed.stdout
+    summaries = [json.load(open(os.path.join(d, "summary.json"))) for d in (never, run_dir)]
+    assert summaries[0]["final_weights_sha256"] == summaries[1]["final_weights_sha256"]
+    assert _history(run_dir) == _history(never)  # each row covers its whole epoch

@@ -1,4 +1,4 @@
-"""study.py: a real two-run study tabulates its runs, and a rerun skips them."""
+"""grid.py: a real two-run study tabulates its runs, and a rerun skips them."""
 
 from __future__ import annotations
 
@@ -32,11 +32,11 @@ def test_tables_put_the_source_numbers_beside_and_name_the_checkpoint(tmp_path):
     # The source reported AlexNet at 5 epochs (0.86), not at 7, and never trained `small`.
     assert table == [["5", "0.9000 (source 0.86)", "0.8000"], ["7", "0.9100", "0.8200"]]
     grid.write_tables(config, rows)
-    markdown = open(tmp_path / "study.md").read()
+    markdown = open(tmp_path / "grid.md").read()
     assert "last epoch's checkpoint" in markdown and "0.9000 (source 0.86)" in markdown
     assert "In brackets" in markdown
     grid.write_tables(dataclasses.replace(config, archs=("small",)), [r for r in rows if r["arch"] == "small"])
-    assert "In brackets" not in open(tmp_path / "study.md").read()  # no source figure, no note about one
+    assert "In brackets" not in open(tmp_path / "grid.md").read()  # no source figure, no note about one
     spec = grid.plan(config)[0]
     assert "--test_checkpoint=last" in grid.train_command(config, spec)
 
@@ -66,16 +66,32 @@ def test_a_two_run_study_tabulates_and_a_rerun_skips_finished_runs(shards, tmp_p
         summary = fileio.read_json(os.path.join(row["run_dir"], "summary.json"))
         assert row["test_accuracy"] == summary["test"]["accuracy"]
         assert fileio.read_json(os.path.join(row["run_dir"], "config.json"))["train"]["epochs"] == row["value"]
-    table = list(csv.reader(open(tmp_path / "study" / "study.csv")))
+    table = list(csv.reader(open(tmp_path / "study" / "grid.csv")))
     assert table == [["epochs", "tiny"], ["1", f"{rows[0]['test_accuracy']:.4f}"],
                      ["2", f"{rows[1]['test_accuracy']:.4f}"]]
-    assert "| epochs | tiny |" in open(tmp_path / "study" / "study.md").read()
-    assert os.path.getsize(tmp_path / "study" / "study.png") > 0
+    assert "| epochs | tiny |" in open(tmp_path / "study" / "grid.md").read()
+    assert os.path.getsize(tmp_path / "study" / "grid.png") > 0
     mtimes = [os.stat(os.path.join(r["run_dir"], "summary.json")).st_mtime_ns for r in rows]
     again: list[str] = []
     assert grid.run_study(config, echo=again.append) == rows
     assert again == ["[1/2] tiny epochs=1 seed 42: done before, skipped", "[2/2] tiny epochs=2 seed 42: done before, skipped"]
     assert [os.stat(os.path.join(r["run_dir"], "summary.json")).st_mtime_ns for r in rows] == mtimes
+    # Rerun for the last checkpoint: the finished runs (tested on their best) are evaluated on their last one.
+    last = dataclasses.replace(config, checkpoint="last")
+    lines = []
+    rows_last = grid.run_study(last, echo=lines.append)
+    for row in rows_last:
+        report = fileio.read_json(os.path.join(row["run_dir"], "report", "test-last", "report.json"))
+        assert report["checkpoint"] == "last" and row["checkpoint"] == "last"
+        assert row["test_accuracy"] == report["accuracy"]
+    assert all("done before, tested on its best checkpoint: evaluated on its last one" in line for line in lines)
+    assert "last epoch's checkpoint" in open(tmp_path / "study" / "grid.md").read()
+    assert [os.stat(os.path.join(r["run_dir"], "summary.json")).st_mtime_ns for r in rows] == mtimes
+    reports = [os.stat(os.path.join(r["run_dir"], "report", "test-last", "report.json")).st_mtime_ns
+               for r in rows_last]
+    assert grid.run_study(last, echo=lines.append) == rows_last  # the last checkpoint's reports are reused
+    assert [os.stat(os.path.join(r["run_dir"], "report", "test-last", "report.json")).st_mtime_ns
+            for r in rows_last] == reports
 
 
 def test_every_study_flagfile_parses():
@@ -93,16 +109,36 @@ def test_every_study_flagfile_parses():
             if f.endswith(("_train.flags", "_data.flags")):
                 continue
             FLAGS.unparse_flags()
-            argv = ["study.py", f"--flagfile={f}"]
+            argv = ["grid.py", f"--flagfile={f}"]
             FLAGS(argv)
             config = config_flags.build(grid.StudyConfig, argv=argv)[0]
             print(f, config.name, len(config.archs), config.values)
+            for spec in grid.plan(config):
+                print("RUN", " ".join(grid.train_command(config, spec)[3:]))
     """)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "flags/studies/epochs.flags epochs 5 (5, 10, 15)" in done.stdout
     assert "flags/studies/demo_epochs.flags demo_epochs 2 (1, 2, 4)" in done.stdout
+    # Every run a study would start is a valid train.py configuration (its flagfile with its arch and value).
+    commands = sorted({line[4:] for line in done.stdout.splitlines() if line.startswith("RUN ")})
+    build = textwrap.dedent("""
+        import sys
+        from absl import flags
+        from celeba_gender.cli import train
+        for line in sys.stdin.read().splitlines():
+            flags.FLAGS.unparse_flags()
+            argv = ["train.py", *line.split()]
+            sys.argv = argv
+            flags.FLAGS(argv)
+            config = train.build_config()[0]
+            print(config.arch, config.optimizer, config.weight_decay)
+    """)
+    built = subprocess.run([sys.executable, "-c", build], input="\n".join(commands), capture_output=True, text=True,
+                           cwd=root, timeout=120)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert len(built.stdout.splitlines()) == len(commands) > 40
 
 
 def test_a_failed_run_is_explained_in_one_line_from_its_log(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import glob
 import json
@@ -16,11 +17,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from celeba_gender.core import options
 from celeba_gender.evaluate import evaluator
 from celeba_gender.inputs import decode, pipeline
 from celeba_gender.models import registry
 from celeba_gender.rundir import directory
-from celeba_gender.train import epochs, optimizers, trainer
+from celeba_gender.train import epochs, step, optimizers, trainer
 from celeba_gender.rundir.tensorboard import image_grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -180,7 +182,22 @@ def test_impossible_settings_fail_before_any_work(shards, tmp_path):
         trainer.train(tiny_config(data_dir, str(tmp_path / "d"), warmup_epochs=3, epochs=3))
     with pytest.raises(registry.ArchError, match="alexnet has no ImageNet weights"):
         trainer.train(tiny_config(data_dir, str(tmp_path / "e"), arch="alexnet", weights="imagenet"))
-    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")  # nothing was started
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(pipeline.DataError, match="--cache=.*a_file/cache: cannot create its folder"):
+        trainer.train(tiny_config(data_dir, str(tmp_path / "f"), cache=str(tmp_path / "a_file" / "cache")))
+    assert not any(os.path.exists(tmp_path / d) for d in "abf")  # nothing was started
+
+
+def test_deterministic_refuses_what_it_cannot_reproduce():
+    from celeba_gender.inputs.augment import AugmentConfig
+
+    with pytest.raises(trainer.TrainError, match="--deterministic cannot be combined with --tf_data_service"):
+        trainer.TrainConfig(arch="tiny", deterministic=True, tf_data_service="grpc://localhost:5050")
+    with pytest.raises(trainer.TrainError, match="--random_erasing needs --augment_on=device"):
+        trainer.TrainConfig(arch="tiny", deterministic=True, augment_on="host", augment=AugmentConfig(randaugment=True))
+    # On the device their random states are checkpointed; without --deterministic nothing is promised.
+    trainer.TrainConfig(arch="tiny", deterministic=True, augment=AugmentConfig(randaugment=True, random_erasing=0.5))
+    trainer.TrainConfig(arch="tiny", augment_on="host", augment=AugmentConfig(randaugment=True))
 
 
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path):
@@ -256,6 +273,186 @@ def test_the_arch_recipe_is_under_any_flagfile_and_any_explicit_flag(tmp_path):
             out["sources"]["momentum"]) == ("recipe", "flagfile", "command line", "command line", "default")
 
 
+# Runs a command's launcher with its library call replaced by a print of what it was given (config, sources, the
+# run header's lines and flags.txt for train.py): the user's parse path, without the work.
+_PARSE_ONLY = textwrap.dedent("""
+    import json, sys
+    from celeba_gender import convert, options, trainer
+    from celeba_gender.cli import console
+
+    def show(config, sources=None, *rest):
+        settings = options.flat_values(config)
+        print(json.dumps({"settings": settings, "sources": sources,
+                          "header": console.describe_settings(settings, sources or {}, settings.get("arch")),
+                          "flags_txt": options.as_flagfile(config, sources)}, default=str))
+        sys.exit(0)
+
+    trainer.train = convert.convert = show
+    sys.argv = sys.argv[1:]
+    if sys.argv[0] == "train.py":
+        from celeba_gender.cli import train as command
+    else:
+        from celeba_gender.cli import convert as command
+    command.run()
+""")
+
+
+def parsed(*argv: str) -> dict:
+    """What ``argv`` (a launcher's name and its arguments) hands the library, parsed as the command parses it."""
+    done = subprocess.run([sys.executable, "-c", _PARSE_ONLY, *argv], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("order", ["flagfile-last", "two-tokens-last"])
+def test_the_command_line_wins_over_a_flagfile_whatever_the_order_and_is_labelled_so(tmp_path, order):
+    inner = tmp_path / "inner.flags"
+    inner.write_text("--epochs=4\n--batch=8\n--lr=0.5\n")
+    outer = tmp_path / "outer.flags"
+    outer.write_text(f"--flagfile={inner}\n--lr=0.002\n--epochs=3\n")  # nested: outer's later lines win
+    # (test_the_arch_recipe_is_under_any_flagfile_and_any_explicit_flag has the flagfile first)
+    argv = {"flagfile-last": ["--arch=tiny", "--lr=0.01", f"--flagfile={outer}"],
+            "two-tokens-last": ["--lr=0.01", "--flagfile", str(outer), "--arch=tiny"]}[order]
+    out = parsed("train.py", *argv)
+    settings, sources = out["settings"], out["sources"]
+    assert (settings["lr"], settings["epochs"], settings["batch"], settings["optimizer"]) == (0.01, 3, 8, "adamw")
+    assert (sources["lr"], sources["epochs"], sources["batch"], sources["optimizer"]) == (
+        "command line", "flagfile", "flagfile", "recipe")
+    assert "  command line: lr=0.01" in out["header"]
+    flags_txt = out["flags_txt"]
+    assert flags_txt.index("# from the command line") < flags_txt.index("--lr=0.01") < flags_txt.index("# flagfiles")
+    assert "--lr=0.002" not in flags_txt and "--lr=0.5" not in flags_txt
+
+
+def test_the_converter_command_line_wins_over_a_flagfile_named_after_it(tmp_path):
+    flagfile = tmp_path / "convert.flags"
+    flagfile.write_text("--out_dir=from_the_flagfile\n--limit=300\n")
+    out = parsed("make_tfrecords.py", f"--out_dir={tmp_path}/mine", f"--flagfile={flagfile}")
+    assert out["settings"]["out_dir"] == f"{tmp_path}/mine" and out["settings"]["limit"] == 300
+
+
+_AWKWARD_FLOATS = (0.0012345678, 1 / 3, 0.1 + 0.2, 1e-12, 5e-05, 2.0 ** -40, 123456789.0123, 1e22, 0.0, 3.0)
+
+
+def test_every_float_is_formatted_to_read_back_exactly():
+    for value in _AWKWARD_FLOATS:
+        assert float(options.format_value(value)) == value, value
+    assert options.format_value(0.0005) == "0.0005" and options.format_value(3.0) == "3"  # short where exact
+
+
+# Writes configs of every option type (and train.py's, with awkward values) as flags.txt does, parses each file
+# back with the flags the command defines, and compares.
+_ROUND_TRIP = textwrap.dedent("""
+    import dataclasses, sys, tempfile
+    from absl import flags
+    from celeba_gender import options, trainer
+    from celeba_gender.cli import config_flags, train
+    from celeba_gender.options import option
+
+    @dataclasses.dataclass(frozen=True)
+    class Every:
+        count: int = option(3, "an int")
+        rate: float = option(0.5, "a float")
+        name: str = option("x", "a string")
+        flag: bool = option(True, "a bool")
+        kind: str = option("a", "an enum", choices=("a", "b"))
+        pair: tuple[int, int] | None = option(None, "an optional pair")
+        fractions: tuple[float, float, float] = option((0.8, 0.1, 0.1), "floats")
+        names: tuple[str, ...] = option((), "strings")
+        sizes: tuple[int, ...] | None = option((1, 2), "optional ints")
+
+    config_flags.define(Every, "every")
+    FLOATS = FLOATS_HERE
+    cases = [Every(), Every(count=-7, rate=0.0012345678, name="runs/a b=c", flag=False, kind="b", pair=(218, 178),
+                       fractions=(0.7, 0.2 + 0.1, 1 / 3), names=("Smiling", "Male"), sizes=None)]
+    cases += [Every(rate=f, fractions=(f, f, f)) for f in FLOATS]
+    cases += [trainer.config_for("tiny", lr=0.0012345678, weight_decay=1 / 3, warmup_epochs=0.1 + 0.2, epochs=3,
+                                 image_size=(61, 49), attributes=("Smiling", "Male"), profile_steps=(2, 4),
+                                 mixup=0.2 + 0.1, progress=False),
+              trainer.config_for("small", dropout=2.0 ** -40, lr=1e-12, rotation_deg=123456789.0123)]
+    for case in cases:
+        with tempfile.NamedTemporaryFile("w", suffix=".flags", delete=False) as f:
+            f.write(options.as_flagfile(case))
+        flags.FLAGS.unparse_flags()
+        argv = ["prog", f"--flagfile={f.name}"]
+        flags.FLAGS(argv)
+        back = train.build_config()[0] if isinstance(case, trainer.TrainConfig) else \
+            config_flags.build(Every, argv=argv)[0]
+        assert back == case, (case, back, open(f.name).read())
+    for bad in (" runs/x", "runs/x ", "a\\nb"):  # what a flagfile line cannot hold is refused up front
+        try:
+            options.validate(Every(name=bad))
+        except options.OptionError as e:
+            assert "leading or trailing spaces or a line break" in str(e), e
+        else:
+            raise AssertionError(bad)
+    print("round trips:", len(cases))
+""").replace("FLOATS_HERE", repr(_AWKWARD_FLOATS))
+
+
+def test_every_option_type_reads_back_exactly_from_a_written_flagfile():
+    done = subprocess.run([sys.executable, "-c", _ROUND_TRIP], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"round trips: {2 + len(_AWKWARD_FLOATS) + 2}" in done.stdout
+
+
+class StopAfter:
+    """A stand-in for signals.StopSignals: asks the run to stop ("preempted") before its ``calls``+1-th call."""
+
+    def __init__(self, calls: int):
+        self.calls = calls
+
+    def install(self) -> None:
+        pass
+
+    def __call__(self) -> str | None:
+        self.calls -= 1
+        return "preempted" if self.calls < 0 else None
+
+
+@pytest.mark.slow
+def test_a_stopped_run_with_an_unrounded_rate_resumes_from_its_flags_txt(shards, tmp_path):
+    data_dir, _ = shards
+    config = trainer.config_for("tiny", data_dir=data_dir, runs_root=str(tmp_path), lr=0.0012345678, epochs=1,
+                                batch=16, precision="float32", progress=False, evaluate_test=False)
+    with pytest.raises(step.Stopped):
+        trainer.train(config, stop=StopAfter(2))
+    (run_dir,) = glob.glob(str(tmp_path / "tiny-*"))
+    resumed = run_train([f"--flagfile={run_dir}/flags.txt"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming run {run_dir}" in resumed.stdout
+    assert glob.glob(str(tmp_path / "tiny-*")) == [run_dir]  # no new run beside the stopped one
+    assert directory.status(run_dir)["status"] == "complete"
+
+
+def test_a_pinned_unfinished_run_refuses_changed_settings_unless_allowed_and_records_the_change(shards, tmp_path):
+    data_dir, _ = shards
+    run_dir = str(tmp_path / "run")
+    config = tiny_config(data_dir, run_dir, evaluate_test=False)
+    with pytest.raises(step.Stopped):
+        trainer.train(config, stop=StopAfter(1))
+    record = {name: open(os.path.join(run_dir, name)).read() for name in ("config.json", "flags.txt", "status.json")}
+    changed = dataclasses.replace(config, lr=0.01, epochs=2, progress=True)  # --progress may change freely
+    with pytest.raises(trainer.TrainError) as e:
+        trainer.train(changed)
+    message = str(e.value)
+    assert f"{run_dir} holds an unfinished run recorded with other settings: epochs=1 (now 2), lr=0.003 (now 0.01)." \
+        in message and "progress" not in message and "\n" not in message
+    assert "--allow_changed_settings" in message and f"--flagfile={run_dir}/flags.txt" in message
+    assert {name: open(os.path.join(run_dir, name)).read() for name in record} == record  # nothing written
+    result = trainer.train(dataclasses.replace(changed, allow_changed_settings=True, progress=False))
+    assert result["epochs"] == 2 and directory.status(run_dir)["status"] == "complete"
+    recorded = json.load(open(os.path.join(run_dir, "config.json")))
+    assert recorded["train"]["lr"] == 0.01 and recorded["train"]["epochs"] == 2
+    (change,) = recorded["changes"]
+    assert change["settings"] == {"epochs": [1, 2], "lr": [0.003, 0.01]} and change["time"]
+    # flags.txt resumes the run as it now is, without carrying the one-time permission to later reruns
+    flags_txt = open(os.path.join(run_dir, "flags.txt")).read()
+    assert "--lr=0.01\n" in flags_txt and "--noallow_changed_settings" in flags_txt
+
+
 @pytest.mark.parametrize("changes", [
     {"augment_on": "host"},
     {"precision": "mixed_float16", "jit_compile": True, "steps_per_execution": 3},
@@ -275,14 +472,60 @@ def test_other_training_paths_run(shards, tmp_path, changes):
     row = dict(zip(history[0].split(","), history[1].split(",")))
     assert np.isfinite(float(row["loss"])) and 0 <= float(row["val_accuracy"]) <= 1
     assert result["precision"] == config.precision
+    # Weighted classes: the best checkpoint is the best balanced accuracy, the figure the weights serve.
+    metric = "balanced_accuracy" if config.class_weights else "accuracy"
+    assert result["best_metric"] == metric and 0 <= float(row["val_balanced_accuracy"]) <= 1
+    rows = list(csv.DictReader(open(os.path.join(result["run_dir"], "history.csv"))))
+    assert result[f"best_validation_{metric}"] == pytest.approx(max(float(r[f"val_{metric}"]) for r in rows), abs=1e-6)
     if config.lr_schedule == "cosine":
         assert 0 < float(row["lr"]) < config.lr  # after epoch 1 of 2: past the warm-up peak, decaying
         assert float(history[2].split(",")[history[0].split(",").index("lr")]) < 1e-9  # decayed to 0 at the end
 
 
+def test_under_loss_scaling_the_logged_rate_is_the_one_in_use_and_skipped_steps_are_counted(shards, tmp_path,
+                                                                                             monkeypatch):
+    """Dynamic loss scaling skips the update of a step whose gradients overflowed. The schedule follows the updates
+    applied (optimizer.iterations, as Keras has it), so history.csv's lr must be the rate at those updates, not the
+    nominal rate at the step count, and the skipped steps must be counted."""
+    class Overflowing(keras.optimizers.LossScaleOptimizer):
+        """An enormous initial scale: float16 gradients overflow until the scale has halved far enough."""
+
+        def __init__(self, inner, **kwargs):
+            super().__init__(inner, initial_scale=2.0**30, **kwargs)
+
+    monkeypatch.setattr(keras.optimizers, "LossScaleOptimizer", Overflowing)
+    data_dir, manifest = shards
+    steps = manifest["splits"]["train"]["count"] // 16
+    config = tiny_config(data_dir, str(tmp_path / "run"), precision="mixed_float16", lr_schedule="cosine", epochs=2,
+                         augment_on="none", evaluate_test=False)
+    result = trainer.train(config)
+    lines = open(os.path.join(result["run_dir"], "history.csv")).read().splitlines()
+    rows = [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(result["run_dir"], "checkpoints")))
+    applied = int(reader.get_tensor("optimizer/inner_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+    skipped = int(rows[-1]["skipped_steps"])
+    assert 0 < skipped < 2 * steps and applied + skipped == 2 * steps
+    schedule = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=2 * steps, alpha=0.0)
+    assert float(rows[-1]["lr"]) == pytest.approx(float(schedule(applied)), rel=1e-4)  # not schedule(34) = 0
+    assert float(rows[-1]["lr"]) > 0
+    assert "skipped_steps" in event_tags(os.path.join(result["run_dir"], "train"))
+
+
 def test_float16_wraps_the_optimizer_in_loss_scaling():
     assert isinstance(optimizers.make_optimizer("adam", 1e-3, 10, 1, loss_scaling=True), keras.optimizers.LossScaleOptimizer)
     assert not isinstance(optimizers.make_optimizer("adam", 1e-3, 10, 1), keras.optimizers.LossScaleOptimizer)
+
+
+def test_adam_with_a_weight_decay_it_would_ignore_is_refused_in_one_line():
+    # Keras' Adam here applies no decay at all (what flags.txt would still record): the recipes' 0.0005 was lost.
+    assert optimizers.weight_decay(optimizers.make_optimizer("adam", 1e-3, 10, 1, weight_decay=5e-4)) == 0.0
+    with pytest.raises(trainer.TrainError) as e:
+        trainer.config_for("tiny", optimizer="adam")  # the tiny recipe's weight decay, 0.0005
+    message = str(e.value)
+    assert "--optimizer=adam applies no weight decay" in message and "--weight_decay=0.0005" in message
+    assert "use --optimizer=adamw" in message and "or --weight_decay=0" in message and "\n" not in message
+    assert trainer.config_for("tiny", optimizer="adam", weight_decay=0).optimizer == "adam"
+    assert optimizers.weight_decay(optimizers.make_optimizer("adamw", 1e-3, 10, 1, weight_decay=5e-4)) == 5e-4
 
 
 def test_a_log_file_gets_plain_lines_and_tensorboard_gets_scalars_every_n_steps(shards, tmp_path):

@@ -4,7 +4,8 @@
     config, sources = config_flags.build(TrainConfig, recipe)   # in main(), after parsing
 
 ``sources`` says where each value came from, lowest precedence first: ``default`` (the declaration),
-``recipe`` (values a caller supplies, e.g. the arch's), ``flagfile``, ``command line``.
+``recipe`` (values a caller supplies, e.g. the arch's), ``flagfile``, ``command line``, whatever the order of
+the arguments: the commands parse ``flagfiles_first(argv)`` (cli/runner.py).
 """
 
 from __future__ import annotations
@@ -52,6 +53,38 @@ def _define(o: options.Option, module_name: str) -> None:
         flags.DEFINE_float(name, default, help_, **bounds, **common)
     else:
         raise TypeError(f"option {name}: no flag type for {o.type}")
+
+
+def _is_flagfile(token: str) -> bool:
+    return token.lstrip("-") == "flagfile" or token.lstrip("-").startswith("flagfile=")
+
+
+def flagfiles_first(argv: Sequence[str]) -> list[str]:
+    """``argv`` with its ``--flagfile`` arguments (``--flagfile=F`` or ``--flagfile F``) moved before every other
+    flag, in their own order.
+
+    absl expands a flagfile where it stands and the last value of a flag wins, so ``--lr=0.01 --flagfile=f``
+    would let f's ``--lr`` win over the command line. Parsed in this order, the documented precedence holds
+    whatever the order of the arguments: a flagfile over the recipe, the command line over both (flagfiles
+    nested in a flagfile are expanded where they stand in it, so its own later lines win over them).
+    """
+    argv = list(argv)
+    head, files, rest = argv[:1], [], []
+    i = 1
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":  # what follows is positional
+            rest += argv[i:]
+            break
+        if token.startswith("-") and _is_flagfile(token):
+            files.append(token)
+            if "=" not in token and i + 1 < len(argv):
+                files.append(argv[i + 1])
+                i += 1
+        else:
+            rest.append(token)
+        i += 1
+    return head + files + rest
 
 
 def explicit_names(argv: Sequence[str]) -> set[str]:

@@ -49,9 +49,11 @@ def format_window(w: Window) -> str:
             f"{w.input_wait_fraction:.0%}")
 
 
-def format_epoch(row: dict, epochs: int, improved: bool) -> str:
+def format_epoch(row: dict, epochs: int, improved: bool, best_metric: str = "accuracy") -> str:
+    """An epoch's line; the validation balanced accuracy too when it is what picks the best epoch (*best*)."""
+    balanced = f" bal acc {row['val_balanced_accuracy']:.4f}" if best_metric == "balanced_accuracy" else ""
     return (f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} | val loss "
-            f"{row['val_loss']:.4f} acc {row['val_accuracy']:.4f} auc {row['val_auc']:.4f} | "
+            f"{row['val_loss']:.4f} acc {row['val_accuracy']:.4f}{balanced} auc {row['val_auc']:.4f} | "
             f"{row['images_per_sec']:,.0f} img/s, input wait {row['input_wait_fraction']:.0%}"
             + ("  *best*" if improved else ""))
 
@@ -64,6 +66,7 @@ class ConsoleMonitor(Monitor):
         self.bar_enabled = progress and sys.stderr.isatty()
         self._bar = None
         self._epochs = 0
+        self._best_metric = "accuracy"
 
     def _print(self, text: str) -> None:
         if self._bar is not None:
@@ -74,6 +77,7 @@ class ConsoleMonitor(Monitor):
 
     def started(self, header: dict) -> None:
         self._epochs = header["settings"]["epochs"]
+        self._best_metric = header.get("best_metric", "accuracy")
         self._print(format_header(header))
 
     def window(self, w: Window) -> None:
@@ -91,7 +95,7 @@ class ConsoleMonitor(Monitor):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        self._print(format_epoch(row, self._epochs, improved))
+        self._print(format_epoch(row, self._epochs, improved, self._best_metric))
 
     def note(self, text: str) -> None:
         self._print(text)
@@ -107,15 +111,22 @@ def format_summary(result: dict) -> str:
     if result.get("chief") is False:
         return (f"worker done (final weights sha256 {result['final_weights_sha256'][:16]}): the chief writes the "
                 f"summary, the export and the report of {result['run_dir']}")
+    metric = result.get("best_metric", "accuracy")  # summaries written before --best_metric: accuracy
     lines = [f"run {result['run_dir']} ({result['arch']}, {result['epochs']} epochs, {result['precision']}, "
              f"{result['replicas']} replica(s))",
-             f"best validation accuracy {result['best_validation_accuracy']:.4f}"]
+             f"best validation {metric.replace('_', ' ')} {result[f'best_validation_{metric}']:.4f}"]
     test = result.get("test")
     if test and test.get("multi_label"):
+        tuned = "mean_accuracy_at_0.5" in test
         lines.append(f"test ({test.get('checkpoint', 'best')} checkpoint): mean accuracy {test['mean_accuracy']:.4f} "
                      f"(majority baseline {test['mean_majority_accuracy']:.4f}), mean balanced accuracy "
                      f"{test['mean_balanced_accuracy']:.4f}, mean ROC-AUC {test['mean_roc_auc']:.4f} on "
                      f"{test['count']:,} images")
+        if tuned:
+            lines.append(f"  decisions at the thresholds chosen on validation by "
+                         f"{test['threshold_metric'].replace('_', ' ')}; at 0.5: mean accuracy "
+                         f"{test['mean_accuracy_at_0.5']:.4f}, mean balanced accuracy "
+                         f"{test['mean_balanced_accuracy_at_0.5']:.4f}")
     elif test:
         names = test["class_names"]
         lo, hi = test["accuracy_ci95"]

@@ -23,8 +23,10 @@ class EvaluateConfig:
 
     run_dir: str = option(help="A train.py run directory (required).", path=True)
     split: str = option("test", "The split to evaluate, every example once.", choices=("train", "validation", "test"))
-    checkpoint: str = option("best", "best (validation accuracy) or last checkpoint.", choices=evaluator.CHECKPOINTS)
-    data_dir: str | None = option(None, "Shards to evaluate on; default: the run's --data_dir.", path=True)
+    checkpoint: str = option("best", "best (by the run's --best_metric) or last checkpoint.",
+                             choices=evaluator.CHECKPOINTS)
+    data_dir: str | None = option(None, "Shards to evaluate on; default: the run's --data_dir. Others must hold what "
+                                  "the run predicts (its attribute's classes, or each of its attributes).", path=True)
     batch: int = option(64, "Evaluation batch size.", lower=1)
     gallery_size: int = option(24, "Misclassified faces shown per direction.", lower=0)
     min_subgroup: int = option(20, "Smallest attribute subgroup reported.", lower=1)

@@ -3,6 +3,7 @@
 A user error, whether absl refuses a flag (unknown flag, bad enum value, missing required flag, a value out of
 bounds) or the engine raises a :class:`~celeba_gender.core.errors.UserError`, prints one line
 ``<command>: error: <what is wrong and the fix>`` on stderr and exits with code 2. Ctrl-C exits with 130.
+Whatever the order of the arguments, a flag on the command line wins over the same flag in a ``--flagfile``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
+from celeba_gender.cli import config_flags
 from celeba_gender.core.errors import UserError
 
 USER_ERROR_EXIT = 2
@@ -54,7 +56,7 @@ def run(main: Callable[[list[str]], None], prog: str, flags_module: str, positio
 
     def parse(argv: list[str]) -> list[str]:
         try:
-            return flags.FLAGS(argv)
+            return flags.FLAGS(config_flags.flagfiles_first(argv))  # the command line wins over any flagfile
         except flags.Error as e:
             fail(prog, _flag_error_message(e, script))
 

@@ -3,20 +3,23 @@
     with locks.DirectoryLock(out_dir, purpose="converting", fix="wait for it to finish or choose another --out_dir"):
         ...  # only this process (or its cooperating peers) works in out_dir
 
-The lock is a JSON file (``.lock`` in the directory: host, pid, start time, command line, purpose, owner key), created
-atomically with ``O_CREAT | O_EXCL``, so of two processes only one can create it. Another process finds it
-held and stops at once with a :class:`LockHeldError` naming the holder and the fix. A lock whose holder is gone
-is taken over, with a one-line note on stderr, but only when that is certain: the holder ran on this host and
-its pid no longer exists, or now belongs to a different process (its start time in ``/proc/<pid>/stat``
-differs, or the machine has rebooted since). A lock from another host is never taken over automatically: that
-process may still be running; the message says how to remove the file by hand.
+The lock is a JSON file (``.lock`` in the directory: host, boot id, PID namespace, pid, start time, command line,
+purpose, owner key), created atomically with ``O_CREAT | O_EXCL``, so of two processes only one can create it.
+Another process finds it held and stops at once with a :class:`LockHeldError` naming the holder and the fix.
+A lock whose holder is gone is taken over, with a one-line note on stderr, but only when that is proven: the
+holder ran on this host, in this boot and in this PID namespace (``/proc/self/ns/pid``), and its pid no longer
+exists or now belongs to a different process (its start time in ``/proc/<pid>/stat`` differs). A pid means
+nothing outside its namespace: containers on one host share its host name and boot id, and a Kubernetes pod
+rescheduled to another node keeps its host name. So a lock from another host, another boot, another PID
+namespace, or one that does not record its namespace, is never taken over automatically: that process may
+still be running; the message says how to remove the file by hand.
 
 Processes that share an ``owner_key`` (e.g. the workers of one multi-worker training job) cooperate: a process
 whose key equals the holder's is let in without taking the lock, and only the creator removes it.
 
 The lock is released when the ``with`` block ends, whatever ends it (an exception, Ctrl-C). ``kill -9``
-leaves it behind as a stale lock, which the next process on this host takes over. Local paths only: a URL
-(``gs://...``) cannot be locked this way, and :func:`hold` lets it through unlocked.
+leaves it behind as a stale lock, which the next process in the same PID namespace of this host takes over.
+Local paths only: a URL (``gs://...``) cannot be locked this way, and :func:`hold` lets it through unlocked.
 """
 
 from __future__ import annotations
@@ -45,6 +48,14 @@ def _boot_id() -> str | None:
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             return f.read().strip()
+    except OSError:
+        return None
+
+
+def _pid_namespace() -> str | None:
+    """This process's PID namespace, e.g. ``pid:[4026531836]``; None where /proc does not say."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
     except OSError:
         return None
 
@@ -125,8 +136,8 @@ class DirectoryLock:
         except FileExistsError:
             return False
         self._info = {"host": socket.gethostname(), "pid": os.getpid(), "process_start": process_start(os.getpid()),
-                      "boot_id": _boot_id(), "time": time.time(), "command": " ".join(sys.argv),
-                      "purpose": self.purpose, "owner_key": self.owner_key}
+                      "boot_id": _boot_id(), "pid_ns": _pid_namespace(), "time": time.time(),
+                      "command": " ".join(sys.argv), "purpose": self.purpose, "owner_key": self.owner_key}
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(self._info, f)
@@ -155,12 +166,17 @@ class DirectoryLock:
             pass
         return None if age < _WRITE_GRACE_S else {"host": "unknown", "pid": None, "command": "unreadable lock file"}
 
+    @staticmethod
+    def _can_see(holder: dict) -> bool:
+        """True when the holder's pid means a process of this kernel's boot and PID namespace, as ours do."""
+        here = (socket.gethostname(), _boot_id(), _pid_namespace())
+        return None not in here and (holder.get("host"), holder.get("boot_id"), holder.get("pid_ns")) == here
+
     def _is_stale(self, holder: dict) -> bool:
-        """True only when the holder certainly ended: same host, and its pid is gone or is another process."""
-        if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        """True only when the holder certainly ended: it ran where this process can see its pid (same host,
+        boot and PID namespace), and that pid is gone or is another process."""
+        if not self._can_see(holder) or not isinstance(holder.get("pid"), int):
             return False
-        if holder.get("boot_id") and _boot_id() and holder["boot_id"] != _boot_id():
-            return True  # the machine rebooted: every process of that boot is gone
         pid = holder["pid"]
         if not _pid_exists(pid):
             return True
@@ -182,12 +198,21 @@ class DirectoryLock:
 
     def _held_message(self, holder: dict) -> str:
         who, purpose = describe(holder), holder.get("purpose") or self.purpose
-        if holder.get("host") == socket.gethostname():
-            return (f"{self.directory} is in use: {who} is {purpose} there. {self.fix[0].upper()}"
-                    f"{self.fix[1:]}.")
-        return (f"{self.directory} is in use: {who} is {purpose} there, on another machine, so this one "
-                f"cannot tell whether it still runs. {self.fix[0].upper()}{self.fix[1:]}; if that process has "
-                f"ended, remove {self.path} by hand.")
+        fix = f"{self.fix[0].upper()}{self.fix[1:]}"
+        if self._can_see(holder):
+            return f"{self.directory} is in use: {who} is {purpose} there. {fix}."
+        if holder.get("host") != socket.gethostname():
+            where = "on another machine"
+        elif holder.get("boot_id") != _boot_id():
+            where = "in another boot of this host or on another machine of the same name"
+        elif not holder.get("pid_ns"):
+            where = "and its lock does not record its PID namespace (an older version wrote it)"
+        elif holder.get("pid_ns") != _pid_namespace():
+            where = "in another PID namespace (another container) of this host"
+        else:
+            where = "and this process cannot read its own boot id or PID namespace"
+        return (f"{self.directory} is in use: {who} is {purpose} there, {where}, so this process cannot tell "
+                f"whether it still runs. {fix}; if that process has ended, remove {self.path} by hand.")
 
     # --- giving it back ----------------------------------------------------------------------------------
 

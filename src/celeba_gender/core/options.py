@@ -168,6 +168,11 @@ def problems(config) -> list[str]:
                 out.append(f"--{o.name} is required")
             continue
         items = value if o.is_sequence else (value,)
+        if o.spec.flag and any(isinstance(v, str) and (v != v.strip() or "\n" in v) for v in items):
+            # A flagfile line is read stripped, one line per flag: flags.txt could not record such a value.
+            out.append(f"--{o.name}={format_value(value)!r} has leading or trailing spaces or a line break: remove "
+                       "them")
+            continue
         if o.spec.choices is not None:
             bad = [v for v in items if v not in o.spec.choices]
             if bad:
@@ -186,7 +191,9 @@ def validate(config) -> None:
 
 
 def format_value(value: Any) -> str:
-    """A value as the command line writes it: tuples comma-separated, None empty, booleans lower case."""
+    """A value as the command line writes it: tuples comma-separated, None empty, booleans lower case, floats
+    in their shortest form that reads back as exactly the same float (``0.0005``, ``0.0012345678``, ``3``):
+    flags.txt must resume the very run it was written for."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -194,7 +201,8 @@ def format_value(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return ",".join(format_value(v) for v in value)
     if isinstance(value, float):
-        return f"{value:g}" if abs(value) >= 1e-4 or value == 0 else repr(value)
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)  # repr: the shortest exact form
     return str(value)
 
 
@@ -226,13 +234,14 @@ def as_flagfile(config, sources: Mapping[str, str] | None = None, header: str = 
                 order: tuple[str, ...] = (COMMAND_LINE, FLAGFILE, RECIPE, DEFAULT)) -> str:
     """A flagfile holding every command-line option of ``config`` with its value, one per line, grouped under
     a comment saying where the values came from (when ``sources`` maps option names to one of ``order``).
-    absl flagfiles have no comments at the end of a line, hence the groups."""
+    absl flagfiles have no comments at the end of a line, hence the groups. Parsed with the command's flags,
+    it gives back exactly ``config``."""
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
     groups: dict[str, list[str]] = {}
     for o in options(type(config)):
         value = get(config, o)
-        if not o.spec.flag or value is None:
-            continue
+        if not o.spec.flag or (value is None and not o.is_sequence):
+            continue  # (an empty --name= reads back as None for sequences only)
         text = (f"--{o.name}" if value else f"--no{o.name}") if isinstance(value, bool) else \
             f"--{o.name}={format_value(value)}"
         groups.setdefault((sources or {}).get(o.name, ""), []).append(text)

@@ -99,6 +99,36 @@ def worst_errors(probs: np.ndarray, labels: np.ndarray, filenames: list[str], ac
     return [{"filename": filenames[i], "probability": float(probs[i, predicted])} for i in idx]
 
 
+def best_metric(train: dict) -> str:
+    """The validation figure a run (its recorded ``train`` settings) picks its best checkpoint and, with
+    attributes, each attribute's decision threshold by: its ``best_metric``, where ``auto`` (and runs recorded
+    before the setting existed) means balanced accuracy when the loss was weighted (``class_weights``,
+    ``attribute_weights=balanced``), else accuracy."""
+    chosen = train.get("best_metric", "auto")
+    if chosen != "auto":
+        return chosen
+    weighted = bool(train.get("class_weights")) or train.get("attribute_weights", "none") != "none"
+    return "balanced_accuracy" if weighted else "accuracy"
+
+
+def attribute_labels(attributes: np.ndarray, manifest: dict, outputs: list[str]) -> np.ndarray:
+    """The 0/1 labels [N, outputs] of a multi-attribute model, from the records' attribute vectors."""
+    names = list(manifest["attribute_names"])
+    missing = [a for a in outputs if a not in names]
+    if missing:
+        raise EvaluationError(f"These shards have no {', '.join(missing)} attribute, which the run predicts.")
+    return attributes[:, [names.index(a) for a in outputs]].astype(np.float32)
+
+
+def validation_thresholds(model: keras.Model, data_dir: str, image_size, outputs: list[str], metric: str,
+                          batch: int = 64, manifest: dict | None = None) -> tuple[float, ...]:
+    """Each attribute's decision threshold, chosen to maximise ``metric`` on ``model``'s predictions of the
+    validation split of ``data_dir`` (multilabel.choose_thresholds)."""
+    manifest = manifest or shard_dir.read_manifest(data_dir)
+    probs, _, _, attrs = predict_split(model, data_dir, "validation", image_size, batch, manifest)
+    return multilabel.choose_thresholds(probs, attribute_labels(attrs, manifest, outputs), metric)
+
+
 def load_model(run_dir: str, checkpoint: str = "best") -> tuple[keras.Model, dict]:
     """The run's core model with the weights of its best (or last) checkpoint, and its recorded config
     (config.json, with the checkpoint's path added)."""
@@ -148,7 +178,8 @@ def fetch_images(data_dir: str, split: str, image_size, wanted: set[str], manife
 
 HEADLINE = ("count", "accuracy", "accuracy_ci95", "balanced_accuracy", "roc_auc", "log_loss", "confusion_matrix",
             "class_names", "split", "checkpoint", "multi_label", "mean_accuracy", "mean_balanced_accuracy",
-            "mean_roc_auc", "mean_majority_accuracy")
+            "mean_roc_auc", "mean_majority_accuracy", "mean_accuracy_at_0.5", "mean_balanced_accuracy_at_0.5",
+            "threshold_metric")
 
 
 def headline(report: dict) -> dict:
@@ -168,6 +199,26 @@ def tta_summary(mode: str, plain: np.ndarray, augmented: np.ndarray, labels: np.
             "broken": int(((before == labels) & (after != labels)).sum())}
 
 
+def check_shards_fit(config: dict, manifest: dict, data_dir: str) -> None:
+    """Raises EvaluationError unless the shards in ``data_dir`` (their ``manifest``) hold what the run (its
+    config.json, ``config``) predicts: the same attribute's classes for a one-attribute run, each of its
+    attributes for a multi-attribute run. Other shards would be scored against the wrong labels, silently."""
+    outputs = list(config.get("outputs") or [])
+    own = config["train"]["data_dir"]
+    if config["model"].get("multi_label"):
+        missing = [a for a in outputs if a not in manifest.get("attribute_names", [])]
+        if missing:
+            raise EvaluationError(f"the shards in {data_dir} do not hold {', '.join(missing)}, which this run "
+                                  f"predicts: give --data_dir shards that hold every attribute of the run (its own: "
+                                  f"{own}).")
+    elif outputs and list(manifest.get("class_names", [])) != outputs:
+        # Class 1 is the attribute itself (attributes.class_names: Male -> Female, Male; Smiling -> not_Smiling...).
+        raise EvaluationError(
+            f"this run was trained for {outputs[-1]} (classes {', '.join(outputs)}), but the shards in {data_dir} were "
+            f"converted for {manifest.get('attribute')} (classes {', '.join(manifest.get('class_names', []))}): give "
+            f"--data_dir shards converted with --attribute={outputs[-1]} (the run's own: {own}).")
+
+
 def report_dir(run_dir: str, split: str, checkpoint: str) -> str:
     """``RUN/report`` for the default (test, best); ``RUN/report/<split>-<checkpoint>`` otherwise."""
     base = os.path.join(run_dir, "report")
@@ -176,17 +227,21 @@ def report_dir(run_dir: str, split: str, checkpoint: str) -> str:
 
 def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", data_dir: str | None = None,
                  batch: int = 64, gallery_size: int = 24, min_support: int = 20, tta_mode: str = tta.NONE,
-                 gradcam_size: int = 6, gradcam_attribute: str = "") -> dict:
+                 gradcam_size: int = 6, gradcam_attribute: str = "", thresholds: tuple[float, ...] | None = None
+                 ) -> dict:
     """Evaluates a run and writes report.json, report.md, confusion_matrix.png, curves.png, the two error
     galleries and the Grad-CAM figures (``gradcam_size`` faces each; 0: none); returns the report. With a
     ``tta_mode``, report["tta"] holds its figures beside the plain ones. A multi-attribute run gets
-    :func:`evaluate_attributes`' report instead (Grad-CAM of ``gradcam_attribute``)."""
-    model, config = load_model(run_dir, checkpoint)
-    data_dir = data_dir or config["train"]["data_dir"]
+    :func:`evaluate_attributes`' report instead (Grad-CAM of ``gradcam_attribute``; ``thresholds``: the
+    attributes' decision thresholds when the caller already chose them on the validation split)."""
+    recorded = directory.read_config(run_dir)
+    data_dir = data_dir or recorded["train"]["data_dir"]
     manifest = shard_dir.read_manifest(data_dir)
+    check_shards_fit(recorded, manifest, data_dir)  # before anything is loaded or written
+    model, config = load_model(run_dir, checkpoint)
     if config["model"].get("multi_label"):
         return evaluate_attributes(model, config, run_dir, split, checkpoint, data_dir, manifest, batch, tta_mode,
-                                   gradcam_size, gradcam_attribute)
+                                   gradcam_size, gradcam_attribute, thresholds)
     class_names = list(manifest["class_names"])
     probs, labels, names, attrs = predict_split(model, data_dir, split, config["image_size"], batch, manifest)
     report = {"run_dir": run_dir, "split": split, "checkpoint": checkpoint, "data_dir": data_dir,
@@ -219,29 +274,40 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
 
 def evaluate_attributes(model: keras.Model, config: dict, run_dir: str, split: str, checkpoint: str, data_dir: str,
                         manifest: dict, batch: int = 64, tta_mode: str = tta.NONE, gradcam_size: int = 6,
-                        gradcam_attribute: str = "") -> dict:
+                        gradcam_attribute: str = "", thresholds: tuple[float, ...] | None = None) -> dict:
     """The report of a multi-attribute run: per attribute accuracy, balanced accuracy, AUC, majority baseline
     and positive rate, their means, the published figures beside them (multilabel.py); report.md, report.json,
     attributes.png, curves.png, predictions.csv (every attribute's probability per image), the Grad-CAM figures
-    of ``gradcam_attribute`` (default Male when trained, else the first), and TTA's means beside the plain ones."""
+    of ``gradcam_attribute`` (default Male when trained, else the first), and TTA's means beside the plain ones.
+
+    Decisions are at each attribute's threshold, chosen for this checkpoint on the validation split of
+    ``data_dir`` by the run's :func:`best_metric` (or ``thresholds``, when the caller chose them so already);
+    the figures at 0.5 stand beside them. Evaluating the validation split itself judges the thresholds on the
+    predictions they were chosen on: optimistic."""
     outputs = list(config["outputs"])
     probs, _, names, attrs = predict_split(model, data_dir, split, config["image_size"], batch, manifest)
-    columns = [list(manifest["attribute_names"]).index(a) for a in outputs]
-    labels = attrs[:, columns].astype(np.float32)
+    labels = attribute_labels(attrs, manifest, outputs)
+    metric = best_metric(config["train"])
+    if thresholds is None:
+        thresholds = multilabel.choose_thresholds(probs, labels, metric) if split == "validation" else \
+            validation_thresholds(model, data_dir, config["image_size"], outputs, metric, batch, manifest)
+    cut = np.asarray(thresholds, np.float32)
     report = {"run_dir": run_dir, "split": split, "checkpoint": checkpoint, "data_dir": data_dir,
-              "multi_label": True, "outputs": outputs, **multilabel.attribute_metrics(probs, labels, outputs),
-              "config": config}
+              "multi_label": True, "outputs": outputs, "threshold_metric": metric,
+              "thresholds_chosen_on": "validation",
+              **multilabel.attribute_metrics(probs, labels, outputs, thresholds), "config": config}
     if tta_mode != tta.NONE:
         augmented = predict_split(model, data_dir, split, config["image_size"], batch, manifest, tta_mode)[0]
-        m = multilabel.attribute_metrics(augmented, labels, outputs)
+        m = multilabel.attribute_metrics(augmented, labels, outputs, thresholds)
         report["tta"] = {"mode": tta_mode, **{k: m[k] for k in ("mean_accuracy", "mean_balanced_accuracy",
                                                                 "mean_roc_auc", "log_loss")},
-                         "changed_decisions": int(((probs >= 0.5) != (augmented >= 0.5)).sum())}
+                         "changed_decisions": int(((probs >= cut) != (augmented >= cut)).sum())}
     attribute = gradcam_attribute or ("Male" if "Male" in outputs else outputs[0])
     if attribute not in outputs:
         raise EvaluationError(f"--gradcam_attribute={attribute}: this run predicts {', '.join(outputs)}.")
     report["gradcam_attribute"] = attribute
-    report["gradcam"] = gradcam_report.select_attribute(probs, labels, names, outputs, attribute, gradcam_size)
+    report["gradcam"] = gradcam_report.select_attribute(probs, labels, names, outputs, attribute, gradcam_size,
+                                                        float(cut[outputs.index(attribute)]))
     explained = {e["filename"] for group in report["gradcam"].values() for e in group}
     model_inputs = fetch_images(data_dir, split, config["image_size"], explained, manifest) if explained else {}
     heatmaps = gradcam_report.heatmaps(model, config["model"]["arch"], config["image_size"], report["gradcam"],
@@ -255,7 +321,7 @@ def evaluate_attributes(model: keras.Model, config: dict, run_dir: str, split: s
         if fileio.exists(history):
             files["curves"] = figures.save_curves(history, fileio.join(out, "curves.png"))
         files["predictions"] = fileio.join(out, "predictions.csv")
-        write_attribute_predictions(files["predictions"], probs, labels, names, outputs)
+        write_attribute_predictions(files["predictions"], probs, labels, names, outputs, cut)
         files.update(gradcam_report.save(report["gradcam"], model_inputs, heatmaps, out))
         report["files"] = files
         fileio.write_json(fileio.join(out, "report.json"), report)
@@ -274,13 +340,16 @@ def evaluate_attributes(model: keras.Model, config: dict, run_dir: str, split: s
 
 
 def write_attribute_predictions(path: str, probs: np.ndarray, labels: np.ndarray, names: list[str],
-                                outputs: list[str]) -> None:
-    """predictions.csv of a multi-attribute run: per image, each attribute's true value and probability."""
+                                outputs: list[str], thresholds: np.ndarray | None = None) -> None:
+    """predictions.csv of a multi-attribute run: per image, each attribute's true value and probability, and
+    with ``thresholds`` whether the model calls it present (probability >= the attribute's threshold)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["filename", *(f"true_{a}" for a in outputs), *(f"p_{a}" for a in outputs)])
+    decided = [f"present_{a}" for a in outputs] if thresholds is not None else []
+    writer.writerow(["filename", *(f"true_{a}" for a in outputs), *(f"p_{a}" for a in outputs), *decided])
     for name, y, p in zip(names, labels, probs):
-        writer.writerow([name, *(int(v) for v in y), *(f"{v:.6f}" for v in p)])
+        present = [int(v) for v in p >= thresholds] if thresholds is not None else []
+        writer.writerow([name, *(int(v) for v in y), *(f"{v:.6f}" for v in p), *present])
     fileio.write_text(path, buffer.getvalue())
 
 

@@ -87,12 +87,18 @@ def save_gallery(errors: list[dict], images: dict, actual: str, predicted: str, 
 
 
 def save_attribute_accuracy(report: dict, path: str) -> str:
-    """Per-attribute accuracy beside the majority baseline, sorted by the gap between them."""
+    """Per-attribute accuracy (at each attribute's threshold, and at 0.5 where the report has both) beside the
+    majority baseline, sorted by the gap between them."""
     items = sorted(report["attributes"].items(), key=lambda kv: kv[1]["accuracy"] - kv[1]["majority_accuracy"])
+    tuned = bool(items) and "accuracy_at_0.5" in items[0][1]
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 0.22 * len(items) + 1.2), dpi=100)
     y = np.arange(len(items))
-    ax.barh(y, [m["accuracy"] for _, m in items], color="tab:blue", label="accuracy")
+    ax.barh(y, [m["accuracy"] for _, m in items], color="tab:blue",
+            label="accuracy at its threshold" if tuned else "accuracy")
+    if tuned:
+        ax.plot([m["accuracy_at_0.5"] for _, m in items], y, ".", color="tab:orange", markersize=5,
+                label="accuracy at 0.5")
     ax.plot([m["majority_accuracy"] for _, m in items], y, "|", color="black", markersize=9,
             label="majority baseline")
     ax.set_yticks(y, labels=[name for name, _ in items], fontsize=7)

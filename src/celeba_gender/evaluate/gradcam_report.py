@@ -23,12 +23,13 @@ CORRECT = "correct"
 
 
 def select(probs: np.ndarray, labels: np.ndarray, names: list[str], class_names: list[str],
-           per_figure: int) -> dict[str, list[dict]]:
+           per_figure: int, preds: np.ndarray | None = None) -> dict[str, list[dict]]:
     """Figure -> the faces it explains: ``<Actual>_as_<Predicted>`` for each error direction (most confident
-    first) and ``correct`` (the most confident correct answers, the classes taken in turn)."""
+    first) and ``correct`` (the most confident correct answers, the classes taken in turn). ``preds``: the
+    model's decisions when they are not the most probable class (a threshold other than 0.5)."""
     if per_figure <= 0:
         return {}
-    preds = probs.argmax(-1)
+    preds = probs.argmax(-1) if preds is None else np.asarray(preds)
     confidence = probs[np.arange(len(preds)), preds]
 
     def entries(mask: np.ndarray, limit: int) -> list[dict]:
@@ -49,13 +50,15 @@ def select(probs: np.ndarray, labels: np.ndarray, names: list[str], class_names:
 
 
 def select_attribute(probs: np.ndarray, labels: np.ndarray, names: list[str], outputs: list[str], attribute: str,
-                     per_figure: int) -> dict[str, list[dict]]:
+                     per_figure: int, threshold: float = 0.5) -> dict[str, list[dict]]:
     """:func:`select` for one attribute of a multi-attribute model: its sigmoid taken as the two classes
-    ``not_<attribute>`` / ``<attribute>`` (Female / Male). A face the model calls positive is explained by the
-    attribute's logit, one it calls negative by the evidence against it (sign -1)."""
+    ``not_<attribute>`` / ``<attribute>`` (Female / Male), present when it reaches ``threshold`` (the
+    attribute's decision threshold). A face the model calls positive is explained by the attribute's logit,
+    one it calls negative by the evidence against it (sign -1)."""
     j = outputs.index(attribute)
     two = np.stack([1.0 - probs[:, j], probs[:, j]], axis=1)
-    chosen = select(two, labels[:, j].astype(int), names, list(class_names(attribute)), per_figure)
+    chosen = select(two, labels[:, j].astype(int), names, list(class_names(attribute)), per_figure,
+                    preds=(probs[:, j] >= np.float32(threshold)).astype(int))
     for group in chosen.values():
         for entry in group:
             entry["sign"] = 1.0 if entry["output_index"] == 1 else -1.0

@@ -96,13 +96,16 @@ class Augmenter(keras.layers.Layer):
     """The model's augmentation block: the seed's geometry as one fused warp, then optional RandAugment and
     random erasing.
 
-    ``call(images, training=None)``: in training, draws one matrix per image
+    ``call(images, training=None, seed=None)``: in training, draws one matrix per image
     (:func:`geometry.sample_transforms`) and warps the whole NHWC batch with a single
     ``ImageProjectiveTransformV3``, then applies the optional policies; returns float32 in [0, 255] (for
     [0, 255] input). At inference (``training`` False or None) returns the images cast to float32, unchanged.
-    Accepts uint8 or float input and any static or dynamic batch size. Randomness comes from a
+    Accepts uint8 or float input and any static or dynamic batch size. The warp draws from ``seed`` (a [2]
+    stateless seed, e.g. :func:`geometry.step_seed`: what training passes) or else from a
     ``keras.random.SeedGenerator(seed)``, so a given seed reproduces; MirroredStrategy replicas get different
-    draws. Not jit-compilable (``supports_jit = False``). Serialisable, so a ``.keras`` model holding it loads.
+    draws. RandAugment and random erasing are Keras layers that draw from their own SeedGenerators (whose
+    states a checkpoint can hold). Not jit-compilable (``supports_jit = False``). Serialisable, so a ``.keras``
+    model holding it loads.
     """
 
     def __init__(self, config: AugmentConfig | Mapping[str, Any] | None = None, seed: int | None = None,
@@ -133,26 +136,26 @@ class Augmenter(keras.layers.Layer):
                 layer.build(input_shape)
         self.built = True
 
-    def call(self, images, training=None):
+    def call(self, images, training=None, seed=None):
         images = tf.cast(images, tf.float32)
         if not training:  # Keras 3 passes a Python bool, or None when nobody said: inference, as Dropout
             return images
-        images = self._warp(images)
+        images = self._warp(images, seed)
         for policy in (self.randaugment, self.eraser):
             if policy is not None:
                 images = tf.cast(policy(images, training=True), tf.float32)
         return images
 
-    def _warp(self, images: tf.Tensor) -> tf.Tensor:
+    def _warp(self, images: tf.Tensor, seed=None) -> tf.Tensor:
         batch, height, width = geometry.image_dims(images)
-        seed = geometry.replica_seed(self.seed_generator.next())
+        seed = geometry.replica_seed(self.seed_generator.next() if seed is None else geometry.seed_tensor(seed))
         transforms = geometry.sample_transforms(batch, height, width, self.config, seed)
         return geometry.apply_transforms(images, transforms, self.config.fill_mode, self.config.interpolation)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    def compute_output_spec(self, inputs, training=None):
+    def compute_output_spec(self, inputs, training=None, seed=None):
         return keras.KerasTensor(inputs.shape, dtype="float32")
 
     def get_config(self):
@@ -161,17 +164,22 @@ class Augmenter(keras.layers.Layer):
         return config
 
 
-def host_augment_fn(layer: keras.layers.Layer) -> Callable:
+def host_augment_fn(layer: keras.layers.Layer, seed: int | None = None) -> Callable:
     """A tf.data map function (after ``.batch``) that augments the images with ``layer`` and passes the rest.
 
-    Returns ``fn(images, labels, *rest) -> (layer(images, training=True), labels, *rest)``, for ``ds.map(fn)``
-    or ``pipeline.train_dataset(config, host_augment=fn)``. The caller builds ``layer`` once (an :class:`Augmenter`,
-    or any layer with its call signature) eagerly, outside any traced function and outside a distribution
-    strategy's scope: its random state is a variable, which a tf.data function may update but not create.
-    Each batch then advances that layer's draws; two layers give two independent streams.
+    Returns ``fn(images, labels, *rest, step=None, worker=0) -> (layer(images, training=True), labels, *rest)``,
+    for ``ds.map(fn)`` or ``pipeline.train_dataset(config, host_augment=fn)`` (which passes each batch's global
+    step). With ``seed`` and a ``step`` the warp draws from :func:`geometry.step_seed` (seed, step, worker): the
+    same draws whatever order parallel map calls run in, and after a restart (``worker``: the input pipeline of
+    a multi-worker job). Otherwise each call draws from the layer's own state. The caller builds ``layer`` once
+    (an :class:`Augmenter`, or any layer with its call signature) eagerly, outside any traced function and
+    outside a distribution strategy's scope: its random state is a variable, which a tf.data function may update
+    but not create. Two layers give two independent streams.
     """
-    def augment_batch(images, labels, *rest):
-        return (layer(images, training=True), labels, *rest)
+    def augment_batch(images, labels, *rest, step=None, worker=0):
+        if seed is None or step is None:
+            return (layer(images, training=True), labels, *rest)
+        return (layer(images, training=True, seed=geometry.step_seed(seed, step, worker=worker)), labels, *rest)
     return augment_batch
 
 

@@ -95,6 +95,15 @@ def split_seed(seed: tf.Tensor, num: int) -> tf.Tensor:
     return tf.random.experimental.stateless_split(seed, num=num)
 
 
+def step_seed(seed: int, step, stream: int = 0, worker: int = 0) -> tf.Tensor:
+    """The [2] stateless seed of one training step's ``stream`` of draws (0 augmentation, 1 mixing): a function
+    of (seed, global step, stream, worker) alone, so a resumed run draws what a run never stopped draws, and
+    parallel tf.data map calls draw the same whatever order they run in. ``worker``: the input pipeline, for
+    host augmentation (the replicas of the training step fold their id in with :func:`replica_seed`)."""
+    base = tf.constant([seed + worker * REPLICA_SEED_STRIDE, stream], tf.int64)
+    return tf.random.experimental.stateless_fold_in(base, tf.cast(step, tf.int64))
+
+
 def replica_seed(seed: tf.Tensor) -> tf.Tensor:
     """Fold the replica id in, so MirroredStrategy replicas sharing one SeedGenerator still differ."""
     ctx = tf.distribute.get_replica_context()

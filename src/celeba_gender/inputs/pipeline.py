@@ -3,15 +3,20 @@
 Two entry points built from shared stages: :func:`train_dataset` (shuffled, exact passes, repeated) and
 :func:`eval_dataset` (every example once, in shard order). Order of the stages (each step's place matters):
 
-    shard files (shuffled each pass, training) -> parallel interleave of TFRecordDataset
+    shard files (in a new order each pass, training) -> parallel interleave of TFRecordDataset
     with a cache:    -> parse + decode (a batch per call) -> unbatch -> cache (decoded uint8: later epochs
                         decode nothing) -> shuffle -> batch
     without a cache: -> shuffle (serialised records) -> batch -> parse + decode (a batch per call)
-    -> [host augmentation] -> [evaluation padding] -> per-replica rebatch -> repeat (training) -> prefetch
+    -> [host augmentation] -> [evaluation padding] -> per-replica rebatch -> prefetch
+
+Training passes are numbered, and each pass's order is drawn from (seed, pass number) alone, so a pipeline
+started at any global step (a resumed run) continues the order of one that never stopped: it starts at that
+step's pass and skips the batches of it already trained (before decoding, without a cache). With a cache the
+cache is filled in pass 0's file order whichever pass fills it, and later passes reshuffle the cached examples.
 
 Parsing keeps only what is needed; decoding is :mod:`celeba_gender.inputs.decode`'s one rule. The pipeline knows
 nothing about models: the size comes from the caller (who asks the arch registry) and images stay uint8 (each
-arch's preprocessing runs inside the model). Training batches are formed before the repeat, so an epoch of
+arch's preprocessing runs inside the model). Training batches are formed within each pass, so an epoch of
 ``steps_per_epoch`` batches is exactly one pass over this pipeline's examples (the last partial batch dropped).
 Which files each worker reads, and how many steps every worker runs, is :mod:`celeba_gender.train.distributed_input`'s business.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import random
 from collections.abc import Callable
 
 import numpy as np
@@ -45,7 +51,8 @@ class DataConfig:
 
     ``batch`` is this pipeline's batch (under a strategy: the global batch divided by the workers).
     ``cache``: "none", "memory" or a file path prefix (the cache files are keyed by what they hold).
-    ``deterministic``: fixed training order (evaluation is always in shard order).
+    ``deterministic``: fixed training order, whatever the parallelism (evaluation is always in shard order).
+    Without it parallel reads and decodes may deliver a pass's examples a little out of its order.
     ``data_service``: a tf.data service dispatcher (grpc://host:port) whose workers read and decode the
     training data; files are handed out dynamically, each example once a pass.
     """
@@ -62,6 +69,12 @@ class DataConfig:
     # Multi-attribute training: the labels are these entries of each record's attribute vector (float32 0/1
     # [B, K]) instead of its class label. Empty: the class label (int32 [B]).
     attributes: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.class_weights and self.attributes:
+            # Class weights are looked up by the class label; attribute labels have no class to look up.
+            raise DataError("class_weights weigh one attribute's classes and cannot be combined with attributes: "
+                            "weigh each attribute's positives instead (train.py --attribute_weights=balanced).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,12 +160,30 @@ def check_memory_cache(count: int, image_size: tuple[int, int]) -> None:
                         "--cache=<a file path on a fast disk>, --cache=none, or a smaller --image_size.")
 
 
-def cache_file(prefix: str, info: SplitInfo, size: tuple[int, int], max_examples: int | None) -> str:
+def cache_file(prefix: str, info: SplitInfo, size: tuple[int, int], max_examples: int | None,
+               attributes: tuple[int, ...] = (), weights: tuple[float, ...] | None = None) -> str:
     """The file cache of exactly these decoded examples: ``<prefix>-<split>-<HxW>-<key>``, where the key is a
-    checksum of the files (their sha256), the size and the example limit, so a cache of other data, another
-    size or another worker's files is never read back as this one."""
-    key = hashlib.sha256(json.dumps([info.sha256, list(size), max_examples]).encode()).hexdigest()[:16]
+    checksum of everything that shapes a cached element: the files (their sha256), the size, the example limit,
+    which attribute columns are the labels and in what order (``attributes``; none: the class label), and the
+    class weights carried beside them. So a cache of other data, another size, another worker's files or other
+    labels is never read back as this one."""
+    key = hashlib.sha256(json.dumps([info.sha256, list(size), max_examples, list(attributes),
+                                     list(weights) if weights is not None else None]).encode()).hexdigest()[:16]
     return f"{prefix}-{info.split}-{size[0]}x{size[1]}-{key}"
+
+
+def make_cache_folder(prefix: str) -> None:
+    """Creates the folder of a file cache prefix (tf.data would fail in the middle of the first epoch without
+    it); a DataError when it cannot be made."""
+    folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+    try:
+        if not folder or tf.io.gfile.isdir(folder):  # local or a URL (a bucket's root is one)
+            return
+        fileio.makedirs(folder)
+    except (OSError, tf.errors.OpError) as e:
+        reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
+        raise DataError(f"--cache={prefix}: cannot create its folder {folder} ({reason}); name a prefix in a "
+                        "folder you can write to.") from None
 
 
 # --- shared stages -------------------------------------------------------------------------------------------
@@ -164,10 +195,13 @@ def _size(config: DataConfig, info: SplitInfo) -> tuple[int, int]:
     return tuple(size)
 
 
-def _records(info: SplitInfo, shuffle_files: bool, seed: int | None, deterministic: bool) -> tf.data.Dataset:
-    files = tf.data.Dataset.from_tensor_slices(list(info.files))
+def _records(info: SplitInfo, shuffle_files: bool, seed: tf.Tensor | None, deterministic: bool) -> tf.data.Dataset:
+    """The serialised records of ``info``'s files, interleaved; with ``shuffle_files`` the files in the order a
+    [2] stateless ``seed`` draws."""
+    files = tf.constant(list(info.files))
     if shuffle_files:
-        files = files.shuffle(len(info.files), seed=seed, reshuffle_each_iteration=True)
+        files = tf.gather(files, tf.argsort(tf.random.stateless_uniform([len(info.files)], seed=seed)))
+    files = tf.data.Dataset.from_tensor_slices(files)
     return files.interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
                             cycle_length=min(len(info.files), 16), block_length=1,
                             num_parallel_calls=AUTOTUNE, deterministic=deterministic)
@@ -227,15 +261,19 @@ def _finish(ds: tf.data.Dataset, batch: int, replicas: int, deterministic: bool,
 # --- entry points --------------------------------------------------------------------------------------------
 
 def train_dataset(config: DataConfig, info: SplitInfo | None = None, host_augment: Callable | None = None,
-                  replicas: int = 1, max_examples: int | None = None) -> tf.data.Dataset:
+                  replicas: int = 1, max_examples: int | None = None, start_step: int = 0) -> tf.data.Dataset:
     """Endless training batches ``(uint8 images [B, h, w, 3], int32 labels [B])`` (plus float32 weights [B]
     with ``config.class_weights``): shuffled every pass, ``drop_remainder``; take :func:`steps_per_epoch`
     batches per epoch.
 
-    ``host_augment(images, labels, *rest)`` is mapped after batching (``--augment_on=host``). ``replicas``:
-    the local replicas this pipeline feeds (each batch is cut into that many). ``max_examples``: read only
-    this many examples a pass (multi-worker: every worker runs as many steps as the one with fewest examples).
-    ``info``: what to read (see :func:`split_info`); default: all of the training split.
+    ``start_step``: the global step (batches of this pipeline) to start at, e.g. a restored checkpoint's: the
+    batches are then those a pipeline started at 0 yields from that step on (with ``config.deterministic``
+    exactly; without it, parallel stages may reorder a pass a little), except with a tf.data service, which
+    starts a pass in a new order. ``host_augment(images, labels, *rest, step=global_step)`` is mapped after
+    batching (``--augment_on=host``; see augment.host_augment_fn). ``replicas``: the local replicas this
+    pipeline feeds (each batch is cut into that many). ``max_examples``: read only this many examples a pass
+    (multi-worker: every worker runs as many steps as the one with fewest examples). ``info``: what to read
+    (see :func:`split_info`); default: all of the training split.
     """
     info = info or split_info(config.data_dir, "train")
     size = _size(config, info)
@@ -246,30 +284,76 @@ def train_dataset(config: DataConfig, info: SplitInfo | None = None, host_augmen
     if cache == "memory":
         check_memory_cache(min(info.count, max_examples or info.count), size)
     deterministic = config.deterministic
+    # No seed: a random one (a new order every run), drawn apart from the seeds the caller may have set.
+    seed = config.seed if config.seed is not None else random.SystemRandom().randrange(1, 2**31)
     weights = class_weights(info) if config.class_weights else None
     decode_batch = _decoder(info, size, weights=weights, attributes=config.attributes)
-    ds = _records(info, shuffle_files=not config.data_service, seed=config.seed, deterministic=deterministic)
-    if max_examples is not None:
-        ds = ds.take(max_examples)  # before the cache, so that the cache is complete after one pass
     buffer = min(config.shuffle_buffer, info.count)
-    if cache or config.data_service:
-        ds = _decoded_one_by_one(ds, decode_batch, deterministic)
-        if config.data_service:
-            # One service job per pass (each new iteration of this dataset starts one): exact passes.
-            ds = ds.apply(tf.data.experimental.service.distribute(
-                processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=config.data_service))
-        else:
-            ds = ds.cache("" if cache == "memory" else cache_file(cache, info, size, max_examples))
-        ds = ds.shuffle(buffer, seed=config.seed, reshuffle_each_iteration=True)
+    first_pass, skip = divmod(start_step, max(min(info.count, max_examples or info.count) // config.batch, 1))
+
+    def take(records: tf.data.Dataset) -> tf.data.Dataset:
+        return records.take(max_examples) if max_examples is not None else records
+
+    if config.data_service:
+        ds = _decoded_one_by_one(take(_records(info, False, None, deterministic)), decode_batch, deterministic)
+        # One service job per pass (each new iteration of this dataset starts one): exact passes. Files are
+        # handed out as the service's workers ask, so no order can be continued: a restart starts a pass in a
+        # new order (its shuffle seed is keyed by the step it starts at), never in the first pass's again.
+        ds = ds.apply(tf.data.experimental.service.distribute(
+            processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=config.data_service))
+        ds = ds.shuffle(buffer, seed=int(np.random.SeedSequence([seed, start_step]).generate_state(1)[0]),
+                        reshuffle_each_iteration=True)
         ds = ds.batch(config.batch, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    elif cache:
+        # Filled in pass 0's file order whichever pass fills it (a restarted process fills it again, or reads a
+        # file cache another process wrote), so that every pass reshuffles the same sequence.
+        ds = take(_records(info, True, _pass_seed(seed, 0, _FILES), deterministic))
+        ds = _decoded_one_by_one(ds, decode_batch, deterministic)
+        if cache != "memory":
+            make_cache_folder(cache)
+        ds = ds.cache("" if cache == "memory" else cache_file(cache, info, size, max_examples, config.attributes,
+                                                               weights))
+
+        def one_pass(number):
+            return _shuffled(ds, buffer, _pass_seed(seed, number, _EXAMPLES)).batch(
+                config.batch, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        ds = tf.data.Dataset.counter(first_pass).flat_map(one_pass).skip(skip)
     else:
-        # Shuffle the ~10 KB serialised records, not the 116 KB decoded images.
-        ds = ds.shuffle(buffer, seed=config.seed, reshuffle_each_iteration=True)
-        ds = ds.batch(config.batch, drop_remainder=True)
+        def one_pass(number):
+            records = take(_records(info, True, _pass_seed(seed, number, _FILES), deterministic))
+            # Shuffle the ~10 KB serialised records, not the 116 KB decoded images.
+            return _shuffled(records, buffer, _pass_seed(seed, number, _EXAMPLES)).batch(config.batch,
+                                                                                          drop_remainder=True)
+        # The batches already trained are skipped before decoding: a restart reads them but decodes none.
+        ds = tf.data.Dataset.counter(first_pass).flat_map(one_pass).skip(skip)
         ds = ds.map(decode_batch, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if host_augment is not None:
-        ds = ds.map(host_augment, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    return _finish(ds, config.batch, replicas, deterministic, repeat=True)
+        ds = ds.enumerate(start_step).map(lambda step, batch: host_augment(*batch, step=step),
+                                          num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    return _finish(ds, config.batch, replicas, deterministic, repeat=bool(config.data_service))
+
+
+# Streams of a pass's randomness.
+_FILES, _EXAMPLES = 1, 2
+
+
+def _pass_seed(seed: int, number, stream: int) -> tf.Tensor:
+    """The [2] stateless seed of one pass's ``stream``: a function of (seed, pass number, stream) alone."""
+    return tf.random.experimental.stateless_fold_in(tf.constant([seed, stream], tf.int64), tf.cast(number, tf.int64))
+
+
+def _shuffled(ds: tf.data.Dataset, buffer: int, seed: tf.Tensor) -> tf.data.Dataset:
+    """``ds.shuffle(buffer)`` in the one order a [2] seed tensor draws. Dataset.shuffle would combine a tensor
+    seed with the global seed (and fails in a traced function when that is 0, e.g. --seed=0), so its op is
+    called with the seed as it is."""
+    spec = tf.nest.flatten(ds.element_spec)
+    # (0, 0) would mean "a random seed" to the op.
+    seed2 = tf.where(tf.reduce_all(tf.equal(seed, 0)), tf.constant(2**31 - 1, tf.int64), seed[1])
+    variant = tf.raw_ops.ShuffleDatasetV3(
+        input_dataset=tf.data.experimental.to_variant(ds), buffer_size=tf.constant(buffer, tf.int64), seed=seed[0],
+        seed2=seed2, seed_generator=tf.raw_ops.DummySeedGenerator(), reshuffle_each_iteration=False,
+        output_types=[s.dtype for s in spec], output_shapes=[s.shape for s in spec])
+    return tf.data.experimental.from_variant(variant, ds.element_spec)
 
 
 def eval_dataset(config: DataConfig, split: str | SplitInfo, pad_to_steps: int | None = None, replicas: int = 1,
@@ -304,7 +388,10 @@ def _pad_batches(ds: tf.data.Dataset, batch_size: int, steps: int) -> tf.data.Da
 
     ds = ds.map(pad)
     images, labels = ds.element_spec
-    filler = (tf.zeros([batch_size, *images.shape[1:]], images.dtype), -tf.ones([batch_size], labels.dtype))
+    # The filler has the real batches' shapes (labels [B] or, for attributes, [B, K]): under a strategy its
+    # batches are gathered with other workers' real ones.
+    filler = (tf.zeros([batch_size, *images.shape[1:]], images.dtype),
+              -tf.ones([batch_size, *labels.shape[1:]], labels.dtype))
     return ds.concatenate(tf.data.Dataset.from_tensors(filler).repeat()).take(steps)
 
 

@@ -6,7 +6,9 @@ though the default run directory has a timestamp in its name. So without ``--run
 
 config.json: ``{"train": every setting, "model": how the model is built (archs.ModelConfig, with the image size
 and weights resolved), "outputs": the names of the model's outputs (classes, or attributes), "sources": where
-each setting came from}``. Evaluation rebuilds the model from ``model``; resumption compares ``train``.
+each setting came from, and "changes": settings changed mid-run with --allow_changed_settings}``. Evaluation
+rebuilds the model from ``model``; resumption compares ``train``, and an unfinished run named by ``--run_dir``
+refuses other settings unless allowed (trainer.train).
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ CHECKPOINTS = "checkpoints"
 # stopped on an error (its message is in "error").
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 PREEMPTED, INTERRUPTED = "preempted", "interrupted"
-_NOT_COMPARED = {"run_dir", "runs_root", "progress", "log_every_steps", "evaluate_test"}
+# Settings that may differ between a run and its resumption: where it is, how it reports, what it does once
+# trained (test_checkpoint: which checkpoint is tested at the end), and the opt-in to change the others.
+_NOT_COMPARED = {"run_dir", "runs_root", "progress", "log_every_steps", "evaluate_test", "test_checkpoint",
+                 "allow_changed_settings"}
 
 
 class NotARunError(UserError, FileNotFoundError):
@@ -45,6 +50,27 @@ def comparable(settings: dict) -> dict:
     """Settings as JSON holds them (tuples as lists), without those that may differ between a run and its
     resumption."""
     return json.loads(json.dumps({k: v for k, v in settings.items() if k not in _NOT_COMPARED}, default=str))
+
+
+def _flat(settings: dict) -> dict:
+    """Nested settings (``augment``) flattened: option names are unique across nested configs."""
+    out = {}
+    for k, v in settings.items():
+        out.update(_flat(v) if isinstance(v, dict) else {k: v})
+    return out
+
+
+def changed_settings(recorded: dict, settings: dict) -> dict[str, list]:
+    """{option: [recorded value, new value]} of the compared settings that differ, in declaration order."""
+    old, new = _flat(comparable(recorded)), _flat(comparable(settings))
+    names = [*new, *(k for k in old if k not in new)]
+    return {k: [old.get(k), new.get(k)] for k in names if old.get(k) != new.get(k)}
+
+
+def describe_changes(changes: dict[str, list]) -> str:
+    """``lr=0.003 (now 0.01), epochs=1 (now 2)``."""
+    return ", ".join(f"{k}={options.format_value(old)} (now {options.format_value(new)})"
+                     for k, (old, new) in changes.items())
 
 
 def recorded_settings(run_dir: str) -> dict | None:
@@ -85,8 +111,12 @@ def set_status(run_dir: str, value: str, **extra) -> None:
         "pid": os.getpid(), **extra})
 
 
-def record(run_dir: str, config, model: dict, outputs: list[str], sources: dict | None = None) -> None:
+def record(run_dir: str, config, model: dict, outputs: list[str], sources: dict | None = None,
+           changes: dict[str, list] | None = None) -> None:
     """Writes config.json and flags.txt before training.
+
+    ``changes`` ({option: [recorded, new]}): settings an unfinished run goes on with although it recorded others
+    (``--allow_changed_settings``); config.json keeps each such change, with its time, under ``changes``.
 
     flags.txt holds every setting, grouped by where it came from. ``python train.py --flagfile=RUN/flags.txt``
     resumes the run while it is unfinished, and trains a new run with the same settings once it is complete
@@ -95,10 +125,19 @@ def record(run_dir: str, config, model: dict, outputs: list[str], sources: dict 
     """
     fileio.makedirs(run_dir)
     settings = dataclasses.asdict(config)
+    previous = fileio.read_json(fileio.join(run_dir, CONFIG))
+    history = list(previous.get("changes", [])) if isinstance(previous, dict) else []
+    if changes:
+        history.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": changes})
     fileio.write_json(fileio.join(run_dir, CONFIG), {"train": settings, "model": model, "outputs": list(outputs),
-                                                       "sources": sources or {}})
+                                                       "sources": sources or {},
+                                                       **({"changes": history} if history else {})})
     pinned = bool(config.run_dir) and (sources or {}).get("run_dir", options.COMMAND_LINE) != options.DEFAULT
     shown = config if pinned else dataclasses.replace(config, run_dir="")
+    if getattr(config, "allow_changed_settings", False):
+        # A one-time permission: the file resumes the run with the settings it now has, and allows no other.
+        shown = dataclasses.replace(shown, allow_changed_settings=False)
+        sources = {**sources, "allow_changed_settings": options.DEFAULT} if sources else sources
     header = (f"Settings of the run in {run_dir}, written by train.py.\n"
               "python train.py --flagfile=<this file> resumes that run while it is unfinished and, once it is\n"
               "complete, trains a new run with the same settings" + (" (this file pins --run_dir: remove it for "

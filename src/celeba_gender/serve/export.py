@@ -8,8 +8,11 @@ inside the model, so what is exported is what was trained. The SavedModel has tw
 - ``serve_images``: uint8 images ``[N, height, width, 3]``.
 
 Both return ``probabilities`` [N, classes], ``class_id`` [N] and ``class_name`` [N]; a multi-attribute model
-returns ``probabilities`` [N, attributes] (one sigmoid each) and ``present`` [N, attributes] (probability >= 0.5).
-``labels.json`` names the outputs (``class_names``) and says which kind the model is (``multi_label``).
+returns ``probabilities`` [N, attributes] (one sigmoid each) and ``present`` [N, attributes] (probability >= the
+attribute's decision threshold, chosen on the validation split and baked into the signature as a constant).
+``labels.json`` names the outputs (``class_names``), says which kind the model is (``multi_label``) and, for a
+multi-attribute model, holds the thresholds (``thresholds``, in the outputs' order) and the figure they were
+chosen by (``threshold_metric``).
 """
 
 from __future__ import annotations
@@ -33,13 +36,20 @@ def inference_model(core: keras.Model, image_size: tuple[int, int]) -> keras.Mod
 
 
 def export(core: keras.Model, export_dir: str, image_size: tuple[int, int], class_names: list[str],
-           multi_label: bool = False) -> dict:
+           multi_label: bool = False, thresholds: tuple[float, ...] | None = None,
+           threshold_metric: str = "") -> dict:
     """Writes the inference model of ``core`` as ``model.keras``, ``labels.json`` (output names, input size,
-    kind, the arch's Grad-CAM layer) and ``saved_model/`` under ``export_dir``; returns their paths."""
+    kind, the arch's Grad-CAM layer, a multi-attribute model's decision ``thresholds``: 0.5 each when None)
+    and ``saved_model/`` under ``export_dir``; returns their paths."""
+    if multi_label:
+        thresholds = tuple(float(t) for t in thresholds) if thresholds is not None else (0.5,) * len(class_names)
+        if len(thresholds) != len(class_names):
+            raise ValueError(f"{len(thresholds)} thresholds for {len(class_names)} attributes")
     model = inference_model(core, image_size)
     with fileio.disk_space_for("the export (model.keras and the SavedModel)", export_dir,
                                 intact="The run's checkpoints are intact: rerun the same command to export again."):
-        return _write(model, export_dir, image_size, class_names, multi_label, _gradcam_layer(core))
+        return _write(model, export_dir, image_size, class_names, multi_label, _gradcam_layer(core),
+                      thresholds if multi_label else None, threshold_metric)
 
 
 def _gradcam_layer(core: keras.Model) -> str:
@@ -51,19 +61,25 @@ def _gradcam_layer(core: keras.Model) -> str:
 
 
 def _write(model: keras.Model, export_dir: str, image_size: tuple[int, int], class_names: list[str],
-           multi_label: bool = False, gradcam_layer: str = "") -> dict:
+           multi_label: bool = False, gradcam_layer: str = "", thresholds: tuple[float, ...] | None = None,
+           threshold_metric: str = "") -> dict:
     fileio.makedirs(export_dir)  # local, or any tf.io.gfile URL
     keras_path = fileio.join(export_dir, "model.keras")
     model.save(keras_path)
-    fileio.write_json(fileio.join(export_dir, "labels.json"), {
-        "class_names": list(class_names), "image_size": list(image_size), "multi_label": multi_label,
-        "gradcam_layer": gradcam_layer})
+    labels = {"class_names": list(class_names), "image_size": list(image_size), "multi_label": multi_label,
+              "gradcam_layer": gradcam_layer}
+    if multi_label:
+        labels.update({"thresholds": list(thresholds), "threshold_metric": threshold_metric})
+    fileio.write_json(fileio.join(export_dir, "labels.json"), labels)
     names = tf.constant(class_names)
+    # float32, as the probabilities: the thresholds are float32 numbers (multilabel.choose_thresholds), so
+    # this comparison decides exactly as evaluation and predict.py do.
+    cut = tf.constant(thresholds, tf.float32) if multi_label else None
 
     def outputs(probs):
         probs = tf.cast(probs, tf.float32)
         if multi_label:
-            return {"probabilities": probs, "present": probs >= 0.5}
+            return {"probabilities": probs, "present": probs >= cut}
         class_id = tf.argmax(probs, axis=-1, output_type=tf.int32)
         return {"probabilities": probs, "class_id": class_id, "class_name": tf.gather(names, class_id)}
 

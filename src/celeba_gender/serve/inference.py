@@ -113,8 +113,10 @@ class Predictor:
         with open(labels) as f:
             recorded = json.load(f)
         self.class_names = recorded["class_names"]
-        # A multi-attribute model: one sigmoid per name; an attribute is present when its probability >= 0.5.
+        # A multi-attribute model: one sigmoid per name; an attribute is present when its probability reaches its
+        # threshold (chosen on the validation split; exports made before thresholds were recorded: 0.5).
         self.multi_label = bool(recorded.get("multi_label"))
+        self.thresholds = np.asarray(recorded.get("thresholds") or [0.5] * len(self.class_names), np.float32)
         self.explained_attribute = "Male" if "Male" in self.class_names else self.class_names[0]
         # Exports made before labels.json recorded the layer: the registry knows it by the arch (the core's name).
         self.gradcam_layer = recorded.get("gradcam_layer") or _registry_gradcam_layer(self.model)
@@ -180,11 +182,11 @@ class Predictor:
 
     def _decision(self, p: np.ndarray) -> tuple[str, float | None, str]:
         """(label, its probability, the overlay's caption): the most probable class, or for a multi-attribute
-        model the attributes present (no single probability)."""
+        model the attributes present, each at its threshold (no single probability)."""
         if not self.multi_label:
             k = int(p.argmax())
             return self.class_names[k], float(p[k]), f"{self.class_names[k]} {p[k]:.2f}"
-        present = ",".join(n for n, v in zip(self.class_names, p) if v >= 0.5) or "none"
+        present = ",".join(n for n, v, t in zip(self.class_names, p, self.thresholds) if v >= t) or "none"
         j = self.class_names.index(self.explained_attribute)
         return present, None, f"Grad-CAM of {self.explained_attribute} (P={p[j]:.2f})"
 
@@ -194,7 +196,7 @@ class Predictor:
         if not self.multi_label:
             return self.explainer()(crops, probs.argmax(-1))
         j = self.class_names.index(self.explained_attribute)
-        return self.explainer()(crops, j, sign=np.where(probs[:, j] >= 0.5, 1.0, -1.0))
+        return self.explainer()(crops, j, sign=np.where(probs[:, j] >= self.thresholds[j], 1.0, -1.0))
 
 
 def _registry_gradcam_layer(model) -> str:

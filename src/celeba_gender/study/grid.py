@@ -5,7 +5,9 @@
 Each run is a separate ``train.py`` process with its own run directory under ``STUDY/runs/``, so a study is
 exactly the runs a user could make by hand, and TensorFlow's global state (strategy, precision policy) never
 leaks from one run into the next. A rerun skips finished runs and resumes an interrupted one (train.py does
-the resuming). ``dataset_size`` studies convert the data once per size (``--limit``) into ``STUDY/data/``.
+the resuming); a finished run tested on another checkpoint than ``--checkpoint`` is evaluated on that one
+(evaluate.py), so every figure is of the checkpoint the table names. ``dataset_size`` studies convert the
+data once per size (``--limit``) into ``STUDY/data/``.
 Outputs: ``study.csv`` and ``study.md`` (rows: setting, columns: arch, like the source's tables),
 ``study_runs.csv`` (every run), ``study.png``.
 """
@@ -48,7 +50,8 @@ class StudyConfig:
     repeats: int = option(1, "Seeds per cell (--seed, --seed+1, ...); tables show mean ± std.", lower=1)
     seed: int = option(42, "First seed.")
     checkpoint: str = option("best", "Which checkpoint of each run the tables report: best (validation accuracy) or "
-                             "last (what the source study reported).", choices=("best", "last"))
+                             "last (what the source study reported). A finished run tested on the other one is "
+                             "evaluated on this one.", choices=("best", "last"))
     study_dir: str = option("", "Where runs, logs and tables go; default studies/<name>.", path=True)
     train_flagfile: str = option("", "train.py flagfile for every run; {arch} is replaced by the arch. Without it "
                                  "each run trains with its arch's recipe.", path=True)
@@ -149,25 +152,61 @@ def run_study(config: StudyConfig, echo=print) -> list[dict]:
     for i, spec in enumerate(specs, start=1):
         label = f"[{i}/{len(specs)}] {spec.arch}" + (f" {config.vary}={spec.value}" if spec.value is not None else "") \
             + f" seed {spec.seed}"
+        log = os.path.join(config.directory, "logs", os.path.basename(spec.run_dir) + ".log")
         if directory.status(spec.run_dir).get("status") == directory.COMPLETE:
-            echo(f"{label}: done before, skipped")
-            rows.append(_result(spec))
+            tested = _tested_checkpoint(spec)
+            if tested in (None, config.checkpoint):
+                echo(f"{label}: done before, skipped")
+            else:
+                echo(f"{label}: done before, tested on its {tested} checkpoint: evaluated on its {config.checkpoint} "
+                     "one")
+            rows.append(_result(config, spec, log))
             continue
         start = time.time()
-        log = os.path.join(config.directory, "logs", os.path.basename(spec.run_dir) + ".log")
         if _run(train_command(config, spec), log):
             raise StudyError(f"{label} failed: {_reason(log)} (its log: {log}). Fix it and run the same study "
                              "command again: finished runs are kept.")
-        rows.append(_result(spec))
+        rows.append(_result(config, spec, log))
         echo(f"{label}: test accuracy {rows[-1]['test_accuracy']:.4f} ({time.time() - start:.0f} s)")
     write_tables(config, rows)
     return rows
 
 
-def _result(spec: RunSpec) -> dict:
-    summary = fileio.read_json(os.path.join(spec.run_dir, "summary.json")) or {}
-    test = summary.get("test", {})
+def _tested_checkpoint(spec: RunSpec) -> str | None:
+    """The checkpoint a finished run's summary.json figures are of; None when it has none (no test split)."""
+    summary = fileio.read_json(os.path.join(spec.run_dir, directory.SUMMARY)) or {}
+    return summary["test"].get("checkpoint", summary.get("checkpoint")) if summary.get("test") else None
+
+
+def _test_figures(config: StudyConfig, spec: RunSpec, log: str) -> dict:
+    """The run's test figures for the study's checkpoint: from summary.json when the run was tested on it, else
+    from evaluate.py's report of that checkpoint (made now unless an earlier rerun made it), so that a study
+    rerun with another --checkpoint never tabulates the other checkpoint's figures under this one's name."""
+    summary = fileio.read_json(os.path.join(spec.run_dir, directory.SUMMARY)) or {}
+    tested = _tested_checkpoint(spec)
+    if tested in (None, config.checkpoint):
+        return summary.get("test", {})
+    from celeba_gender.evaluate.evaluator import report_dir  # TensorFlow and scikit-learn, for this case only
+
+    path = os.path.join(report_dir(spec.run_dir, "test", config.checkpoint), "report.json")
+    data_dir = (directory.recorded_settings(spec.run_dir) or {}).get("data_dir")
+    report = fileio.read_json(path) if os.path.exists(path) else None
+    if not (isinstance(report, dict) and report.get("checkpoint") == config.checkpoint
+            and report.get("split") == "test" and report.get("data_dir") == data_dir):
+        cmd = [config.python, "-m", "celeba_gender.cli.evaluate", f"--run_dir={spec.run_dir}",
+               f"--checkpoint={config.checkpoint}"]
+        if _run(cmd, log):
+            raise StudyError(f"evaluating {spec.run_dir} on its {config.checkpoint} checkpoint failed: {_reason(log)} "
+                             f"(its log: {log}).")
+        report = fileio.read_json(path)
+    return report
+
+
+def _result(config: StudyConfig, spec: RunSpec, log: str) -> dict:
+    summary = fileio.read_json(os.path.join(spec.run_dir, directory.SUMMARY)) or {}
+    test = _test_figures(config, spec, log)
     return {"arch": spec.arch, "value": spec.value, "seed": spec.seed, "run_dir": spec.run_dir,
+            "checkpoint": test.get("checkpoint", config.checkpoint),
             # A multi-attribute run's figure is its mean accuracy over the attributes.
             "test_accuracy": test.get("accuracy", test.get("mean_accuracy", float("nan"))),
             "test_roc_auc": test.get("roc_auc", test.get("mean_roc_auc", float("nan"))),

@@ -11,6 +11,7 @@ the largest worker's count (the padding has label -1 and is dropped after predic
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -74,6 +75,8 @@ class Feed:
         self.eval_steps = {split: max(pipeline.eval_steps(i, worker_batch) for i in self.infos[split])
                            for split in self.infos if split != "train"}
         cache = resolve_cache(config.cache, train[0].count, self.image_size, config.data_service)
+        if cache not in ("none", "memory", ""):  # a file prefix: its folder made (or refused) before any work
+            pipeline.make_cache_folder(cache)
         self.config = dataclasses.replace(config, batch=worker_batch, image_size=self.image_size, cache=cache)
 
     def _resolve_attributes(self, attributes: tuple[str, ...]) -> None:
@@ -102,15 +105,24 @@ class Feed:
         info = pipeline.split_info(self.config.data_dir, "train", self.manifest, verify_counts=False)
         return pipeline.positive_rates(info, self.config.attributes)
 
+    def class_weights(self) -> tuple[float, ...] | None:
+        """The weights training gives each class (``class_weights``: over the whole training split, the same on
+        every worker), or None when it weighs none."""
+        return pipeline.class_weights(self.infos["train"][0]) if self.config.class_weights else None
+
     @property
     def cache(self) -> str:
         return self.config.cache
 
-    def train(self, host_augment: Callable | None = None):
-        """An endless distributed iterator of training batches (one pass = ``steps_per_epoch`` steps)."""
+    def train(self, host_augment: Callable | None = None, start_step: int = 0):
+        """An endless distributed iterator of training batches (one pass = ``steps_per_epoch`` steps), from global
+        step ``start_step`` on (a resumed run's: see pipeline.train_dataset). ``host_augment``: see
+        augment.host_augment_fn (each worker's calls get its input pipeline's id, ``worker``)."""
         def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-            return pipeline.train_dataset(self.config, self.infos["train"][ctx.input_pipeline_id], host_augment,
-                                          self.local_replicas, self.max_examples)
+            worker = ctx.input_pipeline_id
+            host = functools.partial(host_augment, worker=worker) if host_augment is not None else None
+            return pipeline.train_dataset(self.config, self.infos["train"][worker], host, self.local_replicas,
+                                          self.max_examples, start_step)
         return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
 
     def evaluation(self, split: str):

@@ -1,4 +1,12 @@
-"""The optimizer and its learning-rate schedule, from plain settings."""
+"""The optimizer and its learning-rate schedule, from plain settings.
+
+Under mixed_float16 the optimizer is a ``keras.optimizers.LossScaleOptimizer``, which skips the update of a
+step whose gradients are not finite (and halves its loss scale). The schedule then follows the updates applied,
+not the steps taken: ``optimizer.iterations`` counts updates, and Keras evaluates the schedule there. That is
+kept on purpose: a skipped step changed nothing, so it should spend no warm-up and decay nothing (the skips
+are a few, while the scale settles, and the cosine ends that many updates short of 0). What is logged follows
+the same rule: :func:`learning_rate` at :func:`updates_applied`, with the skipped steps counted beside it.
+"""
 
 from __future__ import annotations
 
@@ -36,8 +44,22 @@ def make_optimizer(name: str, lr: float, steps_per_epoch: int, epochs: int, sche
     return keras.optimizers.LossScaleOptimizer(opt) if loss_scaling else opt
 
 
+def updates_applied(optimizer: keras.optimizers.Optimizer) -> int:
+    """The updates the optimizer has applied (its ``iterations``; under loss scaling the steps whose gradients
+    were not finite applied none and are not counted). Its schedule is at this point."""
+    return int(keras.ops.convert_to_numpy(optimizer.iterations))
+
+
+def loss_scale(optimizer: keras.optimizers.Optimizer) -> float | None:
+    """The current dynamic loss scale of a loss-scaling optimizer; None for any other optimizer."""
+    if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return None
+    return float(keras.ops.convert_to_numpy(optimizer.dynamic_scale))
+
+
 def learning_rate(optimizer: keras.optimizers.Optimizer, step: int) -> float:
-    """The learning rate the optimizer uses at ``step`` (its schedule's value there)."""
+    """The learning rate of the optimizer after ``step`` updates (its schedule's value there): pass
+    :func:`updates_applied` for the rate it is at."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     schedule = inner._learning_rate
     if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):

@@ -7,6 +7,8 @@ Each replica: [augmentation, on the accelerator, outside XLA] -> forward/backwar
 cluster, ``jit_compile``) -> the optimizer (Keras' TF optimizer all-reduces gradients across replicas).
 The loss is averaged over the *global* batch (``tf.nn.compute_average_loss``), so summing replicas gives
 the batch mean. ``steps_per_execution`` steps run inside one ``tf.function`` call (an in-graph loop).
+With ``LoopConfig.seed`` the augmentation and the mixing of each step draw from (seed, global step, replica)
+(:func:`celeba_gender.inputs.geometry.step_seed`), so a restarted run draws what a run never stopped draws.
 
 Metrics are sums reduced across replicas (loss, correct, count, and score histograms of positives and negatives
 for AUC), so they are exact under any strategy without relying on metric-variable synchronisation.
@@ -25,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from celeba_gender.inputs import geometry
 from celeba_gender.inputs.augment import AugmentConfig, training_targets
 
 AUC_BINS = 200  # score histogram resolution for the training AUC (validation AUC is exact)
@@ -45,6 +48,9 @@ class LoopConfig:
     mixing: AugmentConfig | None = None
     multi_label: bool = False  # num_classes sigmoid outputs (one per attribute) instead of one softmax
     positive_weights: tuple[float, ...] | None = None  # multi_label: per-attribute weight of the positives
+    # Each step's augmentation and mixing draw from (seed, global step); None: the augmentation layer's own
+    # generator and unseeded mixing (a restart then draws anew).
+    seed: int | None = None
 
     @property
     def score_rows(self) -> int:
@@ -80,6 +86,14 @@ def summarize(stats: dict) -> dict:
     auc = float(np.nanmean(aucs)) if not all(np.isnan(aucs)) else float("nan")
     return {"loss": float(stats["loss_sum"]) / count, "accuracy": float(stats["correct"]) / count, "auc": auc,
             "count": int(stats["count"])}
+
+
+def zero_stats(score_rows: int = 1) -> dict[str, np.ndarray]:
+    """The summed statistics of no steps, with the dtypes and shapes :meth:`TrainLoop.train` returns (less
+    ``stop_votes``): what an epoch's running sums start from (and what a checkpoint keeps of them)."""
+    return {"loss_sum": np.float32(0), "correct": np.float32(0), "count": np.float32(0),
+            "pos_hist": np.zeros([score_rows, AUC_BINS], np.float32),
+            "neg_hist": np.zeros([score_rows, AUC_BINS], np.float32), "input_wait": np.float64(0)}
 
 
 class TrainLoop:
@@ -146,30 +160,31 @@ class TrainLoop:
                 "count": tf.cast(tf.shape(labels)[0], tf.float32), "pos_hist": histogram(positive),
                 "neg_hist": histogram(~positive)}
 
-    def _replica_train_step(self, batch):
+    def _replica_train_step(self, batch, step):
         images, labels = batch[0], batch[1]
         weights = batch[2] if len(batch) > 2 else None
-        if self.augment is not None:
-            images = self.augment(images, training=True)  # on the accelerator, outside any XLA cluster
+        augment_seed = mix_seed = None
+        if self.config.seed is not None:
+            augment_seed = geometry.step_seed(self.config.seed, step, 0)  # the Augmenter folds the replica in
+            mix_seed = geometry.replica_seed(geometry.step_seed(self.config.seed, step, 1))
+        if self.augment is not None:  # on the accelerator, outside any XLA cluster
+            images = self.augment(images, training=True) if augment_seed is None else \
+                self.augment(images, training=True, seed=augment_seed)
         images, targets = training_targets(images, labels, self.config.num_classes, self.config.label_smoothing,
-                                           self.config.mixing, multi_label=self.config.multi_label)
+                                           self.config.mixing, seed=mix_seed, multi_label=self.config.multi_label)
         probs, per_example, grads = self._compiled(images, targets, weights)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
-        return self._stats(probs, labels, per_example)
+        # The reported loss is the one minimised: class-weighted when the batch carries weights.
+        return self._stats(probs, labels, per_example if weights is None else per_example * weights)
 
     # --- across replicas -------------------------------------------------------------------------------
 
-    def _zero_stats(self):
-        rows = self.config.score_rows
-        return {"loss_sum": tf.constant(0.0), "correct": tf.constant(0.0), "count": tf.constant(0.0),
-                "pos_hist": tf.zeros([rows, AUC_BINS]), "neg_hist": tf.zeros([rows, AUC_BINS]),
-                "input_wait": tf.constant(0.0, tf.float64)}
-
-    def _train_many(self, iterator, steps, stop_vote):
-        """``steps`` train steps in one call; returns summed stats, the seconds spent waiting for input, and the
-        sum over replicas of ``stop_vote`` (so every worker learns after the same call that one wants to stop)."""
-        total = self._zero_stats()
-        for _ in tf.range(steps):
+    def _train_many(self, iterator, steps, stop_vote, first_step):
+        """``steps`` train steps in one call, the first being global step ``first_step``; returns summed stats, the
+        seconds spent waiting for input, and the sum over replicas of ``stop_vote`` (so every worker learns after
+        the same call that one wants to stop)."""
+        total = {k: tf.constant(v) for k, v in zero_stats(self.config.score_rows).items()}
+        for i in tf.range(steps):
             if self.config.measure_input_wait:
                 start = tf.timestamp()
                 with tf.control_dependencies([start]):
@@ -178,7 +193,8 @@ class TrainLoop:
                     waited = tf.timestamp() - start
             else:
                 batch, waited = next(iterator), tf.constant(0.0, tf.float64)
-            per_replica = self.strategy.run(self._replica_train_step, args=(batch,))
+            step = first_step + tf.cast(i, tf.int64)
+            per_replica = self.strategy.run(self._replica_train_step, args=(batch, step))
             reduced = {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                        for k, v in per_replica.items()}
             total = {k: total[k] + (waited if k == "input_wait" else reduced[k]) for k in total}
@@ -186,13 +202,15 @@ class TrainLoop:
                                      axis=None)
         return {**total, "stop_votes": votes}
 
-    def train(self, iterator, steps: int, stop_vote: float = 0.0) -> dict:
+    def train(self, iterator, steps: int, stop_vote: float = 0.0, first_step: int = 0) -> dict:
         """Runs ``steps`` training steps from a distributed iterator; returns numpy stats.
 
         ``stop_vote``: this process's wish to stop (1.0 preempted, 0.001 interrupted, 0 none); ``stats
         ["stop_votes"]`` is their sum over every replica of every worker, the same number on all of them, so
-        all workers stop after the same step (their checkpoint saving is collective)."""
-        out = self._train(iterator, tf.constant(steps, tf.int32), tf.constant(stop_vote, tf.float32))
+        all workers stop after the same step (their checkpoint saving is collective). ``first_step``: the global
+        step of the first of these steps (what the per-step draws are keyed by)."""
+        out = self._train(iterator, tf.constant(steps, tf.int32), tf.constant(stop_vote, tf.float32),
+                          tf.constant(first_step, tf.int64))
         return {k: v.numpy() for k, v in out.items()}
 
     def _replica_eval_step(self, batch):
@@ -216,6 +234,21 @@ class TrainLoop:
         """
         if self.strategy.num_replicas_in_sync > 1:
             self._sync()
+
+    def evaluation_loss(self, probs: np.ndarray, labels: np.ndarray,
+                        class_weights: tuple[float, ...] | None = None) -> float:
+        """The training loss of predictions (e.g. the validation split's, from :meth:`predict`): the step's own
+        per-example loss, with the attributes' ``positive_weights`` and, when training weighs the classes, each
+        example weighed by its class's weight, so that training and validation losses are one figure. No label
+        smoothing or mixing: those change the targets, not what is measured."""
+        if self.config.multi_label:
+            targets = tf.constant(labels, tf.float32)
+        else:
+            targets = tf.one_hot(np.asarray(labels, np.int32), self.config.num_classes, dtype=tf.float32)
+        per_example = self._per_example_loss(targets, tf.constant(probs, tf.float32)).numpy()
+        if class_weights is not None and not self.config.multi_label:
+            per_example = per_example * np.asarray(class_weights)[np.asarray(labels, np.int64)]
+        return float(per_example.mean()) if len(per_example) else float("nan")
 
     def _eval_batch(self, batch):
         probs, labels = self.strategy.run(self._replica_eval_step, args=(batch,))

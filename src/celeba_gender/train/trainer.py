@@ -28,8 +28,8 @@ from celeba_gender.rundir import directory
 from celeba_gender.serve import export
 from celeba_gender.train import distribute, step, optimizers
 from celeba_gender.inputs.augment import AugmentConfig, Augmenter, host_augment_fn
-from celeba_gender.train.checkpoints import Checkpoints, RunState
-from celeba_gender.train.epochs import EpochLoop, Monitor, Schedule
+from celeba_gender.train.checkpoints import Checkpoints, RunState, random_states
+from celeba_gender.train.epochs import BEST_METRICS, EpochLoop, Monitor, Schedule
 from celeba_gender.core.errors import UserError
 from celeba_gender.train.distributed_input import Feed
 from celeba_gender.core.options import option
@@ -58,7 +58,8 @@ class TrainConfig:
     lr: float = option(1e-4, "Peak learning rate (for the global batch: scale it yourself when you change the batch)."
                        + _RECIPE, lower=1e-12)
     optimizer: str = option("adam", "Optimizer." + _RECIPE, choices=optimizers.OPTIMIZERS)
-    weight_decay: float = option(0.0, "Decoupled weight decay of adamw, or sgd's decay; 0 = none." + _RECIPE, lower=0)
+    weight_decay: float = option(0.0, "Decoupled weight decay of adamw, or sgd's decay; 0 = none (adam takes "
+                                 "none: use adamw)." + _RECIPE, lower=0)
     momentum: float = option(0.9, "SGD momentum.", lower=0, upper=1)
     lr_schedule: str = option("constant", "constant or cosine decay to 0, each after --warmup_epochs." + _RECIPE,
                               choices=optimizers.LR_SCHEDULES)
@@ -103,26 +104,41 @@ class TrainConfig:
     attribute_weights: str = option("none", "With --attributes: none, or balanced (each attribute's positives "
                                     "weigh negatives/positives of the training split, so rare attributes such as "
                                     "Bald count as much as common ones).", choices=("none", "balanced"))
+    best_metric: str = option("auto", "The validation figure that picks the best checkpoint and, with --attributes, "
+                              "each attribute's decision threshold: accuracy, balanced_accuracy (means over the "
+                              "attributes with --attributes), or auto: balanced_accuracy when the loss is weighted "
+                              "(--class_weights, --attribute_weights=balanced), else accuracy.",
+                              choices=("auto", *BEST_METRICS))
     log_every_steps: int = option(50, "Report training loss, accuracy, learning rate, images/s and input wait "
                                   "every N steps (TensorBoard and the log), and at each epoch end.", lower=1)
     checkpoint_steps: int = option(0, "Also checkpoint every N steps (0: at the end of each epoch only).", lower=0)
     keep_checkpoints: int = option(3, "Latest checkpoints kept (the best one is kept apart).", lower=1)
     profile_steps: tuple[int, int] | None = option(None, "START,STOP global steps to trace with the TensorFlow "
                                                    "profiler.", lower=0)
-    deterministic: bool = option(False, "Deterministic ops and input order (slower; for exact comparisons).")
+    deterministic: bool = option(False, "Deterministic ops and input order (slower; for exact comparisons): a run "
+                                 "stopped and resumed ends with the weights of the same run never stopped.")
     shuffle_buffer: int = option(pipeline.DEFAULT_SHUFFLE_BUFFER, "Shuffle buffer (examples).", lower=1)
     tf_data_service: str = option("", "grpc://host:port of a tf.data service dispatcher: its workers read and decode "
                                   "the training data (python -m celeba_gender.cli.data_service ...).")
     evaluate_test: bool = option(True, "Evaluate on the test split at the end (report/, test_metrics.json).")
-    test_checkpoint: str = option("best", "The checkpoint tested and exported at the end: best (validation "
-                                  "accuracy) or last (what the source study reported).", choices=("best", "last"))
+    test_checkpoint: str = option("best", "The checkpoint tested and exported at the end: best (by --best_metric) "
+                                  "or last (what the source study reported).", choices=("best", "last"))
     progress: bool = option(True, "Show a progress bar on a terminal (a log file gets plain lines either way).")
+    allow_changed_settings: bool = option(False, "Go on with an unfinished --run_dir although these settings differ "
+                                          "from those it recorded (config.json keeps each change); without it such "
+                                          "a rerun is refused.")
 
     def __post_init__(self):
         options.validate(self)
         problems = []
         if self.warmup_epochs >= self.epochs:
-            problems.append(f"--warmup_epochs={self.warmup_epochs:g} must be below --epochs={self.epochs}")
+            problems.append(f"--warmup_epochs={options.format_value(self.warmup_epochs)} must be below "
+                            f"--epochs={self.epochs}")
+        if self.optimizer == "adam" and self.weight_decay:
+            # Adam would drop it silently while flags.txt records it (and Keras' Adam(weight_decay=) is AdamW).
+            problems.append(f"--optimizer=adam applies no weight decay, so --weight_decay="
+                            f"{options.format_value(self.weight_decay)} (the arch's recipe's unless a flag sets it) "
+                            "would be ignored: use --optimizer=adamw for decoupled weight decay, or --weight_decay=0")
         if self.profile_steps and self.profile_steps[1] < self.profile_steps[0]:
             problems.append("--profile_steps=START,STOP needs START <= STOP")
         if self.augment_on == "none" and (self.augment.mixup or self.augment.cutmix):
@@ -131,6 +147,13 @@ class TrainConfig:
             problems.append("--class_weights is for one attribute; with --attributes use --attribute_weights=balanced")
         if self.attribute_weights != "none" and not self.attributes:
             problems.append("--attribute_weights needs --attributes")
+        if self.deterministic and self.tf_data_service:
+            problems.append("--deterministic cannot be combined with --tf_data_service: the service hands files to "
+                            "its workers as they ask, in no fixed order")
+        policies = self.augment.randaugment or self.augment.random_erasing
+        if self.deterministic and self.augment_on == "host" and policies:
+            problems.append("--deterministic with --randaugment or --random_erasing needs --augment_on=device: on the "
+                            "host their Keras layers draw from one shared state in parallel, in no fixed order")
         if self.strategy == "multi_worker" and self.num_cpu_devices > 1:
             problems.append("--num_cpu_devices is for trying MirroredStrategy on one machine, not with multi_worker")
         if self.strategy == "multi_worker" and not self.run_dir:
@@ -146,6 +169,10 @@ class TrainConfig:
             weights = "imagenet" if registry.get(self.arch).imagenet else "none"
         return registry.ModelConfig(arch=self.arch, image_size=self.image_size, weights=weights, head=self.head,
                                  trainable_layers=self.trainable_layers, dropout=self.dropout)
+
+    def resolved_best_metric(self) -> str:
+        """--best_metric with ``auto`` resolved (evaluation.best_metric: the rule evaluate.py applies too)."""
+        return evaluator.best_metric(dataclasses.asdict(self))
 
     def data_config(self) -> DataConfig:
         """This run's input settings (the global batch; feed.Feed divides it among workers)."""
@@ -205,9 +232,18 @@ def train(config: TrainConfig, sources: dict | None = None, monitor: Monitor | N
             monitor.note(f"run {run_dir} is complete: nothing to train (its summary follows). Train a new run by "
                          "leaving out --run_dir or naming a new one.")
             return fileio.read_json(fileio.join(run_dir, directory.SUMMARY)) or {"run_dir": run_dir}
+        # An unfinished run goes on with the settings it recorded: other ones would change its schedule mid-run
+        # and overwrite its record. Checked on every worker (all read the same config.json), before any write.
+        recorded = directory.recorded_settings(run_dir)
+        changes = directory.changed_settings(recorded, dataclasses.asdict(config)) if recorded is not None else {}
+        if changes and not config.allow_changed_settings:
+            raise TrainError(f"{run_dir} holds an unfinished run recorded with other settings: "
+                             f"{directory.describe_changes(changes)}. Resume it with its own (python train.py "
+                             f"--flagfile={fileio.join(run_dir, directory.FLAGS)} --run_dir={run_dir}), give another "
+                             "--run_dir for a new run, or add --allow_changed_settings to go on with these.")
         if chief:
             directory.record(run_dir, config, dataclasses.asdict(dataclasses.replace(model_config, image_size=image_size)),
-                        feed.outputs, sources)
+                        feed.outputs, sources, changes)
             directory.set_status(run_dir, directory.RUNNING)
         try:
             return _run(config, strategy, chief, policy, model_config, image_size, feed, run_dir, sources, monitor,
@@ -234,9 +270,12 @@ def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: 
             config.optimizer, config.lr, feed.steps_per_epoch, config.epochs, config.lr_schedule,
             config.warmup_epochs, config.weight_decay, config.momentum, loss_scaling=policy == "mixed_float16")
         optimizer.build(model.core.trainable_variables)
-        state = RunState()
+        rows = model_config.num_classes if model_config.multi_label else 1
+        # The checkpoint keeps Dropout's and the device augmentation policies' random states; the warp and the
+        # mixing draw from (seed, step) instead (loop.LoopConfig.seed).
+        state = RunState(step.zero_stats(rows), random_states(model.core, augment_layer))
     # Built here, eagerly and outside the strategy scope: tf.data's map may update its random state, not create
-    # it. Unseeded: parallel map calls take the draws in no fixed order anyway.
+    # it. Its warp draws from (seed, step) (augment.host_augment_fn): parallel map calls run in no fixed order.
     host_layer = Augmenter(config.augment, name="host_augment") if config.augment_on == "host" else None
     positive_weights = None
     if config.attribute_weights == "balanced":
@@ -248,7 +287,7 @@ def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: 
                                                 config.label_smoothing, model_config.num_classes,
                                                 measure_input_wait=not config.deterministic, mixing=config.augment,
                                                 multi_label=model_config.multi_label,
-                                                positive_weights=positive_weights),
+                                                positive_weights=positive_weights, seed=config.seed),
                                 augment=augment_layer)
     checkpoints = Checkpoints(run_dir, chief, model.core, optimizer, state, config.keep_checkpoints)
     resumed_from = checkpoints.restore_latest()
@@ -261,7 +300,7 @@ def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: 
         "strategy": type(strategy).__name__, "devices": distribute.device_names(strategy), "precision": policy,
         "batch": config.batch, "steps_per_epoch": feed.steps_per_epoch, "cache": feed.cache,
         "augment_on": config.augment_on, "epoch": int(state.epoch.numpy()), "step": int(state.step.numpy()),
-        "settings": settings, "sources": sources or {}})
+        "settings": settings, "sources": sources or {}, "best_metric": config.resolved_best_metric()})
     if chief and resumed_from is None:
         summaries.hparams({**settings, "precision_policy": policy, "replicas": strategy.num_replicas_in_sync})
         grid = feed.sample_batch()
@@ -272,7 +311,8 @@ def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: 
     epochs = EpochLoop(train_loop, feed, state, checkpoints, summaries,
                        Schedule(config.epochs, config.steps_per_execution, config.log_every_steps,
                                 config.checkpoint_steps, config.profile_steps or (0, 0)),
-                       run_dir, monitor, host_augment_fn(host_layer) if host_layer is not None else None, should_stop)
+                       run_dir, monitor, host_augment_fn(host_layer, config.seed) if host_layer is not None else None,
+                       should_stop, best_metric=config.resolved_best_metric())
     try:
         epochs.run()
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as e:
@@ -292,17 +332,23 @@ def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: 
         return {"run_dir": run_dir, "arch": config.arch, "epochs": config.epochs, "chief": False,
                 "final_weights_sha256": fingerprint}
     best = checkpoints.restore_best() if config.test_checkpoint == "best" else None
-    result = {"run_dir": run_dir, "arch": config.arch, "epochs": config.epochs,
-              "best_validation_accuracy": float(state.best.numpy()), "trainable_params": trainable,
+    metric = config.resolved_best_metric()
+    result = {"run_dir": run_dir, "arch": config.arch, "epochs": config.epochs, "best_metric": metric,
+              f"best_validation_{metric}": float(state.best.numpy()), "trainable_params": trainable,
               "frozen_params": frozen, "precision": policy, "replicas": strategy.num_replicas_in_sync,
               "workers": feed.workers, "final_weights_sha256": fingerprint, "checkpoint": "best" if best else "last"}
     _stop_if_asked(should_stop)
+    thresholds = None
+    if feed.multi_label:  # each attribute's decision threshold, chosen on validation for the exported checkpoint
+        thresholds = evaluator.validation_thresholds(model.core, config.data_dir, image_size, feed.outputs, metric,
+                                                      manifest=feed.manifest)
+        result["thresholds"] = dict(zip(feed.outputs, thresholds))
     result["export"] = export.export(model.core, fileio.join(run_dir, "export"), image_size, feed.outputs,
-                                     feed.multi_label)
+                                     feed.multi_label, thresholds, metric)
     if config.evaluate_test and feed.has_test:
         _stop_if_asked(should_stop)
         # The full report (evaluate.py's), on the chief alone: no collectives left to wait on.
-        report = evaluator.evaluate_run(run_dir, "test", result["checkpoint"])
+        report = evaluator.evaluate_run(run_dir, "test", result["checkpoint"], thresholds=thresholds)
         result["test"] = evaluator.headline(report)
         result["report"] = evaluator.report_dir(run_dir, "test", report["checkpoint"])
         fileio.write_json(fileio.join(run_dir, directory.TEST_METRICS), result["test"])
