@@ -277,8 +277,10 @@ def test_the_arch_recipe_is_under_any_flagfile_and_any_explicit_flag(tmp_path):
 # run header's lines and flags.txt for train.py): the user's parse path, without the work.
 _PARSE_ONLY = textwrap.dedent("""
     import json, sys
-    from celeba_gender import convert, options, trainer
     from celeba_gender.cli import console
+    from celeba_gender.convert import converter
+    from celeba_gender.core import options
+    from celeba_gender.train import trainer
 
     def show(config, sources=None, *rest):
         settings = options.flat_values(config)
@@ -287,7 +289,7 @@ _PARSE_ONLY = textwrap.dedent("""
                           "flags_txt": options.as_flagfile(config, sources)}, default=str))
         sys.exit(0)
 
-    trainer.train = convert.convert = show
+    trainer.train = converter.convert = show
     sys.argv = sys.argv[1:]
     if sys.argv[0] == "train.py":
         from celeba_gender.cli import train as command
@@ -346,9 +348,10 @@ def test_every_float_is_formatted_to_read_back_exactly():
 _ROUND_TRIP = textwrap.dedent("""
     import dataclasses, sys, tempfile
     from absl import flags
-    from celeba_gender import options, trainer
     from celeba_gender.cli import config_flags, train
-    from celeba_gender.options import option
+    from celeba_gender.core import options
+    from celeba_gender.core.options import option
+    from celeba_gender.train import trainer
 
     @dataclasses.dataclass(frozen=True)
     class Every:
