@@ -25,7 +25,7 @@ import machine  # noqa: E402
 
 from celeba_gender.convert import converter  # noqa: E402
 
-from celeba_gender.convert.converter.config import ConvertConfig
+from celeba_gender.convert.config import ConvertConfig
 from celeba_gender.synthetic import generate  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -78,7 +78,7 @@ def benchmark_shards(data_root: str, num_images: int = 20000) -> tuple[str, str]
     """(synthetic CelebA folder, shard folder) of ``num_images`` images under ``data_root`` (benchmarks/_data
     by default), made the first time (the faces are drawn once; the converter skips shards already written)."""
     from celeba_gender.convert import converter
-    from celeba_gender.convert.converter.config import ConvertConfig
+    from celeba_gender.convert.config import ConvertConfig
     from celeba_gender.synthetic import generate
 
     celeba_dir = os.path.join(data_root, f"synthetic_{num_images}")

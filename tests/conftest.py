@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from celeba_gender.convert import converter  # noqa: E402
 
-from celeba_gender.convert.converter.config import ConvertConfig
+from celeba_gender.convert.config import ConvertConfig
 from celeba_gender.synthetic import generate  # noqa: E402
 
 

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from celeba_gender.convert import converter, shard_plan, image_scan, writer
 
-from celeba_gender.convert.converter.config import ConvertConfig, ConvertError
+from celeba_gender.convert.config import ConvertConfig, ConvertError
 from celeba_gender.shards import schema
 from celeba_gender.convert.celeba import detect_layout, read_celeba
 from celeba_gender.shards.shard_dir import MANIFEST as FILENAME

@@ -7,7 +7,7 @@ import sys
 
 from celeba_gender.cli import config_flags, runner
 from celeba_gender.convert import converter as convert_lib
-from celeba_gender.convert.converter.config import ConvertConfig
+from celeba_gender.convert.config import ConvertConfig
 from celeba_gender.core import worker_pool
 from celeba_gender.synthetic import generate
 

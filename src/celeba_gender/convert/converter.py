@@ -23,7 +23,7 @@ from celeba_gender.shards import shard_dir
 from celeba_gender.shards.attributes import class_names
 from celeba_gender.convert.celeba import CelebaError, attribute_columns, check_attribute, detect_layout, read_celeba
 from celeba_gender.convert.summary import format_summary  # noqa: F401 - part of this module's interface
-from celeba_gender.convert.converter.config import ConvertConfig, ConvertError
+from celeba_gender.convert.config import ConvertConfig, ConvertError
 
 
 def default_synthetic_dir(config: ConvertConfig) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from celeba_gender.convert import curation
-from celeba_gender.convert.converter.config import ConvertConfig
+from celeba_gender.convert.config import ConvertConfig
 from celeba_gender.shards import schema
 from celeba_gender.convert.celeba import Dropped
 
