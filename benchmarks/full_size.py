@@ -165,12 +165,12 @@ def _peak_rss_self() -> int:
 
 def run_pipeline(out_dir: str, batch: int) -> dict:
     """One uncached pass over the training split, exactly steps_per_epoch batches (in this process)."""
-    from celeba_gender.inputs import pipeline
+    from celeba_gender.inputs import config as input_config, pipeline
 
     info = pipeline.split_info(out_dir, "train")
     steps = pipeline.steps_per_epoch(info, batch)
     start = time.perf_counter()
-    it = iter(pipeline.train_dataset(pipeline.DataConfig(out_dir, batch=batch, cache="none")))
+    it = iter(pipeline.train_dataset(input_config.DataConfig(out_dir, batch=batch, cache="none")))
     next(it)
     first, cpu_first = time.perf_counter(), time.process_time()
     for _ in range(steps - 1):

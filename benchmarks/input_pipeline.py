@@ -37,6 +37,7 @@ import pandas as pd  # noqa: E402
 
 from celeba_gender.inputs import augment, augment_reference, pipeline  # noqa: E402
 from celeba_gender.convert.celeba import detect_layout, read_celeba  # noqa: E402
+from celeba_gender.inputs import config as input_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZE = (218, 178)
@@ -121,16 +122,16 @@ def main() -> None:
     print(f"{info.count:,} training images in {len(info.files)} shards; {steps} batches of {args.batch} a pass")
 
     rows = idg_rows(celeba_dir, args.batch, args.idg_batches, args.passes)
-    shards = pipeline.train_dataset(pipeline.DataConfig(shard_dir, batch=args.batch, seed=0))
+    shards = pipeline.train_dataset(input_config.DataConfig(shard_dir, batch=args.batch, seed=0))
     rows["shards"] = timed(drain(shards, steps), args.passes)
-    cached = pipeline.train_dataset(pipeline.DataConfig(shard_dir, batch=args.batch, seed=0, cache="memory"))
+    cached = pipeline.train_dataset(input_config.DataConfig(shard_dir, batch=args.batch, seed=0, cache="memory"))
     fill = drain(cached, steps - 3)
     fill()  # the first pass fills the cache
     rows["cached"] = timed(drain(cached, steps, warmup=0), args.passes)
     config = augment.AugmentConfig()
     # Each layer built once, here, outside tf.data's traced map function (augment.host_augment_fn).
     for kind, layer in (("fused", augment.Augmenter(config)), ("stacked", augment_reference.StackedAugmenter(config))):
-        ds = pipeline.train_dataset(pipeline.DataConfig(shard_dir, batch=args.batch, seed=0, cache="memory"),
+        ds = pipeline.train_dataset(input_config.DataConfig(shard_dir, batch=args.batch, seed=0, cache="memory"),
                                     host_augment=augment.host_augment_fn(layer))
         rows[f"host-{kind}"] = timed(drain(ds, args.aug_batches), args.passes)
     single, cores = ceiling(celeba_dir, min(4000, args.num_images), args.passes)

@@ -40,13 +40,14 @@ def measure(arch: str, source: str, precision: str, jit: bool, batch: int, steps
     import tensorflow as tf
 
     from celeba_gender.inputs import pipeline
-    from celeba_gender.models import registry
+    from celeba_gender.models import build, registry
     from celeba_gender.train import step
     from celeba_gender.inputs.augment import AugmentConfig, Augmenter
+    from celeba_gender.inputs import config as input_config
 
     keras.mixed_precision.set_global_policy(precision)
     strategy = tf.distribute.get_strategy()
-    model = registry.build_model(registry.ModelConfig(arch=arch, weights="none"))
+    model = build.build_model(registry.ModelConfig(arch=arch, weights="none"))
     augment = Augmenter(AugmentConfig(), seed=0, name="augment")
     optimizer = keras.optimizers.Adam(1e-4)
     train_loop = step.TrainLoop(strategy, model.core, optimizer, step.LoopConfig(batch, jit_compile=jit),
@@ -54,7 +55,7 @@ def measure(arch: str, source: str, precision: str, jit: bool, batch: int, steps
     if source == "synthetic":
         ds = pipeline.random_batches(batch, model.image_size)
     else:
-        ds = pipeline.train_dataset(pipeline.DataConfig(data_dir, model.image_size, batch))
+        ds = pipeline.train_dataset(input_config.DataConfig(data_dir, model.image_size, batch))
     iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: ds))
     train_loop.train(iterator, warmup)
     start = time.perf_counter()

@@ -68,10 +68,11 @@ def shards(celeba_original, tmp_path_factory) -> tuple[str, dict]:
 def trained_run(shards, tmp_path_factory):
     """(config, result) of one epoch of the tiny CNN on :func:`shards`, with every optional artifact on."""
     from celeba_gender.train import trainer
+    from celeba_gender.train import config as train_config
 
     data_dir, _ = shards
     run_dir = str(tmp_path_factory.mktemp("run") / "tiny-run")
-    config = trainer.TrainConfig(arch="tiny", data_dir=data_dir, run_dir=run_dir, batch=16, epochs=1, lr=3e-3,
+    config = train_config.TrainConfig(arch="tiny", data_dir=data_dir, run_dir=run_dir, batch=16, epochs=1, lr=3e-3,
                                  precision="float32", progress=False, seed=1, profile_steps=(2, 4),
                                  checkpoint_steps=5, steps_per_execution=2)
     return config, trainer.train(config)

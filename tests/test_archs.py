@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from celeba_gender.models import registry
+from celeba_gender.models import build, registry
 from celeba_gender.models import applications
 from celeba_gender.models.layers import preprocessing
 
@@ -16,21 +16,21 @@ from celeba_gender.models.layers import preprocessing
 @pytest.mark.parametrize("name", registry.ARCH_NAMES)
 def test_every_arch_builds_at_its_minimum_size_and_predicts_probabilities(name):
     spec = registry.get(name)
-    model = registry.build_model(registry.ModelConfig(arch=name, image_size=spec.min_size))
+    model = build.build_model(registry.ModelConfig(arch=name, image_size=spec.min_size))
     x = np.random.default_rng(0).integers(0, 256, (2, *spec.min_size, 3)).astype("float32")
     probs = model.core(x, training=False)
     assert probs.shape == (2, 2) and probs.dtype == "float32"
     np.testing.assert_allclose(np.asarray(probs).sum(-1), 1.0, rtol=1e-5)
     smaller = (spec.min_size[0] - 1, spec.min_size[1])
     with pytest.raises(registry.ArchError, match=rf"below {name}'s minimum of {spec.min_size[0]}x{spec.min_size[1]}"):
-        registry.build_model(registry.ModelConfig(arch=name, image_size=smaller))
+        build.build_model(registry.ModelConfig(arch=name, image_size=smaller))
 
 
 def test_the_five_source_archs_default_to_celeba_size_and_the_source_head():
     for name in ("resnet50v2", "inceptionv3", "vgg16", "densenet201"):
         assert registry.get(name).default_size == (218, 178) and registry.get(name).default_head == "seed"
     assert registry.get("alexnet").default_size == (218, 178) and registry.get("alexnet").default_head == "fc4096"
-    model = registry.build_model(registry.ModelConfig(arch="vgg16", image_size=(32, 32)))
+    model = build.build_model(registry.ModelConfig(arch="vgg16", image_size=(32, 32)))
     dense = [layer.units for layer in model.core.layers if isinstance(layer, keras.layers.Dense)]
     assert dense == [1024, 256, 64, 32, 2]
     assert model.core.layers[-1].dtype_policy.name == "float32"  # the softmax stays float32
@@ -39,7 +39,7 @@ def test_the_five_source_archs_default_to_celeba_size_and_the_source_head():
 def test_softmax_is_float32_under_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = registry.build_model(registry.ModelConfig(arch="tiny"))
+        model = build.build_model(registry.ModelConfig(arch="tiny"))
         probs = model.core(np.zeros((1, 64, 52, 3), "float32"))
         assert probs.dtype == "float32"
         assert model.backbone.layers[1].compute_dtype == "bfloat16"
@@ -60,23 +60,23 @@ def test_the_registry_asks_each_arch_for_its_own_preprocessing():
         == {"resnet50v2": "tf", "inceptionv3": "tf", "vgg16": "caffe", "densenet201": "torch", "alexnet": "rescale"}
 
 
-def _trainable(model: registry.Model) -> int:
-    return registry.count_params(model.core)[0]
+def _trainable(model: build.Model) -> int:
+    return build.count_params(model.core)[0]
 
 
 def test_trainable_layers_means_the_last_n_backbone_layers():
     # Trainable parameter counts at 218x178 (documented in README.md): head only, last 5 layers, all.
     config = registry.ModelConfig(arch="resnet50v2")
-    head_only = _trainable(registry.build_model(dataclass_replace(config, trainable_layers=0)))
-    last5 = registry.build_model(dataclass_replace(config, trainable_layers=5))
-    everything = _trainable(registry.build_model(config))
+    head_only = _trainable(build.build_model(dataclass_replace(config, trainable_layers=0)))
+    last5 = build.build_model(dataclass_replace(config, trainable_layers=5))
+    everything = _trainable(build.build_model(config))
     assert head_only == 2_379_170  # GAP -> 1024 -> 256 -> 64 -> 32 -> 2 on 2048 features
     assert _trainable(last5) == 3_433_890 and everything == 25_898_530
     layers = [layer for layer in last5.backbone.layers if not isinstance(layer, keras.layers.InputLayer)]
     assert [layer.trainable for layer in layers[-5:]] == [True] * 5 and not any(layer.trainable for layer in layers[:-5])
     frozen_bn = [layer for layer in layers[:-5] if isinstance(layer, keras.layers.BatchNormalization)]
     x = np.random.default_rng(2).normal(100, 50, (4, 64, 64, 3)).astype("float32")
-    small = registry.build_model(registry.ModelConfig(arch="resnet50v2", image_size=(64, 64), trainable_layers=5))
+    small = build.build_model(registry.ModelConfig(arch="resnet50v2", image_size=(64, 64), trainable_layers=5))
     small_layers = [layer for layer in small.backbone.layers if not isinstance(layer, keras.layers.InputLayer)]
     frozen = [w for layer in small_layers[:-5] if isinstance(layer, keras.layers.BatchNormalization)
               for w in layer.weights]
@@ -100,12 +100,12 @@ def test_imagenet_weights_offline_fail_at_once_naming_the_file_and_place(tmp_pat
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setattr("keras.src.utils.file_utils.get_file", _offline)
     with pytest.raises(registry.ArchError) as err:
-        registry.build_model(registry.ModelConfig(arch="resnet50v2", weights="imagenet"))
+        build.build_model(registry.ModelConfig(arch="resnet50v2", weights="imagenet"))
     message = str(err.value)
     assert "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
     assert os.path.join(str(tmp_path / "keras"), "models") in message and "--weights=none" in message
     with pytest.raises(registry.ArchError, match="alexnet has no ImageNet weights"):
-        registry.build_model(registry.ModelConfig(arch="alexnet", weights="imagenet"))
+        build.build_model(registry.ModelConfig(arch="alexnet", weights="imagenet"))
 
 
 def test_a_wrong_weights_file_is_reported_and_kept(tmp_path, monkeypatch):
@@ -114,23 +114,23 @@ def test_a_wrong_weights_file_is_reported_and_kept(tmp_path, monkeypatch):
     bad = tmp_path / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
     bad.write_bytes(b"not weights")
     with pytest.raises(applications.WeightsError, match="has MD5 .* not 6d6bbae143d832006294945121d1f1fc"):
-        registry.build_model(registry.ModelConfig(arch="vgg16", weights="imagenet"))
+        build.build_model(registry.ModelConfig(arch="vgg16", weights="imagenet"))
     assert bad.exists()  # Keras would have deleted it
 
 
 def test_weights_from_a_local_file(tmp_path):
-    source = registry.build_model(registry.ModelConfig(arch="vgg16", image_size=(32, 32)))
+    source = build.build_model(registry.ModelConfig(arch="vgg16", image_size=(32, 32)))
     path = str(tmp_path / "vgg16_backbone.weights.h5")
     source.backbone.save_weights(path)
-    loaded = registry.build_model(registry.ModelConfig(arch="vgg16", image_size=(32, 32), weights=path))
+    loaded = build.build_model(registry.ModelConfig(arch="vgg16", image_size=(32, 32), weights=path))
     for a, b in zip(source.backbone.weights, loaded.backbone.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(registry.ArchError, match="no such file"):
-        registry.build_model(registry.ModelConfig(arch="vgg16", weights=str(tmp_path / "missing.h5")))
+        build.build_model(registry.ModelConfig(arch="vgg16", weights=str(tmp_path / "missing.h5")))
 
 
 def test_unknown_arch_and_head_are_clear():
     with pytest.raises(registry.ArchError, match="Unknown arch 'resnet': choose one of alexnet, resnet50v2"):
         registry.get("resnet")
     with pytest.raises(registry.ArchError, match="--head=big"):
-        registry.build_model(registry.ModelConfig(arch="tiny", head="big"))
+        build.build_model(registry.ModelConfig(arch="tiny", head="big"))

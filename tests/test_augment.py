@@ -18,10 +18,11 @@ import tensorflow as tf  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from celeba_gender.inputs import augment, augment_reference, geometry  # noqa: E402
+from celeba_gender.inputs.config import AugmentConfig  # noqa: E402
 
 SEED_H, SEED_W = 218, 178  # the seed's target size (height x width)
-SEED_CONFIG = augment.AugmentConfig()
-NO_GEOMETRY = augment.AugmentConfig(rotation_deg=0, shear_deg=0, zoom=0, width_shift=0, height_shift=0,
+SEED_CONFIG = AugmentConfig()
+NO_GEOMETRY = AugmentConfig(rotation_deg=0, shear_deg=0, zoom=0, width_shift=0, height_shift=0,
                                     horizontal_flip=False)
 
 
@@ -55,15 +56,15 @@ def _idg():
 
 
 def test_config_defaults_are_the_seeds():
-    c = augment.AugmentConfig()
+    c = AugmentConfig()
     assert (c.rotation_deg, c.shear_deg, c.zoom, c.width_shift, c.height_shift) == (15.0, 0.1, 0.2, 0.1, 0.1)
     assert c.horizontal_flip and c.fill_mode == "nearest" and c.interpolation == "bilinear"
     assert not c.randaugment and c.random_erasing == 0 and c.mixup == 0 and c.cutmix == 0
-    assert augment.AugmentConfig.from_dict(c.to_dict()) == c
+    assert AugmentConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError):
-        augment.AugmentConfig(fill_mode="mirror")
+        AugmentConfig(fill_mode="mirror")
     with pytest.raises(ValueError):
-        augment.AugmentConfig(random_erasing=1.5)
+        AugmentConfig(random_erasing=1.5)
 
 
 @pytest.mark.parametrize("kind", ["fused", "stacked"])
@@ -159,7 +160,7 @@ def _decompose(transforms: np.ndarray, height: int, width: int):
 
 
 def test_matrices_decompose_into_the_seed_ranges():
-    config = augment.AugmentConfig(idg_quirks=False)
+    config = AugmentConfig(idg_quirks=False)
     d = _decompose(geometry.sample_transforms(3000, SEED_H, SEED_W, config, seed=5).numpy(), SEED_H, SEED_W)
     assert np.all(np.abs(d["theta"]) <= 15.0 + 1e-3) and np.ptp(d["theta"]) > 28.0
     assert np.all(np.abs(d["shear"]) <= 0.1 + 1e-3) and np.ptp(d["shear"]) > 0.15
@@ -283,7 +284,7 @@ def _augment_copies(image: np.ndarray, n: int, kind: str, config, seed: int) -> 
 
 
 @pytest.mark.parametrize("size,config", [((48, 48), SEED_CONFIG),
-                                         ((72, 56), augment.AugmentConfig(idg_quirks=False))])
+                                         ((72, 56), AugmentConfig(idg_quirks=False))])
 def test_fused_and_stacked_agree_in_distribution(size, config):
     """Blob centroids: two-sample KS, fused vs Keras' stacked layers (on square images the IDG quirks vanish)."""
     h, w = size
@@ -305,7 +306,7 @@ def test_bar_orientation_fused_vs_stacked():
 
 def test_measured_rotation_stays_within_15_degrees():
     # Zoom off: anisotropic zoom (zx != zy) tilts a rotated bar further, which is not rotation.
-    config = augment.AugmentConfig(zoom=0.0)
+    config = AugmentConfig(zoom=0.0)
     angles = _orientations(_augment_copies(_bar_image(64), 400, "fused", config, seed=41))
     assert np.all(np.abs(angles) <= 15.0 + 1.0)
     assert np.abs(angles).max() > 13.0 and np.std(angles) > 6.0  # U(-15, 15) has std 8.7
@@ -371,7 +372,7 @@ def test_mirrored_strategy_replica_context():
 
 
 def test_saved_keras_model_round_trip(tmp_path):
-    config = augment.AugmentConfig(random_erasing=0.25)
+    config = AugmentConfig(random_erasing=0.25)
     inputs = keras.Input((32, 32, 3), dtype="uint8")
     features = augment.Augmenter(config, seed=4, name="augment")(inputs)
     outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(features))
@@ -391,7 +392,7 @@ def test_saved_keras_model_round_trip(tmp_path):
 
 
 def test_augmenter_with_every_policy_saves_and_loads(tmp_path):
-    config = augment.AugmentConfig(idg_quirks=True, randaugment=True, random_erasing=0.5, fill_mode="reflect")
+    config = AugmentConfig(idg_quirks=True, randaugment=True, random_erasing=0.5, fill_mode="reflect")
     inputs = keras.Input((32, 32, 3), dtype="uint8")
     outputs = keras.layers.GlobalAveragePooling2D()(augment.Augmenter(config, seed=12, name="augment")(inputs))
     path = str(tmp_path / "model.keras")
@@ -440,7 +441,7 @@ def test_mix_batch_off_is_one_hot():
 def test_mixup_images_are_the_label_weighted_convex_combination():
     n = 8  # one class per image, so the soft label row is the mixing weight of every image
     x = _random_uint8((n, 16, 16, 3)).astype(np.float32)
-    images, soft = augment.training_targets(x, np.arange(n), n, 0.0, augment.AugmentConfig(mixup=0.4), seed=1)
+    images, soft = augment.training_targets(x, np.arange(n), n, 0.0, AugmentConfig(mixup=0.4), seed=1)
     images, soft = images.numpy(), soft.numpy()
     assert soft.shape == (n, n) and np.allclose(soft.sum(axis=1), 1.0, atol=1e-5)
     assert np.all(soft >= 0) and np.all((soft > 1e-6).sum(axis=1) <= 2)
@@ -451,7 +452,7 @@ def test_mixup_images_are_the_label_weighted_convex_combination():
 def test_cutmix_pastes_a_box_whose_area_is_the_label_weight():
     n = 8
     x = np.repeat(np.arange(n, dtype=np.float32)[:, None, None, None] * 20, 3, axis=-1) * np.ones((n, 20, 24, 3))
-    images, soft = augment.training_targets(x, np.arange(n), n, 0.0, augment.AugmentConfig(cutmix=1.0), seed=2)
+    images, soft = augment.training_targets(x, np.arange(n), n, 0.0, AugmentConfig(cutmix=1.0), seed=2)
     images, soft = images.numpy(), soft.numpy()
     assert np.allclose(soft.sum(axis=1), 1.0, atol=1e-5)
     for i in range(n):
@@ -464,7 +465,7 @@ def test_cutmix_pastes_a_box_whose_area_is_the_label_weight():
 def test_mixup_and_cutmix_together():
     x = _random_uint8((16, 16, 16, 3))
     labels = np.arange(16) % 2
-    config = augment.AugmentConfig(mixup=0.2, cutmix=1.0)
+    config = AugmentConfig(mixup=0.2, cutmix=1.0)
     images, soft = augment.training_targets(x, labels, 2, 0.0, config, seed=3)
     assert tuple(images.shape) == x.shape and tuple(soft.shape) == (16, 2)
     assert np.allclose(soft.numpy().sum(axis=1), 1.0, atol=1e-5)
@@ -490,7 +491,7 @@ def test_label_smoothing_applies_to_mixed_targets(mixing):
     """
     n, k, eps = 8, 4, 0.2
     x, labels = _random_uint8((n, 16, 16, 3)), np.arange(n) % k
-    config = augment.AugmentConfig(**mixing)
+    config = AugmentConfig(**mixing)
     images, mixed = augment.training_targets(x, labels, k, 0.0, config, seed=4)
     smoothed_images, smoothed = augment.training_targets(x, labels, k, eps, config, seed=4)
     mixed, smoothed = mixed.numpy(), smoothed.numpy()
@@ -507,7 +508,7 @@ def test_label_smoothing_applies_to_mixed_targets(mixing):
 
 def test_randaugment_runs_and_keeps_range():
     x = _random_uint8((4, 32, 32, 3))
-    layer = augment.Augmenter(augment.AugmentConfig(randaugment=True), seed=6)
+    layer = augment.Augmenter(AugmentConfig(randaugment=True), seed=6)
     y = layer(x, training=True).numpy()
     assert y.shape == x.shape and y.dtype == np.float32 and y.min() >= 0 and y.max() <= 255
     np.testing.assert_array_equal(layer(x, training=False).numpy(), x.astype(np.float32))

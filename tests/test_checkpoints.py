@@ -7,14 +7,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from celeba_gender.models import registry
+from celeba_gender.models import build, registry
 from celeba_gender.train import step
-from celeba_gender.inputs.augment import AugmentConfig, Augmenter
+from celeba_gender.inputs.augment import Augmenter
+from celeba_gender.inputs.config import AugmentConfig
 from celeba_gender.train.checkpoints import Checkpoints, RunState, random_states
 
 
 def _parts():
-    model = registry.build_model(registry.ModelConfig(arch="tiny")).core
+    model = build.build_model(registry.ModelConfig(arch="tiny")).core
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
     augmenter = Augmenter(AugmentConfig(randaugment=True), seed=1)

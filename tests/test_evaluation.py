@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from celeba_gender.inputs import config as input_config
 from celeba_gender.convert import converter
 from celeba_gender.evaluate import evaluator
 from celeba_gender.inputs import pipeline
@@ -106,7 +107,7 @@ def test_evaluate_run_writes_a_report_that_matches_the_model(trained_run, shards
 
 def test_evaluation_dataset_sees_every_example_with_its_metadata(shards):
     data_dir, manifest = shards
-    ds = pipeline.eval_dataset(pipeline.DataConfig(data_dir, batch=16), "test", with_metadata=True)
+    ds = pipeline.eval_dataset(input_config.DataConfig(data_dir, batch=16), "test", with_metadata=True)
     names, attrs = [], []
     for images, labels, batch_names, batch_attrs in ds:
         assert images.dtype == tf.uint8
@@ -125,7 +126,7 @@ def test_flip_tta_is_reported_beside_the_plain_figures(trained_run, shards):
     size = config["image_size"]
     plain, labels, _, _ = evaluator.predict_split(model, data_dir, "validation", size, 32)
     mirrored = np.concatenate([np.asarray(model(tf.cast(images[:, :, ::-1], tf.float32), training=False))
-                               for images, *_ in pipeline.eval_dataset(pipeline.DataConfig(data_dir, tuple(size), 32),
+                               for images, *_ in pipeline.eval_dataset(input_config.DataConfig(data_dir, tuple(size), 32),
                                                                        "validation", with_metadata=True)])
     both = (plain + mirrored) / 2  # the image's and its mirror's probabilities, averaged
     tta = report["tta"]

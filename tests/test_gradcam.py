@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from celeba_gender.models import registry
+from celeba_gender.train import config as train_config
+from celeba_gender.models import build, registry
 from celeba_gender.serve import export, gradcam
 from celeba_gender.models.layers import preprocessing
 
@@ -24,7 +25,7 @@ BIG = {"resnet50v2", "inceptionv3", "densenet201", "efficientnetv2b0"}
                                   for n in registry.ARCH_NAMES])
 def test_every_arch_has_a_gradcam_layer_and_maps_of_the_image_size(name):
     spec = registry.get(name)
-    model = registry.build_model(registry.ModelConfig(arch=name, image_size=spec.min_size, weights="none"))
+    model = build.build_model(registry.ModelConfig(arch=name, image_size=spec.min_size, weights="none"))
     # The registry's layer is a spatial map of the backbone, and only pooling follows it there.
     layer = model.backbone.get_layer(spec.gradcam_layer)
     assert len(layer.output.shape) == 4
@@ -53,7 +54,7 @@ def test_gradcam_of_a_gap_linear_head_is_its_class_activation_map(outputs, activ
     is the logit, whose gradient survives) and one attribute of a 40-sigmoid multi-attribute model."""
     keras.utils.set_random_seed(3)
     size = (24, 20)
-    backbone = registry.get("tiny").build((*size, 3), None)
+    backbone = build.build_backbone(registry.get("tiny"), size, "none")
     inputs = keras.Input((*size, 3), name="image")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone(preprocessing("tf")(inputs)))
     logits = keras.layers.Dense(outputs, name="logits")(x)
@@ -74,7 +75,7 @@ def test_gradcam_of_a_gap_linear_head_is_its_class_activation_map(outputs, activ
 
 def test_models_that_are_not_a_chain_around_a_backbone_are_refused():
     size = (16, 16)
-    backbone = registry.get("tiny").build((*size, 3), None)
+    backbone = build.build_backbone(registry.get("tiny"), size, "none")
     inputs = keras.Input((*size, 3))
     features = backbone(inputs)
     pooled = keras.layers.GlobalAveragePooling2D()(features)
@@ -95,7 +96,7 @@ def test_the_export_records_the_arch_gradcam_layer(trained_run):
 def test_cells_a_floor_mode_pooling_drops_are_not_evidence():
     """plain4 at 48x40: its Grad-CAM layer is 6x5 and the 2x2 pooling after it drops the last column, which
     the decision never sees: that column's part of the map is 0, not whatever its channels hold."""
-    model = registry.build_model(registry.ModelConfig(arch="plain4", image_size=(48, 40)))
+    model = build.build_model(registry.ModelConfig(arch="plain4", image_size=(48, 40)))
     assert model.backbone.get_layer("block4_relu").output.shape[1:3] == (6, 5)
     images = np.random.default_rng(2).integers(0, 256, (4, 48, 40, 3)).astype("uint8")
     maps = gradcam.heatmaps(export.inference_model(model.core, (48, 40)), images, 1, "block4_relu")
@@ -122,7 +123,7 @@ def run_that_learned(unbalanced_shards, tmp_path_factory) -> dict:
     fell on the face 23-57% of the time over a dozen runs, against 33% by chance; this run's 75-89% in three."""
     from celeba_gender.train import trainer
 
-    config = trainer.TrainConfig(arch="small", data_dir=unbalanced_shards, image_size=(109, 89), batch=64, epochs=1,
+    config = train_config.TrainConfig(arch="small", data_dir=unbalanced_shards, image_size=(109, 89), batch=64, epochs=1,
                                  lr=3e-3, run_dir=str(tmp_path_factory.mktemp("cam") / "r"), precision="float32",
                                  progress=False, seed=1, evaluate_test=False)
     return trainer.train(config)
@@ -135,11 +136,12 @@ def test_the_male_evidence_of_a_trained_run_peaks_on_the_face_more_often_than_ch
     from scipy.stats import binomtest
 
     from celeba_gender.inputs import pipeline
+    from celeba_gender.inputs import config as input_config
 
     model = keras.models.load_model(run_that_learned["export"]["keras"])
     size = tuple(model.input_shape[1:3])
     images = np.concatenate([batch[0].numpy() for split in ("validation", "test") for batch in
-                             pipeline.eval_dataset(pipeline.DataConfig(unbalanced_shards, size, 64), split)])
+                             pipeline.eval_dataset(input_config.DataConfig(unbalanced_shards, size, 64), split)])
     maps = gradcam.heatmaps(model, images, 1, registry.get("small").gradcam_layer)  # 1: Male
     maps = maps[maps.max(axis=(1, 2)) > 0]  # a map may be empty: nothing in the image argues for Male
     top, bottom, left, right = _face_box(size)

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from celeba_gender.train import config as train_config
+from celeba_gender.inputs import config as input_config
 from celeba_gender.cli import launch_local
 from celeba_gender.core import fileio
 from celeba_gender.inputs import data_service, pipeline
@@ -48,8 +50,8 @@ def test_multi_worker_without_a_cluster_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(distribute.DistributeError, match="not valid JSON"):
         distribute.make_strategy("multi_worker")
-    with pytest.raises(trainer.TrainError, match="needs --run_dir"):
-        trainer.TrainConfig(arch="tiny", strategy="multi_worker")
+    with pytest.raises(train_config.TrainError, match="needs --run_dir"):
+        train_config.TrainConfig(arch="tiny", strategy="multi_worker")
 
 
 @pytest.mark.slow
@@ -75,7 +77,7 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(shards, t
     single = subprocess.run([sys.executable, *train_args(data_dir, str(tmp_path / "one"), "--epochs=2")],
                             capture_output=True, text=True, timeout=180, cwd=ROOT, env=ENV)
     assert single.returncode == 0, single.stderr[-3000:]
-    images = next(iter(pipeline.eval_dataset(pipeline.DataConfig(data_dir, (64, 52), 64), "validation")))[0]
+    images = next(iter(pipeline.eval_dataset(input_config.DataConfig(data_dir, (64, 52), 64), "validation")))[0]
     p_multi, p_single = (keras.models.load_model(os.path.join(d, "export", "model.keras"))(images).numpy()
                          for d in (run_dir, str(tmp_path / "one")))
     untrained_gap = np.abs(p_single - 0.5).mean()
@@ -150,7 +152,7 @@ def test_tf_data_service_on_loopback_serves_exact_passes(shards):
     assert dispatcher.target.startswith("grpc://localhost:") and len(workers) == 2
     info = pipeline.split_info(data_dir, "train")
     steps = pipeline.steps_per_epoch(info, 32)
-    it = iter(pipeline.train_dataset(pipeline.DataConfig(data_dir, batch=32, data_service=dispatcher.target)))
+    it = iter(pipeline.train_dataset(input_config.DataConfig(data_dir, batch=32, data_service=dispatcher.target)))
     every = set()
     for _ in range(2):
         epoch = []
@@ -162,8 +164,8 @@ def test_tf_data_service_on_loopback_serves_exact_passes(shards):
         every |= set(epoch)
     assert len(every) <= info.count
     with pytest.raises(pipeline.DataError, match="cannot be combined with --cache"):
-        pipeline.train_dataset(pipeline.DataConfig(data_dir, batch=32, data_service=dispatcher.target, cache="memory"))
-    result = trainer.train(trainer.TrainConfig(arch="tiny", data_dir=data_dir, run_dir="", runs_root="ram://svc",
+        pipeline.train_dataset(input_config.DataConfig(data_dir, batch=32, data_service=dispatcher.target, cache="memory"))
+    result = trainer.train(train_config.TrainConfig(arch="tiny", data_dir=data_dir, run_dir="", runs_root="ram://svc",
                                                batch=32, epochs=1, precision="float32", progress=False,
                                                tf_data_service=dispatcher.target, evaluate_test=False))
     assert result["best_validation_accuracy"] >= 0
@@ -177,7 +179,7 @@ def test_data_and_run_directories_can_be_gfile_urls(shards):
     tf.io.gfile.makedirs(url)
     for name in os.listdir(data_dir):
         tf.io.gfile.copy(os.path.join(data_dir, name), f"{url}/{name}", overwrite=True)
-    result = trainer.train(trainer.TrainConfig(arch="tiny", data_dir=url, run_dir="ram://shared/runs/tiny",
+    result = trainer.train(train_config.TrainConfig(arch="tiny", data_dir=url, run_dir="ram://shared/runs/tiny",
                                                batch=32, epochs=1, precision="float32", progress=False))
     listing = set(tf.io.gfile.listdir("ram://shared/runs/tiny"))
     assert {"config.json", "flags.txt", "history.csv", "summary.json", "export/", "report/", "checkpoints/"} <= \

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from celeba_gender.train import config as train_config
 from celeba_gender.tasks import multilabel
 from celeba_gender.train import trainer
 
@@ -86,10 +87,10 @@ def test_thresholds_are_chosen_per_attribute_and_a_rare_attribute_below_one_half
 
 def test_the_export_and_predict_py_decide_at_the_recorded_thresholds(celeba_original, tmp_path):
     # The SavedModel's `present` and predict.py's attributes present follow labels.json's thresholds, not 0.5.
-    from celeba_gender.models import registry
+    from celeba_gender.models import build, registry
     from celeba_gender.serve import export, inference
 
-    core = registry.build_model(registry.ModelConfig(arch="tiny", num_classes=3, multi_label=True)).core
+    core = build.build_model(registry.ModelConfig(arch="tiny", num_classes=3, multi_label=True)).core
     thresholds = (0.0, 1.5, 0.5)  # always present, never present, the usual rule
     run_dir = tmp_path / "run"
     paths = export.export(core, str(run_dir / "export"), (64, 52), ["Always", "Never", "Half"], True, thresholds,
@@ -111,7 +112,7 @@ def test_the_export_and_predict_py_decide_at_the_recorded_thresholds(celeba_orig
 @pytest.fixture(scope="module")
 def attribute_run(unbalanced_shards, tmp_path_factory) -> dict:
     """The shared multi-attribute run: plain4 on five visible attributes and an invisible one (its result)."""
-    config = trainer.TrainConfig(arch="plain4", data_dir=unbalanced_shards,
+    config = train_config.TrainConfig(arch="plain4", data_dir=unbalanced_shards,
                                  run_dir=str(tmp_path_factory.mktemp("attributes") / "run"),
                                  image_size=(55, 45), batch=32, epochs=6, lr=3e-3, precision="float32",
                                  attributes=(*VISIBLE, *INVISIBLE), progress=False, seed=1)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from celeba_gender.train import config as train_config
 from celeba_gender.serve import inference, photos
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +44,7 @@ def run_at_half_size(shards, tmp_path_factory) -> dict:
     from celeba_gender.train import trainer
 
     data_dir, _ = shards
-    config = trainer.TrainConfig(arch="tiny", data_dir=data_dir, run_dir=str(tmp_path_factory.mktemp("run109") / "r"),
+    config = train_config.TrainConfig(arch="tiny", data_dir=data_dir, run_dir=str(tmp_path_factory.mktemp("run109") / "r"),
                                  image_size=(109, 89), batch=16, epochs=1, lr=3e-3, precision="float32",
                                  progress=False, seed=1, evaluate_test=False)
     return trainer.train(config)

@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from celeba_gender.train import config as train_config
+from celeba_gender.inputs import config as input_config
 from celeba_gender.core import options
 from celeba_gender.evaluate import evaluator
 from celeba_gender.inputs import decode, pipeline
-from celeba_gender.models import registry
+from celeba_gender.models import build, registry
 from celeba_gender.rundir import directory
 from celeba_gender.train import epochs, step, optimizers, trainer
 from celeba_gender.rundir.tensorboard import image_grid
@@ -28,8 +30,8 @@ from celeba_gender.rundir.tensorboard import image_grid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_config(data_dir: str, run_dir: str, **changes) -> trainer.TrainConfig:
-    base = trainer.TrainConfig(arch="tiny", data_dir=data_dir, run_dir=run_dir, batch=16, epochs=1, lr=3e-3,
+def tiny_config(data_dir: str, run_dir: str, **changes) -> train_config.TrainConfig:
+    base = train_config.TrainConfig(arch="tiny", data_dir=data_dir, run_dir=run_dir, batch=16, epochs=1, lr=3e-3,
                                precision="float32", progress=False, seed=1)
     return dataclasses.replace(base, **changes)
 
@@ -45,7 +47,7 @@ def event_tags(directory: str) -> dict[str, set]:
 
 
 def dataset_loss(model: keras.Model, data_dir: str) -> float:
-    ds = pipeline.eval_dataset(pipeline.DataConfig(data_dir, (64, 52), 64), "train")
+    ds = pipeline.eval_dataset(input_config.DataConfig(data_dir, (64, 52), 64), "train")
     probs, labels = zip(*[(model(tf.cast(x, tf.float32), training=False).numpy(), y.numpy()) for x, y in ds])
     return evaluator.compute_metrics(np.concatenate(probs), np.concatenate(labels), ["Female", "Male"])["log_loss"]
 
@@ -70,7 +72,7 @@ def test_one_epoch_lowers_the_loss_and_writes_every_artifact(trained_run, shards
     assert glob.glob(os.path.join(run_dir, "train", "plugins", "profile", "*", "*.xplane.pb"))
     # Learning: the exported model has a lower training loss than the same model untrained.
     keras.utils.set_random_seed(config.seed)
-    untrained = registry.build_model(registry.ModelConfig(arch="tiny")).core
+    untrained = build.build_model(registry.ModelConfig(arch="tiny")).core
     trained_model = keras.models.load_model(os.path.join(run_dir, "export", "model.keras"))
     assert dataset_loss(trained_model, config.data_dir) < dataset_loss(untrained, config.data_dir) - 0.005
     test = result["test"]
@@ -162,9 +164,9 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(shards, tmp_pat
     assert two.returncode == 0, two.stderr[-2000:]
     assert "2 replica(s) (MirroredStrategy)" in two.stdout
     models = [keras.models.load_model(f"{tmp_path}/{name}/export/model.keras") for name in ("one", "two")]
-    images = next(iter(pipeline.eval_dataset(pipeline.DataConfig(data_dir, (64, 52), 32), "validation")))[0]
+    images = next(iter(pipeline.eval_dataset(input_config.DataConfig(data_dir, (64, 52), 32), "validation")))[0]
     p1, p2 = (m(images, training=False).numpy() for m in models)
-    untrained = registry.build_model(registry.ModelConfig(arch="tiny")).core(tf.cast(images, tf.float32)).numpy()
+    untrained = build.build_model(registry.ModelConfig(arch="tiny")).core(tf.cast(images, tf.float32)).numpy()
     # BatchNorm sees 16 examples per replica instead of 32, so the runs differ slightly, not like a new model.
     assert np.abs(p1 - p2).mean() < 0.02
     assert np.abs(p1 - untrained).mean() > 5 * np.abs(p1 - p2).mean()
@@ -178,7 +180,7 @@ def test_impossible_settings_fail_before_any_work(shards, tmp_path):
         trainer.train(tiny_config(data_dir, str(tmp_path / "b"), batch=manifest["splits"]["train"]["count"] + 1))
     with pytest.raises(pipeline.DataError, match="No manifest.json in .*convert CelebA first"):
         trainer.train(tiny_config(str(tmp_path / "nothing"), str(tmp_path / "c")))
-    with pytest.raises(trainer.TrainError, match="--warmup_epochs=3 must be below --epochs=3"):
+    with pytest.raises(train_config.TrainError, match="--warmup_epochs=3 must be below --epochs=3"):
         trainer.train(tiny_config(data_dir, str(tmp_path / "d"), warmup_epochs=3, epochs=3))
     with pytest.raises(registry.ArchError, match="alexnet has no ImageNet weights"):
         trainer.train(tiny_config(data_dir, str(tmp_path / "e"), arch="alexnet", weights="imagenet"))
@@ -191,13 +193,13 @@ def test_impossible_settings_fail_before_any_work(shards, tmp_path):
 def test_deterministic_refuses_what_it_cannot_reproduce():
     from celeba_gender.inputs.augment import AugmentConfig
 
-    with pytest.raises(trainer.TrainError, match="--deterministic cannot be combined with --tf_data_service"):
-        trainer.TrainConfig(arch="tiny", deterministic=True, tf_data_service="grpc://localhost:5050")
-    with pytest.raises(trainer.TrainError, match="--random_erasing needs --augment_on=device"):
-        trainer.TrainConfig(arch="tiny", deterministic=True, augment_on="host", augment=AugmentConfig(randaugment=True))
+    with pytest.raises(train_config.TrainError, match="--deterministic cannot be combined with --tf_data_service"):
+        train_config.TrainConfig(arch="tiny", deterministic=True, tf_data_service="grpc://localhost:5050")
+    with pytest.raises(train_config.TrainError, match="--random_erasing needs --augment_on=device"):
+        train_config.TrainConfig(arch="tiny", deterministic=True, augment_on="host", augment=AugmentConfig(randaugment=True))
     # On the device their random states are checkpointed; without --deterministic nothing is promised.
-    trainer.TrainConfig(arch="tiny", deterministic=True, augment=AugmentConfig(randaugment=True, random_erasing=0.5))
-    trainer.TrainConfig(arch="tiny", augment_on="host", augment=AugmentConfig(randaugment=True))
+    train_config.TrainConfig(arch="tiny", deterministic=True, augment=AugmentConfig(randaugment=True, random_erasing=0.5))
+    train_config.TrainConfig(arch="tiny", augment_on="host", augment=AugmentConfig(randaugment=True))
 
 
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path):
@@ -261,7 +263,7 @@ def test_the_arch_recipe_is_under_any_flagfile_and_any_explicit_flag(tmp_path):
                                       "label_smoothing", "momentum")}, "sources": sources}))
         bare = ["train.py", "--arch=inceptionv3"]
         flags.FLAGS.unparse_flags(); sys.argv = bare; flags.FLAGS(bare)
-        assert train.build_config()[0] == trainer.config_for("inceptionv3"), train.build_config()[0]
+        assert train.build_config()[0] == train_config.config_for("inceptionv3"), train.build_config()[0]
     """).replace("FLAGFILE", str(flagfile))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -370,17 +372,17 @@ _ROUND_TRIP = textwrap.dedent("""
     cases = [Every(), Every(count=-7, rate=0.0012345678, name="runs/a b=c", flag=False, kind="b", pair=(218, 178),
                        fractions=(0.7, 0.2 + 0.1, 1 / 3), names=("Smiling", "Male"), sizes=None)]
     cases += [Every(rate=f, fractions=(f, f, f)) for f in FLOATS]
-    cases += [trainer.config_for("tiny", lr=0.0012345678, weight_decay=1 / 3, warmup_epochs=0.1 + 0.2, epochs=3,
+    cases += [train_config.config_for("tiny", lr=0.0012345678, weight_decay=1 / 3, warmup_epochs=0.1 + 0.2, epochs=3,
                                  image_size=(61, 49), attributes=("Smiling", "Male"), profile_steps=(2, 4),
                                  mixup=0.2 + 0.1, progress=False),
-              trainer.config_for("small", dropout=2.0 ** -40, lr=1e-12, rotation_deg=123456789.0123)]
+              train_config.config_for("small", dropout=2.0 ** -40, lr=1e-12, rotation_deg=123456789.0123)]
     for case in cases:
         with tempfile.NamedTemporaryFile("w", suffix=".flags", delete=False) as f:
             f.write(options.as_flagfile(case))
         flags.FLAGS.unparse_flags()
         argv = ["prog", f"--flagfile={f.name}"]
         flags.FLAGS(argv)
-        back = train.build_config()[0] if isinstance(case, trainer.TrainConfig) else \
+        back = train.build_config()[0] if isinstance(case, train_config.TrainConfig) else \
             config_flags.build(Every, argv=argv)[0]
         assert back == case, (case, back, open(f.name).read())
     for bad in (" runs/x", "runs/x ", "a\\nb"):  # what a flagfile line cannot hold is refused up front
@@ -418,7 +420,7 @@ class StopAfter:
 @pytest.mark.slow
 def test_a_stopped_run_with_an_unrounded_rate_resumes_from_its_flags_txt(shards, tmp_path):
     data_dir, _ = shards
-    config = trainer.config_for("tiny", data_dir=data_dir, runs_root=str(tmp_path), lr=0.0012345678, epochs=1,
+    config = train_config.config_for("tiny", data_dir=data_dir, runs_root=str(tmp_path), lr=0.0012345678, epochs=1,
                                 batch=16, precision="float32", progress=False, evaluate_test=False)
     with pytest.raises(step.Stopped):
         trainer.train(config, stop=StopAfter(2))
@@ -438,7 +440,7 @@ def test_a_pinned_unfinished_run_refuses_changed_settings_unless_allowed_and_rec
         trainer.train(config, stop=StopAfter(1))
     record = {name: open(os.path.join(run_dir, name)).read() for name in ("config.json", "flags.txt", "status.json")}
     changed = dataclasses.replace(config, lr=0.01, epochs=2, progress=True)  # --progress may change freely
-    with pytest.raises(trainer.TrainError) as e:
+    with pytest.raises(train_config.TrainError) as e:
         trainer.train(changed)
     message = str(e.value)
     assert f"{run_dir} holds an unfinished run recorded with other settings: epochs=1 (now 2), lr=0.003 (now 0.01)." \
@@ -522,12 +524,12 @@ def test_float16_wraps_the_optimizer_in_loss_scaling():
 def test_adam_with_a_weight_decay_it_would_ignore_is_refused_in_one_line():
     # Keras' Adam here applies no decay at all (what flags.txt would still record): the recipes' 0.0005 was lost.
     assert optimizers.weight_decay(optimizers.make_optimizer("adam", 1e-3, 10, 1, weight_decay=5e-4)) == 0.0
-    with pytest.raises(trainer.TrainError) as e:
-        trainer.config_for("tiny", optimizer="adam")  # the tiny recipe's weight decay, 0.0005
+    with pytest.raises(train_config.TrainError) as e:
+        train_config.config_for("tiny", optimizer="adam")  # the tiny recipe's weight decay, 0.0005
     message = str(e.value)
     assert "--optimizer=adam applies no weight decay" in message and "--weight_decay=0.0005" in message
     assert "use --optimizer=adamw" in message and "or --weight_decay=0" in message and "\n" not in message
-    assert trainer.config_for("tiny", optimizer="adam", weight_decay=0).optimizer == "adam"
+    assert train_config.config_for("tiny", optimizer="adam", weight_decay=0).optimizer == "adam"
     assert optimizers.weight_decay(optimizers.make_optimizer("adamw", 1e-3, 10, 1, weight_decay=5e-4)) == 5e-4
 
 

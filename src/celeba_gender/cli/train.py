@@ -22,18 +22,19 @@ with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
     from celeba_gender.train import step, trainer
     from celeba_gender.cli import config_flags, console, runner
     from celeba_gender.train.stopping import StopSignals
+    from celeba_gender.train import config as train_config
     tf_startup.find_devices()
 
-config_flags.define(trainer.TrainConfig, __name__)
+config_flags.define(train_config.TrainConfig, __name__)
 
 EXIT_CODES = {directory.PREEMPTED: 143, directory.INTERRUPTED: runner.INTERRUPTED_EXIT}
 
 
-def build_config() -> tuple[trainer.TrainConfig, dict]:
+def build_config() -> tuple[train_config.TrainConfig, dict]:
     """The config and each setting's source for the parsed flags (the arch's recipe under any flag)."""
     arch, epochs = flags.FLAGS.arch, flags.FLAGS["epochs"]
     recipe = registry.get(arch).recipe(epochs.value if epochs.present else None) if arch else None
-    return config_flags.build(trainer.TrainConfig, recipe=recipe)
+    return config_flags.build(train_config.TrainConfig, recipe=recipe)
 
 
 def main(argv: list[str]) -> None:

@@ -24,12 +24,13 @@ from celeba_gender.core import fileio
 from celeba_gender.shards import shard_dir
 from celeba_gender.evaluate import figures, gradcam_report, markdown_report
 from celeba_gender.inputs import pipeline
-from celeba_gender.models import registry
+from celeba_gender.models import build, registry
 from celeba_gender.rundir import directory
 from celeba_gender.serve import tta
-from celeba_gender.tasks import multilabel
+from celeba_gender.tasks import base as tasks_base, multilabel
 from celeba_gender.core.errors import UserError
 from celeba_gender.rundir.tensorboard import Summaries
+from celeba_gender.inputs import config as input_config
 
 CHECKPOINTS = ("best", "last")
 
@@ -99,18 +100,6 @@ def worst_errors(probs: np.ndarray, labels: np.ndarray, filenames: list[str], ac
     return [{"filename": filenames[i], "probability": float(probs[i, predicted])} for i in idx]
 
 
-def best_metric(train: dict) -> str:
-    """The validation figure a run (its recorded ``train`` settings) picks its best checkpoint and, with
-    attributes, each attribute's decision threshold by: its ``best_metric``, where ``auto`` (and runs recorded
-    before the setting existed) means balanced accuracy when the loss was weighted (``class_weights``,
-    ``attribute_weights=balanced``), else accuracy."""
-    chosen = train.get("best_metric", "auto")
-    if chosen != "auto":
-        return chosen
-    weighted = bool(train.get("class_weights")) or train.get("attribute_weights", "none") != "none"
-    return "balanced_accuracy" if weighted else "accuracy"
-
-
 def attribute_labels(attributes: np.ndarray, manifest: dict, outputs: list[str]) -> np.ndarray:
     """The 0/1 labels [N, outputs] of a multi-attribute model, from the records' attribute vectors."""
     names = list(manifest["attribute_names"])
@@ -137,7 +126,7 @@ def load_model(run_dir: str, checkpoint: str = "best") -> tuple[keras.Model, dic
     config = directory.read_config(run_dir)
     recorded = dict(config["model"])
     recorded["image_size"] = tuple(recorded["image_size"]) if recorded.get("image_size") else None
-    model = registry.build_model(registry.ModelConfig(**{**recorded, "weights": "none"}))
+    model = build.build_model(registry.ModelConfig(**{**recorded, "weights": "none"}))
     path = directory.latest_checkpoint(run_dir, checkpoint)
     if path is None:
         raise EvaluationError(f"No {checkpoint} checkpoint in {directory.checkpoint_dir(run_dir)}: has this run "
@@ -148,7 +137,7 @@ def load_model(run_dir: str, checkpoint: str = "best") -> tuple[keras.Model, dic
 
 def _metadata_batches(data_dir: str, split: str, image_size, batch: int, manifest: dict | None):
     info = pipeline.split_info(data_dir, split, manifest)
-    config = pipeline.DataConfig(data_dir, tuple(image_size) if image_size else None, batch)
+    config = input_config.DataConfig(data_dir, tuple(image_size) if image_size else None, batch)
     return pipeline.eval_dataset(config, info, with_metadata=True)
 
 
@@ -281,13 +270,13 @@ def evaluate_attributes(model: keras.Model, config: dict, run_dir: str, split: s
     of ``gradcam_attribute`` (default Male when trained, else the first), and TTA's means beside the plain ones.
 
     Decisions are at each attribute's threshold, chosen for this checkpoint on the validation split of
-    ``data_dir`` by the run's :func:`best_metric` (or ``thresholds``, when the caller chose them so already);
+    ``data_dir`` by the run's best metric (tasks.base.best_metric) (or ``thresholds``, when the caller chose them so already);
     the figures at 0.5 stand beside them. Evaluating the validation split itself judges the thresholds on the
     predictions they were chosen on: optimistic."""
     outputs = list(config["outputs"])
     probs, _, names, attrs = predict_split(model, data_dir, split, config["image_size"], batch, manifest)
     labels = attribute_labels(attrs, manifest, outputs)
-    metric = best_metric(config["train"])
+    metric = tasks_base.best_metric(config["train"])
     if thresholds is None:
         thresholds = multilabel.choose_thresholds(probs, labels, metric) if split == "validation" else \
             validation_thresholds(model, data_dir, config["image_size"], outputs, metric, batch, manifest)

@@ -13,7 +13,7 @@ import math
 import keras
 import tensorflow as tf
 
-from celeba_gender.inputs.augment import AugmentConfig
+from celeba_gender.inputs.config import AugmentConfig
 
 
 def _keras_shear_factor(shear_deg: float) -> float:

@@ -36,45 +36,13 @@ from celeba_gender.core import fileio
 
 from celeba_gender.shards import shard_dir
 from celeba_gender.shards import schema
+from celeba_gender.inputs.config import DataConfig
 from celeba_gender.inputs.decode import decode_image
 from celeba_gender.shards.shard_dir import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
-DEFAULT_SHUFFLE_BUFFER = 4096
 _DECODE_BATCH = 64  # images decoded per map call before a cache
 CACHES = ("none", "memory")  # or a file path
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """How one input pipeline reads a split.
-
-    ``batch`` is this pipeline's batch (under a strategy: the global batch divided by the workers).
-    ``cache``: "none", "memory" or a file path prefix (the cache files are keyed by what they hold).
-    ``deterministic``: fixed training order, whatever the parallelism (evaluation is always in shard order).
-    Without it parallel reads and decodes may deliver a pass's examples a little out of its order.
-    ``data_service``: a tf.data service dispatcher (grpc://host:port) whose workers read and decode the
-    training data; files are handed out dynamically, each example once a pass.
-    """
-
-    data_dir: str
-    image_size: tuple[int, int] | None = None  # None: the stored size
-    batch: int = 128
-    cache: str = "none"
-    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
-    seed: int | None = None
-    deterministic: bool = False
-    class_weights: bool = False  # training batches carry per-example weights that balance the classes
-    data_service: str = ""
-    # Multi-attribute training: the labels are these entries of each record's attribute vector (float32 0/1
-    # [B, K]) instead of its class label. Empty: the class label (int32 [B]).
-    attributes: tuple[int, ...] = ()
-
-    def __post_init__(self):
-        if self.class_weights and self.attributes:
-            # Class weights are looked up by the class label; attribute labels have no class to look up.
-            raise DataError("class_weights weigh one attribute's classes and cannot be combined with attributes: "
-                            "weigh each attribute's positives instead (train.py --attribute_weights=balanced).")
 
 
 @dataclasses.dataclass(frozen=True)

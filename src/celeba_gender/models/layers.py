@@ -42,7 +42,7 @@ def preprocessing(mode: str, name: str = "preprocess") -> keras.layers.Layer:
     return keras.layers.Identity(**common)
 
 
-HEADS = ("seed", "linear", "fc4096")
+from celeba_gender.models.registry import HEADS
 
 
 def classification_head(features, head: str, num_classes: int = 2, dropout: float = 0.2, multi_label: bool = False):

@@ -16,8 +16,7 @@ import tensorflow as tf
 
 from celeba_gender.core.errors import UserError
 
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+from celeba_gender.train.config import PRECISIONS, STRATEGIES
 
 
 class DistributeError(UserError):

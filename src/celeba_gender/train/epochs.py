@@ -45,13 +45,13 @@ from celeba_gender.evaluate import evaluator, figures
 from celeba_gender.rundir import directory
 from celeba_gender.tasks import multilabel
 from celeba_gender.train import step, optimizers
+from celeba_gender.tasks.base import BEST_METRICS
 from celeba_gender.train.checkpoints import Checkpoints, RunState
 from celeba_gender.core.errors import UserError
 from celeba_gender.train.distributed_input import Feed
 from celeba_gender.rundir.tensorboard import Summaries
 
 HISTORY = "history.csv"
-BEST_METRICS = ("accuracy", "balanced_accuracy")
 
 
 class Diverged(UserError):

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import keras
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULES = ("constant", "cosine")
+from celeba_gender.train.config import OPTIMIZERS
 
 
 def make_optimizer(name: str, lr: float, steps_per_epoch: int, epochs: int, schedule: str = "constant",

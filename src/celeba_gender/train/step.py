@@ -28,7 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 from celeba_gender.inputs import geometry
-from celeba_gender.inputs.augment import AugmentConfig, training_targets
+from celeba_gender.inputs.augment import training_targets
+from celeba_gender.inputs.config import AugmentConfig
 
 AUC_BINS = 200  # score histogram resolution for the training AUC (validation AUC is exact)
 
