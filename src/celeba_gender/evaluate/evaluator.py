@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
-from sklearn import metrics as skm
 
 from celeba_gender.core import fileio
 
@@ -27,7 +25,7 @@ from celeba_gender.inputs import pipeline
 from celeba_gender.models import build, registry
 from celeba_gender.rundir import directory
 from celeba_gender.serve import tta
-from celeba_gender.tasks import base as tasks_base, multilabel
+from celeba_gender.tasks import base as tasks_base, metrics
 from celeba_gender.core.errors import UserError
 from celeba_gender.rundir.tensorboard import Summaries
 from celeba_gender.inputs import config as input_config
@@ -37,37 +35,6 @@ CHECKPOINTS = ("best", "last")
 
 class EvaluationError(UserError):
     """A run that cannot be evaluated as asked; the message says why."""
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion (better than the normal one near 0 and 1)."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (centre - half, centre + half)
-
-
-def compute_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
-    """Accuracy (with its 95% CI), balanced accuracy, per-class report, ROC-AUC, log loss, confusion matrix."""
-    preds = probs.argmax(-1)
-    ids = list(range(len(class_names)))
-    correct = int((preds == labels).sum())
-    report = skm.classification_report(labels, preds, labels=ids, target_names=class_names, output_dict=True,
-                                       zero_division=0)
-    two_classes = len(np.unique(labels)) == 2
-    return {
-        "count": int(len(labels)),
-        "accuracy": correct / max(len(labels), 1),
-        "accuracy_ci95": list(wilson_interval(correct, len(labels))),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(labels, preds)) if len(labels) else float("nan"),
-        "roc_auc": float(skm.roc_auc_score(labels, probs[:, 1])) if two_classes else float("nan"),
-        "log_loss": float(skm.log_loss(labels, np.clip(probs, 1e-7, 1), labels=ids)) if len(labels) else float("nan"),
-        "per_class": {name: {k: float(v) for k, v in report[name].items()} for name in class_names},
-        "confusion_matrix": skm.confusion_matrix(labels, preds, labels=ids).tolist(),
-        "class_names": list(class_names),
-    }
 
 
 def subgroup_accuracy(probs: np.ndarray, labels: np.ndarray, attributes: np.ndarray, attribute_names: list[str],
@@ -86,7 +53,7 @@ def subgroup_accuracy(probs: np.ndarray, labels: np.ndarray, attributes: np.ndar
             if n < min_support:
                 continue
             k = int(correct[mask].sum())
-            lo, hi = wilson_interval(k, n)
+            lo, hi = metrics.wilson_interval(k, n)
             rows.append({"attribute": name, "value": value, "group": name if value else f"not {name}", "count": n,
                          "accuracy": k / n, "gap": k / n - overall, "ci95": [lo, hi]})
     return sorted(rows, key=lambda r: r["gap"])
@@ -115,7 +82,7 @@ def validation_thresholds(model: keras.Model, data_dir: str, image_size, outputs
     validation split of ``data_dir`` (multilabel.choose_thresholds)."""
     manifest = manifest or shard_dir.read_manifest(data_dir)
     probs, _, _, attrs = predict_split(model, data_dir, "validation", image_size, batch, manifest)
-    return multilabel.choose_thresholds(probs, attribute_labels(attrs, manifest, outputs), metric)
+    return metrics.choose_thresholds(probs, attribute_labels(attrs, manifest, outputs), metric)
 
 
 def load_model(run_dir: str, checkpoint: str = "best") -> tuple[keras.Model, dict]:
@@ -180,7 +147,7 @@ def tta_summary(mode: str, plain: np.ndarray, augmented: np.ndarray, labels: np.
                 class_names: list[str]) -> dict:
     """The test-time augmented figures beside the plain ones: accuracy, balanced accuracy, ROC-AUC, log loss,
     and how many predictions it changed (``fixed``: wrong before, right with it; ``broken``: the reverse)."""
-    m = compute_metrics(augmented, labels, class_names)
+    m = metrics.class_metrics(augmented, labels, class_names)
     before, after = plain.argmax(-1), augmented.argmax(-1)
     return {"mode": mode, **{k: m[k] for k in ("accuracy", "balanced_accuracy", "roc_auc", "log_loss")},
             "changed_predictions": int((before != after).sum()),
@@ -234,7 +201,7 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
     class_names = list(manifest["class_names"])
     probs, labels, names, attrs = predict_split(model, data_dir, split, config["image_size"], batch, manifest)
     report = {"run_dir": run_dir, "split": split, "checkpoint": checkpoint, "data_dir": data_dir,
-              "attribute": manifest["attribute"], **compute_metrics(probs, labels, class_names)}
+              "attribute": manifest["attribute"], **metrics.class_metrics(probs, labels, class_names)}
     report["subgroups"] = subgroup_accuracy(probs, labels, attrs, manifest["attribute_names"], manifest["attribute"],
                                             min_support)
     report["errors"] = {f"{class_names[a]}_as_{class_names[p]}": worst_errors(probs, labels, names, a, p, gallery_size)
@@ -278,16 +245,16 @@ def evaluate_attributes(model: keras.Model, config: dict, run_dir: str, split: s
     labels = attribute_labels(attrs, manifest, outputs)
     metric = tasks_base.best_metric(config["train"])
     if thresholds is None:
-        thresholds = multilabel.choose_thresholds(probs, labels, metric) if split == "validation" else \
+        thresholds = metrics.choose_thresholds(probs, labels, metric) if split == "validation" else \
             validation_thresholds(model, data_dir, config["image_size"], outputs, metric, batch, manifest)
     cut = np.asarray(thresholds, np.float32)
     report = {"run_dir": run_dir, "split": split, "checkpoint": checkpoint, "data_dir": data_dir,
               "multi_label": True, "outputs": outputs, "threshold_metric": metric,
               "thresholds_chosen_on": "validation",
-              **multilabel.attribute_metrics(probs, labels, outputs, thresholds), "config": config}
+              **metrics.attribute_metrics(probs, labels, outputs, thresholds), "config": config}
     if tta_mode != tta.NONE:
         augmented = predict_split(model, data_dir, split, config["image_size"], batch, manifest, tta_mode)[0]
-        m = multilabel.attribute_metrics(augmented, labels, outputs, thresholds)
+        m = metrics.attribute_metrics(augmented, labels, outputs, thresholds)
         report["tta"] = {"mode": tta_mode, **{k: m[k] for k in ("mean_accuracy", "mean_balanced_accuracy",
                                                                 "mean_roc_auc", "log_loss")},
                          "changed_decisions": int(((probs >= cut) != (augmented >= cut)).sum())}

@@ -1,11 +1,11 @@
-"""The training-time augmentation: the seed's ImageDataGenerator as ONE Keras layer, and the training targets.
+"""The training-time augmentation: the seed's ImageDataGenerator as ONE Keras layer, and MixUp / CutMix.
 
 - :class:`Augmenter`, the layer: the seed's geometry as one fused projective warp per batch (the pure functions
   of :mod:`celeba_gender.inputs.geometry`, which also explains ImageDataGenerator's distribution and quirks), then
   RandAugment and random erasing when configured. Active in training only; returns float32.
 - :func:`host_augment_fn`: that layer as a tf.data map function (``--augment_on=host``).
-- :func:`training_targets`: one-hot targets from integer labels, MixUp / CutMix, then label smoothing. They
-  need the labels, so they cannot live inside the model; the training step calls this.
+- :func:`mix`: MixUp / CutMix of a batch and its targets. They need the labels, so they cannot live inside
+  the model; the training step calls this between the task's targets and its label smoothing.
 
 Why one fused transform: every Keras ``Random*`` layer resamples the whole batch (one
 ``ImageProjectiveTransformV3`` each), so five stacked layers do five full-image bilinear passes and blur the
@@ -141,7 +141,7 @@ def host_augment_fn(layer: keras.layers.Layer, seed: int | None = None) -> Calla
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Training targets: one-hot, MixUp / CutMix, label smoothing.
+# Mixing: MixUp / CutMix of images and their targets.
 
 
 def _beta(shape, alpha: float, seed: tf.Tensor) -> tf.Tensor:
@@ -202,41 +202,22 @@ def _mix(images, targets, config: AugmentConfig, seed):
     return (tf.where(use_mix[:, None, None, None], mix_x, cut_x), tf.where(use_mix[:, None], mix_y, cut_y))
 
 
-def training_targets(images, labels, num_classes: int, label_smoothing: float = 0.0,
-                     config: AugmentConfig | None = None, seed=None, multi_label: bool = False
-                     ) -> tuple[tf.Tensor, tf.Tensor]:
-    """The training step's inputs and targets from integer labels -> (float32 images, float32 targets [B, K]).
+def mix(images, targets, config: AugmentConfig | None = None, seed=None) -> tuple[tf.Tensor, tf.Tensor]:
+    """MixUp (``config.mixup`` > 0) and/or CutMix (``config.cutmix`` > 0) of a batch: float32 images and soft
+    targets [B, K] (the task's: one-hot classes, or one 0/1 target per attribute) -> the same, mixed.
 
-    ``multi_label``: ``labels`` are already 0/1 targets [B, K], one per attribute (K independent binary
-    decisions): step 1 takes them as they are, and smoothing pulls each towards 1/2 (``t * (1 - eps) +
-    eps / 2``), the binary case of the rule below.
-
-    In this order:
-
-    1. one-hot targets of the ``labels`` (K = ``num_classes``);
-    2. MixUp (``config.mixup`` > 0) and/or CutMix (``config.cutmix`` > 0), the Beta(alpha, alpha) parameters:
-       each image is mixed with a partner from a random permutation of the batch, and its target row becomes
-       the same convex combination of the two one-hot rows (CutMix: by the box's true area). With both on,
-       each image gets one of the two at random (p = 0.5 each). With both off the images are only cast;
-    3. label smoothing of whatever targets step 2 left: ``t * (1 - eps) + eps / K`` with eps =
-       ``label_smoothing``. Smoothing is affine and every row sums to 1, so smoothing a mixed row is the same
-       as mixing smoothed one-hot rows: ``lam e_i + (1 - lam) e_j`` becomes ``(1 - eps)(lam e_i + (1 - lam)
-       e_j) + eps / K``. Rows still sum to 1 and no entry is below eps / K.
+    Each image is mixed with a partner from a random permutation of the batch, and its target row becomes the
+    same convex combination of the two rows (CutMix: by the box's true area). With both on, each image gets one of
+    the two at random (p = 0.5 each). With both off the images are only cast. Label smoothing, the task's, comes
+    after (tasks.base.Task.smooth); for a softmax smoothing is affine and rows sum to 1, so smoothing a mixed row
+    equals mixing smoothed rows.
 
     ``seed`` (for the mixing): None (fresh every call), an int (the same mix every call: for tests), a
     ``keras.random.SeedGenerator`` or a [2] tensor (e.g. per step).
     """
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     config = _as_config(config)
     images = tf.cast(images, tf.float32)
-    if multi_label:
-        targets = tf.cast(labels, tf.float32)
-    else:
-        targets = tf.one_hot(tf.reshape(tf.cast(labels, tf.int32), [-1]), num_classes, dtype=tf.float32)
+    targets = tf.cast(targets, tf.float32)
     if config.mixup > 0 or config.cutmix > 0:
         images, targets = _mix(images, targets, config, seed)
-    if label_smoothing > 0:
-        classes = 2 if multi_label else num_classes
-        targets = targets * (1.0 - label_smoothing) + label_smoothing / classes
     return images, targets

@@ -9,7 +9,6 @@ from typing import Any
 
 from celeba_gender.core import options
 from celeba_gender.core.options import option
-from celeba_gender.shards.shard_dir import DataError
 
 DEFAULT_SHUFFLE_BUFFER = 4096  # examples
 _FILL_MODES = ("nearest", "constant", "reflect", "wrap")
@@ -74,14 +73,7 @@ class DataConfig:
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
     seed: int | None = None
     deterministic: bool = False
-    class_weights: bool = False  # training batches carry per-example weights that balance the classes
     data_service: str = ""
-    # Multi-attribute training: the labels are these entries of each record's attribute vector (float32 0/1
-    # [B, K]) instead of its class label. Empty: the class label (int32 [B]).
-    attributes: tuple[int, ...] = ()
-
-    def __post_init__(self):
-        if self.class_weights and self.attributes:
-            # Class weights are looked up by the class label; attribute labels have no class to look up.
-            raise DataError("class_weights weigh one attribute's classes and cannot be combined with attributes: "
-                            "weigh each attribute's positives instead (train.py --attribute_weights=balanced).")
+    # What the labels are (a tasks.base.Task: it says which record fields they come from). None: the class label
+    # the shards were converted for.
+    task: Any = None

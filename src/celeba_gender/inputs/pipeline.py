@@ -37,6 +37,7 @@ from celeba_gender.core import fileio
 from celeba_gender.shards import shard_dir
 from celeba_gender.shards import schema
 from celeba_gender.inputs.config import DataConfig
+from celeba_gender.tasks.classification import Classification
 from celeba_gender.inputs.decode import decode_image
 from celeba_gender.shards.shard_dir import DataError
 
@@ -87,12 +88,6 @@ def split_info(data_dir: str, split: str, manifest: dict | None = None, pipeline
                      shard_dir.stored_size(manifest))
 
 
-def class_weights(info: SplitInfo) -> tuple[float, ...]:
-    """Weights that make each class count equally: total / (classes x class count)."""
-    total = sum(info.class_counts)
-    return tuple(total / (len(info.class_counts) * max(c, 1)) for c in info.class_counts)
-
-
 def positive_rates(info: SplitInfo, attributes: tuple[int, ...]) -> tuple[float, ...]:
     """The share of examples with each of ``attributes`` present, over ``info``'s files (one pass that parses
     only the attribute vectors: seconds for CelebA's training split)."""
@@ -128,15 +123,12 @@ def check_memory_cache(count: int, image_size: tuple[int, int]) -> None:
                         "--cache=<a file path on a fast disk>, --cache=none, or a smaller --image_size.")
 
 
-def cache_file(prefix: str, info: SplitInfo, size: tuple[int, int], max_examples: int | None,
-               attributes: tuple[int, ...] = (), weights: tuple[float, ...] | None = None) -> str:
+def cache_file(prefix: str, info: SplitInfo, size: tuple[int, int], max_examples: int | None, labels: list) -> str:
     """The file cache of exactly these decoded examples: ``<prefix>-<split>-<HxW>-<key>``, where the key is a
     checksum of everything that shapes a cached element: the files (their sha256), the size, the example limit,
-    which attribute columns are the labels and in what order (``attributes``; none: the class label), and the
-    class weights carried beside them. So a cache of other data, another size, another worker's files or other
-    labels is never read back as this one."""
-    key = hashlib.sha256(json.dumps([info.sha256, list(size), max_examples, list(attributes),
-                                     list(weights) if weights is not None else None]).encode()).hexdigest()[:16]
+    and what the labels are (``labels``: the task's cache key, e.g. which attribute columns in what order). So a
+    cache of other data, another size, another worker's files or other labels is never read back as this one."""
+    key = hashlib.sha256(json.dumps([info.sha256, list(size), max_examples, labels]).encode()).hexdigest()[:16]
     return f"{prefix}-{info.split}-{size[0]}x{size[1]}-{key}"
 
 
@@ -175,16 +167,20 @@ def _records(info: SplitInfo, shuffle_files: bool, seed: tf.Tensor | None, deter
                             num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 
-def _decoder(info: SplitInfo, size: tuple[int, int], with_metadata: bool = False,
-             weights: tuple[float, ...] | None = None, attributes: tuple[int, ...] = ()) -> Callable:
-    """A map function: a batch of serialised records -> (images, labels[, weights | filenames, attributes]).
+def _task(config: DataConfig, info: SplitInfo):
+    """The config's task, else the class label the shards were converted for."""
+    return config.task or Classification(info.class_names)
 
-    Labels are the class ids (int32 [B]), or with ``attributes`` those entries of the attribute vector
-    (float32 [B, K])."""
+
+def _decoder(info: SplitInfo, size: tuple[int, int], task, with_metadata: bool = False) -> Callable:
+    """A map function: a batch of serialised records -> (images, labels[, filenames, attributes]).
+
+    The labels are what ``task`` makes of each record (tasks.base.Task.labels): class ids int32 [B], or
+    attribute values float32 [B, K]."""
     image_spec = tf.TensorSpec((*size, 3), tf.uint8)
-    keys = (schema.ENCODED, schema.LABEL)
-    if with_metadata or attributes:
-        keys += (schema.FILENAME, schema.ATTRIBUTES)
+    keys = tuple(dict.fromkeys((schema.ENCODED, *task.record_keys)))
+    if with_metadata:
+        keys = tuple(dict.fromkeys((*keys, schema.FILENAME, schema.ATTRIBUTES)))
 
     def decode_batch(serialized):
         # One map call per batch, decoding its images in a loop, costs far less tf.data overhead than one
@@ -192,14 +188,9 @@ def _decoder(info: SplitInfo, size: tuple[int, int], with_metadata: bool = False
         ex = schema.parse_example(serialized, info.num_attributes, keys=keys)
         images = tf.map_fn(lambda e: decode_image(e, size, info.stored_size), ex[schema.ENCODED],
                            fn_output_signature=image_spec, parallel_iterations=1)
-        if attributes:
-            labels = tf.cast(tf.gather(ex[schema.ATTRIBUTES], list(attributes), axis=1), tf.float32)
-        else:
-            labels = tf.cast(ex[schema.LABEL], tf.int32)
+        labels = task.labels(ex)
         if with_metadata:
             return images, labels, ex[schema.FILENAME], tf.cast(ex[schema.ATTRIBUTES], tf.int32)
-        if weights is not None:
-            return images, labels, tf.gather(tf.constant(weights, tf.float32), labels)
         return images, labels
 
     return decode_batch
@@ -230,8 +221,8 @@ def _finish(ds: tf.data.Dataset, batch: int, replicas: int, deterministic: bool,
 
 def train_dataset(config: DataConfig, info: SplitInfo | None = None, host_augment: Callable | None = None,
                   replicas: int = 1, max_examples: int | None = None, start_step: int = 0) -> tf.data.Dataset:
-    """Endless training batches ``(uint8 images [B, h, w, 3], int32 labels [B])`` (plus float32 weights [B]
-    with ``config.class_weights``): shuffled every pass, ``drop_remainder``; take :func:`steps_per_epoch`
+    """Endless training batches ``(uint8 images [B, h, w, 3], labels)`` (the labels of ``config.task``: int32
+    class ids [B] by default): shuffled every pass, ``drop_remainder``; take :func:`steps_per_epoch`
     batches per epoch.
 
     ``start_step``: the global step (batches of this pipeline) to start at, e.g. a restored checkpoint's: the
@@ -254,8 +245,8 @@ def train_dataset(config: DataConfig, info: SplitInfo | None = None, host_augmen
     deterministic = config.deterministic
     # No seed: a random one (a new order every run), drawn apart from the seeds the caller may have set.
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(1, 2**31)
-    weights = class_weights(info) if config.class_weights else None
-    decode_batch = _decoder(info, size, weights=weights, attributes=config.attributes)
+    task = _task(config, info)
+    decode_batch = _decoder(info, size, task)
     buffer = min(config.shuffle_buffer, info.count)
     first_pass, skip = divmod(start_step, max(min(info.count, max_examples or info.count) // config.batch, 1))
 
@@ -279,8 +270,7 @@ def train_dataset(config: DataConfig, info: SplitInfo | None = None, host_augmen
         ds = _decoded_one_by_one(ds, decode_batch, deterministic)
         if cache != "memory":
             make_cache_folder(cache)
-        ds = ds.cache("" if cache == "memory" else cache_file(cache, info, size, max_examples, config.attributes,
-                                                               weights))
+        ds = ds.cache("" if cache == "memory" else cache_file(cache, info, size, max_examples, task.cache_key()))
 
         def one_pass(number):
             return _shuffled(ds, buffer, _pass_seed(seed, number, _EXAMPLES)).batch(
@@ -339,7 +329,7 @@ def eval_dataset(config: DataConfig, split: str | SplitInfo, pad_to_steps: int |
     info = split if isinstance(split, SplitInfo) else split_info(config.data_dir, split)
     size = _size(config, info)
     ds = _records(info, shuffle_files=False, seed=None, deterministic=True)
-    ds = ds.batch(config.batch).map(_decoder(info, size, with_metadata, attributes=config.attributes),
+    ds = ds.batch(config.batch).map(_decoder(info, size, _task(config, info), with_metadata),
                                     num_parallel_calls=AUTOTUNE, deterministic=True)
     if pad_to_steps is not None:
         ds = _pad_batches(ds, config.batch, pad_to_steps)

@@ -89,7 +89,7 @@ def build_model(config: ModelConfig) -> Model:
     set_trainable_layers(backbone, config.trainable_layers)
     inputs = keras.Input((*size, 3), dtype="float32", name="image")
     x = preprocessing(spec.preprocess)(inputs)
-    outputs = classification_head(backbone(x), head, config.num_classes, config.dropout, config.multi_label)
+    outputs = classification_head(backbone(x), head, config.outputs, config.dropout, config.activation)
     core = keras.Model(inputs, outputs, name=spec.name)
     return Model(core, backbone, spec, size)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from celeba_gender.models.registry import HEADS
+
 # keras.applications' preprocess_input modes, as constants (ImageNet statistics, RGB order).
 _TORCH_MEAN, _TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -42,12 +44,9 @@ def preprocessing(mode: str, name: str = "preprocess") -> keras.layers.Layer:
     return keras.layers.Identity(**common)
 
 
-from celeba_gender.models.registry import HEADS
-
-
-def classification_head(features, head: str, num_classes: int = 2, dropout: float = 0.2, multi_label: bool = False):
-    """Backbone feature maps -> class probabilities (a softmax over ``num_classes``), or with ``multi_label``
-    one sigmoid per output (``num_classes`` independent attributes). Float32 even under mixed precision.
+def classification_head(features, head: str, outputs: int = 2, dropout: float = 0.2, activation: str = "softmax"):
+    """Backbone feature maps -> ``outputs`` probabilities: a softmax over classes, or one sigmoid per output
+    (``activation="sigmoid"``: independent attributes). Float32 even under mixed precision.
 
     ``seed``: global average pooling, then the source study's Dense 1024 -> 256 -> 64 -> 32 (ReLU, dropout
     ``dropout`` after each) -> classes. ``linear``: global average pooling, dropout, one Dense layer.
@@ -68,6 +67,5 @@ def classification_head(features, head: str, num_classes: int = 2, dropout: floa
                 x = keras.layers.Dropout(dropout, name=f"head_dropout_{units}")(x)
         else:
             x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    logits = keras.layers.Dense(num_classes, name="logits")(x)
-    activation = "sigmoid" if multi_label else "softmax"
+    logits = keras.layers.Dense(outputs, name="logits")(x)
     return keras.layers.Activation(activation, dtype="float32", name="probabilities")(logits)

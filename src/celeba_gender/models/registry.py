@@ -100,9 +100,23 @@ class ModelConfig:
     weights: str = "none"  # none | imagenet | a local weights file
     head: str = "auto"  # auto: the arch's default (seed for the transfer-learning backbones)
     trainable_layers: int = -1  # -1: every backbone layer trains; N: only the last N
-    num_classes: int = 2  # outputs: classes of one attribute, or attributes when multi_label
+    outputs: int = 2  # the task's outputs: classes of one attribute, or attributes
     dropout: float = 0.2
-    multi_label: bool = False  # one sigmoid per output (several attributes) instead of one softmax
+    activation: str = "softmax"  # the task's: softmax over classes, or one sigmoid per attribute
+
+    @classmethod
+    def from_record(cls, record: dict) -> ModelConfig:
+        """The ModelConfig a run recorded in config.json (``model``), runs of earlier versions included
+        (``num_classes`` and ``multi_label``)."""
+        values = dict(record)
+        if "num_classes" in values:
+            values["outputs"] = values.pop("num_classes")
+        if "multi_label" in values:
+            values["activation"] = "sigmoid" if values.pop("multi_label") else "softmax"
+        if values.get("image_size"):
+            values["image_size"] = tuple(values["image_size"])
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
 
 
 def image_size(config: ModelConfig) -> tuple[int, int]:

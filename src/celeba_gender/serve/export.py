@@ -72,7 +72,7 @@ def _write(model: keras.Model, export_dir: str, image_size: tuple[int, int], cla
         labels.update({"thresholds": list(thresholds), "threshold_metric": threshold_metric})
     fileio.write_json(fileio.join(export_dir, "labels.json"), labels)
     names = tf.constant(class_names)
-    # float32, as the probabilities: the thresholds are float32 numbers (multilabel.choose_thresholds), so
+    # float32, as the probabilities: the thresholds are float32 numbers (metrics.choose_thresholds), so
     # this comparison decides exactly as evaluation and predict.py do.
     cut = tf.constant(thresholds, tf.float32) if multi_label else None
 

@@ -1,7 +1,7 @@
 """A run's checkpoints: the latest few and the best one, numbered by global step, for every strategy.
 
 What a checkpoint holds: the model, the optimizer (with its step counter and slots) and :class:`RunState`
-(epochs finished, steps done in the current epoch, best validation accuracy, the running sums of the epoch in
+(epochs finished, steps done in the current epoch, best validation figure of ``--best_metric``, the running sums of the epoch in
 progress, and the states of the Keras random generators: Dropout's, the augmentation policies'), so a restart
 continues at the exact step where the previous process stopped, with the same random draws. (Keras 3 does not
 put a layer's SeedGenerator state into a ``tf.train.Checkpoint`` of the model: :func:`random_states` finds them.)
@@ -22,15 +22,13 @@ import numpy as np
 import tensorflow as tf
 
 from celeba_gender.core import fileio
-from celeba_gender.rundir import directory
-
-
+from celeba_gender.rundir.directory import RunDirectory
 
 class RunState:
     """The counters a checkpoint records besides the model and optimizer (create them in the strategy scope).
 
     ``epoch_sums``: the running sums of an epoch's training statistics, as zeros of their dtypes and shapes
-    (``loop.zero_stats``); with the epoch's training seconds they are saved with every mid-epoch checkpoint, so
+    (``step.zero_stats``); with the epoch's training seconds they are saved with every mid-epoch checkpoint, so
     that the epoch's row of history.csv covers the steps of every process that trained it. ``random_states``:
     variables to save with them (:func:`random_states`).
     """
@@ -38,7 +36,7 @@ class RunState:
     def __init__(self, epoch_sums: dict[str, np.ndarray] | None = None, random_states: Sequence = ()):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps_done_in_epoch")
-        self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_validation_accuracy")
+        self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_validation_figure")  # of --best_metric
         template = {**(epoch_sums or {}), "train_seconds": np.float64(0)}
         self.sums = {k: tf.Variable(v, trainable=False, name=f"epoch_{k}") for k, v in template.items()}
         self.random_states = list(random_states)
@@ -83,10 +81,12 @@ def random_states(*layers) -> list:
 class Checkpoints:
     """Saves and restores one run's model, optimizer and :class:`RunState`."""
 
-    def __init__(self, run_dir: str, chief: bool, model, optimizer, state: RunState, keep: int = 3):
-        self.chief_dir = directory.checkpoint_dir(run_dir)
-        self.chief = chief
-        self.dir = self.chief_dir if chief else tempfile.mkdtemp(prefix="ckpt-worker-")
+    def __init__(self, run: RunDirectory, model, optimizer, state: RunState, keep: int = 3):
+        """``run``: whose checkpoints (the chief's, written by its writer; the other workers save alongside, into
+        a temporary directory)."""
+        self.chief_dir = run.checkpoint_dir
+        self.chief = run.writer
+        self.dir = self.chief_dir if self.chief else tempfile.mkdtemp(prefix="ckpt-worker-")
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **state.trackables())
         self._without_resume = tf.train.Checkpoint(model=model, optimizer=optimizer, **{
             k: v for k, v in state.trackables().items() if k != _RESUME})

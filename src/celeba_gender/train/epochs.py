@@ -41,9 +41,8 @@ import tensorflow as tf
 
 from celeba_gender.core import fileio
 from celeba_gender.core.plotting import figure_png
-from celeba_gender.evaluate import evaluator, figures
+from celeba_gender.evaluate import figures
 from celeba_gender.rundir import directory
-from celeba_gender.tasks import multilabel
 from celeba_gender.train import step, optimizers
 from celeba_gender.tasks.base import BEST_METRICS
 from celeba_gender.train.checkpoints import Checkpoints, RunState
@@ -208,11 +207,11 @@ class EpochLoop:
         probs, labels = self.loop.predict(self.feed.evaluation("validation"))
         loss = self.loop.evaluation_loss(probs, labels, self.feed.class_weights())  # training's, weighted alike
         if self.feed.multi_label:  # accuracy and AUC are the means over the attributes (decisions at 0.5)
-            metrics = multilabel.attribute_metrics(probs, labels, self.feed.outputs)
+            metrics = metrics.attribute_metrics(probs, labels, self.feed.outputs)
             val = {"loss": loss, "accuracy": metrics["mean_accuracy"], "auc": metrics["mean_roc_auc"],
                    "balanced_accuracy": metrics["mean_balanced_accuracy"]}
         else:
-            metrics = evaluator.compute_metrics(probs, labels, self.feed.class_names)
+            metrics = metrics.class_metrics(probs, labels, self.feed.class_names)
             val = {"loss": loss, "accuracy": metrics["accuracy"], "auc": metrics["roc_auc"],
                    "balanced_accuracy": metrics["balanced_accuracy"]}
         self.state.epoch.assign(epoch + 1)

@@ -1,13 +1,8 @@
-"""Several CelebA attributes in one model (``train.py --attributes=all``): the metrics of each attribute, their
-means, and the figures published by systems users compare against.
-
-Each attribute is a binary decision: present when its sigmoid output reaches the attribute's threshold. Training
-and validation decide at 0.5; a finished run's thresholds are chosen per attribute on the validation split
-(:func:`choose_thresholds`), since a rare attribute's probabilities may rank the faces well (a high ROC-AUC)
-and yet never reach 0.5. Beside its accuracy, every attribute gets its majority baseline (the accuracy of
-always answering the more frequent value: CelebA's rare attributes make a high accuracy easy, e.g. 98% for
-Bald) and its balanced accuracy (the mean of the true positive and true negative rates), which a majority
-guess cannot inflate.
+"""The figures of a split's predictions, from numpy arrays alone: one attribute's classes (accuracy with its
+confidence interval, balanced accuracy, per-class report, ROC-AUC, log loss, confusion matrix) and several
+attributes' binary decisions (each attribute's accuracy, balanced accuracy, ROC-AUC, majority baseline and
+positive rate, at 0.5 or at thresholds chosen on another split). Training's validation and evaluate.py's reports
+compute the same figures here.
 """
 
 from __future__ import annotations
@@ -17,47 +12,40 @@ import math
 import numpy as np
 from sklearn import metrics as skm
 
-from celeba_gender.shards.attributes import ATTRIBUTE_NAMES
-
 DEFAULT_THRESHOLD = 0.5
 # What a threshold can be chosen to maximise (train.py's --best_metric, resolved).
 THRESHOLD_METRICS = ("accuracy", "balanced_accuracy")
 
-# Published test accuracies (%) on CelebA's official test split, in ATTRIBUTE_NAMES order.
-# LNets+ANet: Liu, Luo, Wang, Tang, "Deep Learning Face Attributes in the Wild", ICCV 2015 (arXiv:1411.7766),
-# Table 1, read from the paper's text; their mean is the published 87.3.
-# MCNN-AUX: Hand, Chellappa, "Attributes for Improved Attributes: A Multi-Task Network Utilizing Implicit and
-# Explicit Relationships for Facial Attribute Classification", AAAI 2017 (arXiv:1604.07360), Table 2; their
-# mean is the published 91.29, and Male, Young, Pale_Skin, Black_Hair and Narrow_Eyes agree with a later
-# paper's comparison table.
-PUBLISHED = {
-    "LNets+ANet": (91, 79, 81, 79, 98, 95, 68, 78, 88, 95, 84, 80, 90, 91, 92, 99, 95, 97, 90, 87, 98, 92, 95, 81,
-                   95, 66, 91, 72, 89, 90, 96, 92, 73, 80, 82, 99, 93, 71, 93, 87),
-    "MCNN-AUX": (94.51, 83.42, 83.06, 84.92, 98.90, 96.05, 71.47, 84.53, 89.78, 96.01, 96.17, 89.15, 92.84, 95.67,
-                 96.32, 99.63, 97.24, 98.20, 91.55, 87.58, 98.17, 93.74, 96.88, 87.23, 96.05, 75.84, 97.05, 77.47,
-                 93.81, 95.16, 97.85, 92.73, 83.58, 83.91, 90.43, 99.05, 94.11, 86.63, 96.51, 88.48),
-}
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (better than the normal one near 0 and 1)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (centre - half, centre + half)
 
 
-def published(system: str, attribute: str) -> float | None:
-    """A system's published accuracy (%) for a CelebA attribute, None for a name CelebA does not have."""
-    if attribute not in ATTRIBUTE_NAMES:
-        return None
-    return float(PUBLISHED[system][ATTRIBUTE_NAMES.index(attribute)])
-
-
-def resolve(requested: tuple[str, ...], available: list[str]) -> tuple[str, ...]:
-    """``("all",)`` -> every available attribute; otherwise the names, checked (ValueError naming the unknown
-    ones and what exists)."""
-    if tuple(requested) == ("all",):
-        return tuple(available)
-    unknown = [a for a in requested if a not in available]
-    if unknown:
-        raise ValueError(f"--attributes: {', '.join(unknown)} not among the shards' attributes "
-                         f"({', '.join(available)}); or use --attributes=all.")
-    if len(set(requested)) != len(requested):
-        raise ValueError("--attributes names an attribute twice.")
-    return tuple(requested)
+def class_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
+    """Accuracy (with its 95% CI), balanced accuracy, per-class report, ROC-AUC, log loss, confusion matrix."""
+    preds = probs.argmax(-1)
+    ids = list(range(len(class_names)))
+    correct = int((preds == labels).sum())
+    report = skm.classification_report(labels, preds, labels=ids, target_names=class_names, output_dict=True,
+                                       zero_division=0)
+    two_classes = len(np.unique(labels)) == 2
+    return {
+        "count": int(len(labels)),
+        "accuracy": correct / max(len(labels), 1),
+        "accuracy_ci95": list(wilson_interval(correct, len(labels))),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(labels, preds)) if len(labels) else float("nan"),
+        "roc_auc": float(skm.roc_auc_score(labels, probs[:, 1])) if two_classes else float("nan"),
+        "log_loss": float(skm.log_loss(labels, np.clip(probs, 1e-7, 1), labels=ids)) if len(labels) else float("nan"),
+        "per_class": {name: {k: float(v) for k, v in report[name].items()} for name in class_names},
+        "confusion_matrix": skm.confusion_matrix(labels, preds, labels=ids).tolist(),
+        "class_names": list(class_names),
+    }
 
 
 def binary_cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -157,44 +145,3 @@ def attribute_metrics(probs: np.ndarray, labels: np.ndarray, names: list[str] | 
 def _decision_figures(y: np.ndarray, predicted: np.ndarray, two: bool) -> dict:
     return {"accuracy": float((y == predicted).mean()) if len(y) else math.nan,
             "balanced_accuracy": float(skm.balanced_accuracy_score(y, predicted)) if two else math.nan}
-
-
-def markdown_table(report: dict, sort: str = "gap") -> str:
-    """The per-attribute table of a report: engine's accuracy, majority baseline and the gap between them,
-    balanced accuracy, AUC, and the published figures; with chosen thresholds also each threshold and the
-    accuracy and balanced accuracy at 0.5 beside the tuned ones. ``sort="gap"`` puts the attributes the model
-    learned least beyond the majority guess first (``"name"``: CelebA's order)."""
-    rows = list(report["attributes"].items())
-    tuned = bool(rows) and "threshold" in rows[0][1]
-    if sort == "gap":
-        rows.sort(key=lambda kv: kv[1]["accuracy"] - kv[1]["majority_accuracy"])
-    systems = list(PUBLISHED)
-    at_half = ("threshold", "accuracy at 0.5", "balanced at 0.5") if tuned else ()
-    header = ["attribute", *at_half[:1], "accuracy", *at_half[1:2], "majority", "gap", "balanced accuracy",
-              *at_half[2:], "ROC-AUC", "positive rate", *systems]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, m in rows:
-        cited = [published(s, name) for s in systems]
-        cells = [name, *([_num(m["threshold"])] if tuned else []), _pct(m["accuracy"]),
-                 *([_pct(m["accuracy_at_0.5"])] if tuned else []), _pct(m["majority_accuracy"]),
-                 f"{100 * (m['accuracy'] - m['majority_accuracy']):+.1f} pt", _pct(m["balanced_accuracy"]),
-                 *([_pct(m["balanced_accuracy_at_0.5"])] if tuned else []), _num(m["roc_auc"]),
-                 _pct(m["positive_rate"]), *(f"{c:.2f}%" if c is not None else "" for c in cited)]
-        lines.append("| " + " | ".join(cells) + " |")
-    means = [np.mean(PUBLISHED[s]) for s in systems]
-    r = report
-    cells = ["**mean**", *([""] if tuned else []), f"**{_pct(r['mean_accuracy'])}**",
-             *([_pct(r["mean_accuracy_at_0.5"])] if tuned else []), _pct(r["mean_majority_accuracy"]),
-             f"{100 * (r['mean_accuracy'] - r['mean_majority_accuracy']):+.1f} pt", _pct(r["mean_balanced_accuracy"]),
-             *([_pct(r["mean_balanced_accuracy_at_0.5"])] if tuned else []), _num(r["mean_roc_auc"]), "",
-             *(f"{m:.2f}%" for m in means)]
-    lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _pct(x: float) -> str:
-    return "-" if x is None or math.isnan(x) else f"{100 * x:.2f}%"
-
-
-def _num(x: float) -> str:
-    return "-" if x is None or math.isnan(x) else f"{x:.4f}"
