@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from celeba_gender.serve import faces, inference, photos, probes
+from celeba_gender.serve import inference, photos
+from celeba_gender.serve import faces, probes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
