@@ -181,13 +181,15 @@ def warp_to_celeba(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
     height, width = CELEBA_SIZE
     to_photo = invert(matrix)
+    factor = int(math.floor(1.0 / math.sqrt(abs(np.linalg.det(matrix[:, :2])))))  # photo pixels per frame pixel
     corners = apply(to_photo, [[-1, -1], [width, -1], [-1, height], [width, height]])
-    # The part of the photo that the frame covers (plus a margin for the interpolation), clipped to the photo.
-    x0, y0 = np.clip(np.floor(corners.min(0)).astype(int) - 2, 0, [image.shape[1] - 1, image.shape[0] - 1])
-    x1, y1 = np.clip(np.ceil(corners.max(0)).astype(int) + 3, 1, [image.shape[1], image.shape[0]])
+    # The part of the photo that the frame covers, plus the cubic kernel's reach (2 pixels, of the reduced photo
+    # below), clipped to the photo.
+    margin = 3 * max(1, factor)
+    x0, y0 = np.clip(np.floor(corners.min(0)).astype(int) - margin, 0, [image.shape[1] - 1, image.shape[0] - 1])
+    x1, y1 = np.clip(np.ceil(corners.max(0)).astype(int) + margin, 1, [image.shape[1], image.shape[0]])
     region = image[y0:y1, x0:x1]
     offset = np.array([[1.0, 0, x0], [0, 1.0, y0]])  # region -> photo
-    factor = int(math.floor(1.0 / math.sqrt(abs(np.linalg.det(matrix[:, :2])))))
     if factor >= 2:
         rh, rw = region.shape[0] // factor, region.shape[1] // factor
         if rh >= 1 and rw >= 1:
