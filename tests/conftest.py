@@ -88,3 +88,18 @@ def unbalanced_shards(tmp_path_factory) -> str:
     converter.convert(ConvertConfig(celeba_dir=str(root / "celeba"), out_dir=out, balance=False,
                                           workers=2, progress=False))
     return out
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> tuple:
+    """(photo, landmarks [5, 2]): scikit-image's astronaut (a real face shipped in its wheel) and the five landmarks
+    MTCNN finds on it (left eye, right eye, nose, mouth corners)."""
+    import numpy as np
+    from skimage import data
+
+    from celeba_gender.serve import faces
+
+    photo = data.astronaut()
+    found = faces.MtcnnDetector()(photo)
+    assert len(found) == 1, found
+    return photo, np.array(found[0].landmarks)

@@ -79,6 +79,9 @@ BENCHMARK_COMMANDS = {
     "python benchmarks/full_size.py --seed=0",
     "python benchmarks/input_pipeline.py",
     "python benchmarks/train_step.py --steps=4",
+    "python benchmarks/face_alignment.py --picture=docs/face_alignment.png",
+    "python benchmarks/face_alignment.py --rule=eyes",
+    "python benchmarks/face_alignment.py --detector=haar",
 }
 _OFFLINE_STUDY = ("offline it takes the path epochs.flags takes in test_the_real_celeba_commands_run_as_documented_"
                   "offline (study.py starts train.py, which stops on the missing ImageNet weights); "
@@ -377,8 +380,14 @@ def test_the_benchmarks_run_as_documented_at_a_small_size(tmp_path):
     box.run("python benchmarks/train_step.py --steps=4",
             add="--archs=tiny --steps=2 --num_images=300 --configs=synthetic/float32,shards/float32")
     box.run("python benchmarks/full_size.py --seed=0", add="--num_images=300 --ceiling_images=200")
+    for command in ("python benchmarks/face_alignment.py --picture=docs/face_alignment.png",
+                    "python benchmarks/face_alignment.py --rule=eyes",
+                    "python benchmarks/face_alignment.py --detector=haar"):
+        box.run(command, add="--num_photos=3")
+    assert (tmp_path / "docs" / "face_alignment.png").exists()
     written = {p.name for p in (tmp_path / "benchmarks" / "results").glob("*.json")}
-    assert written == {"convert.json", "input_pipeline.json", "train_step.json", "full_size.json"}
+    assert written == {"convert.json", "input_pipeline.json", "train_step.json", "full_size.json",
+                       "face_alignment.json", "face_alignment_mtcnn_eyes.json", "face_alignment_haar_celeba.json"}
     assert BENCHMARK_COMMANDS <= box.ran, BENCHMARK_COMMANDS - box.ran
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from PIL import Image
 
 from celeba_gender.train import config as train_config
 from celeba_gender.serve import inference, photos
+from celeba_gender.serve import faces, probes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,17 +86,17 @@ def test_predict_decodes_exactly_as_evaluation_and_the_savedmodel_on_every_test_
     np.testing.assert_allclose(served["probabilities"].numpy(), probs, atol=1e-5)
 
 
-def test_face_detection_crops_the_face_from_a_larger_canvas(celeba_original):
+def test_the_haar_fallback_crops_the_face_from_a_larger_canvas(celeba_original):
     face_path = _face(celeba_original, 1)
     canvas = canvas_with_face(face_path)
-    boxes = inference.detect_faces(canvas)
+    boxes = faces.haar_faces(canvas)
     assert boxes, "no face found on the canvas"
     x, y, w, h = boxes[0]
     assert 300 <= x + w / 2 <= 478 and 100 <= y + h / 2 <= 318  # the box is on the pasted face
-    crop = inference.crop_like_celeba(canvas, boxes[0], (218, 178))
+    crop = faces.crop_like_celeba(canvas, boxes[0], (218, 178))
     assert crop.shape == (218, 178, 3) and crop.dtype == np.uint8
     # The crop frames the pasted aligned face (300, 100, 178, 218) closely, not some other part of the canvas.
-    left, top, width, height = inference.crop_window(boxes[0], (218, 178))
+    left, top, width, height = faces.crop_window(boxes[0], (218, 178))
     ix = max(0.0, min(left + width, 478) - max(left, 300))
     iy = max(0.0, min(top + height, 318) - max(top, 100))
     iou = ix * iy / (width * height + 178 * 218 - ix * iy)
@@ -103,7 +105,92 @@ def test_face_detection_crops_the_face_from_a_larger_canvas(celeba_original):
     window = canvas[int(top):int(top + height), int(left):int(left + width)]
     resized = np.asarray(Image.fromarray(window).resize((178, 218), Image.BILINEAR), np.float32)
     assert np.abs(resized - crop.astype(np.float32)).mean() < 12  # the crop shows that window
-    assert inference.detect_faces(np.full((480, 640, 3), 128, np.uint8)) == []
+    assert faces.haar_faces(np.full((480, 640, 3), 128, np.uint8)) == []
+
+
+def _aligned_astronaut(astronaut) -> np.ndarray:
+    """The astronaut's 218x178 crop as CelebA's alignment makes it from her landmarks."""
+    photo, landmarks = astronaut
+    return faces.warp_to_celeba(photo, faces.alignment_matrix(landmarks))
+
+
+def _two_faces(astronaut, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A 600x1000 photo of the astronaut twice (large on the left, small on the right, each turned and on its own
+    blurred background) and each face's known landmarks."""
+    from skimage import data
+
+    photo, landmarks = astronaut
+    rng = np.random.default_rng(seed)
+    halves, known = [], []
+    for i, (background, scales) in enumerate(((data.coffee(), (1.5, 1.8)), (data.rocket(), (0.8, 0.9)))):
+        probe = probes.make_probe(photo, landmarks, probes.blurred_background(background, rng, size=(600, 500)),
+                                  rng, scales=scales)
+        halves.append(probe.image)
+        known.append(probe.landmarks + [500 * i, 0])
+    return np.hstack(halves), known
+
+
+def test_detect_faces_leaves_an_already_aligned_face_crop_as_it_is(trained_run, astronaut, tmp_path):
+    """An aligned crop (here the astronaut as CelebA's alignment frames her, as a 178x218 JPEG and at twice the size
+    as a PNG) gives with --detect_faces exactly what it gives without: the same pixels, the same answer."""
+    _, result = trained_run
+    crop = Image.fromarray(_aligned_astronaut(astronaut))
+    crop.save(tmp_path / "aligned.jpg", quality=95)
+    crop.resize((356, 436), Image.BICUBIC).save(tmp_path / "aligned_x2.png")
+    files = [str(tmp_path / "aligned.jpg"), str(tmp_path / "aligned_x2.png")]
+    predictor = inference.Predictor(result["run_dir"])
+    plain, detected = predictor.predict(files), predictor.predict(files, faces=True)
+    assert len(detected) == 2
+    for p, q in zip(plain, detected):
+        assert q.error is None and q.note == inference.ALREADY_ALIGNED, q
+        assert q.probabilities == p.probabilities and q.label == p.label
+        assert q.box is not None and q.confidence >= faces.DEFAULT_MIN_CONFIDENCE and len(q.landmarks) == 5
+
+
+def test_detect_faces_aligns_each_face_like_celeba_most_confident_first(trained_run, astronaut, tmp_path):
+    _, result = trained_run
+    image, known = _two_faces(astronaut)
+    path = str(tmp_path / "two.png")
+    Image.fromarray(image).save(path)
+    predictor = inference.Predictor(result["run_dir"], min_face_confidence=0.5)
+    found = predictor.predict([path], faces=True)
+    assert len(found) == 2 and found[0].confidence >= found[1].confidence, found
+    eyes = [np.array([p.landmarks["left_eye"], p.landmarks["right_eye"]]) for p in found]
+    for truth in known:  # each face found once, its eyes within a tenth of their distance
+        distance = np.linalg.norm(truth[1] - truth[0])
+        assert sum(np.abs(e - truth[:2]).max() < 0.1 * distance for e in eyes) == 1
+    # Each face's model input is the astronaut's aligned crop (as made from her known landmarks) within a few
+    # levels, whatever its size and turn in the photo; the Haar box framing of the same photo is far off.
+    size = predictor.image_size
+    reference = faces.model_crop(_aligned_astronaut(astronaut), size).astype(np.float32)
+    photo = photos.open_photo(path)
+    for face in predictor.find_faces(image):
+        crop, note = predictor.face_input(photo, image, face)
+        assert note is None and crop.shape == (*size, 3) and np.abs(crop - reference).mean() < 8
+    boxed = [faces.crop_like_celeba(image, box, size) for box in faces.haar_faces(image)]
+    assert boxed and min(np.abs(b - reference).mean() for b in boxed) > 12
+    # --max_faces keeps the most confident; --face_confidence drops the others.
+    one = inference.Predictor(result["run_dir"], max_faces=1).predict([path], faces=True)
+    assert [p.confidence for p in one] == [found[0].confidence]
+    middle = (found[0].confidence + found[1].confidence) / 2
+    strict = inference.Predictor(result["run_dir"], min_face_confidence=middle).predict([path], faces=True)
+    assert [p.confidence for p in strict] == [found[0].confidence]
+    # --align=eyes: the eyes exactly on the template's, so a different crop for this face (CelebA's rule leaves her
+    # eyes 2 px off it); an unknown rule is refused.
+    eyes_only = inference.Predictor(result["run_dir"], align=faces.EYES)
+    face = predictor.find_faces(image)[0]
+    assert np.abs(eyes_only.face_input(photo, image, face)[0].astype(np.float32)
+                  - predictor.face_input(photo, image, face)[0]).mean() > 1
+    with pytest.raises(inference.PredictError, match="--align=nose"):
+        inference.Predictor(result["run_dir"], align="nose")
+    # The CSV has each face's confidence and landmarks.
+    inference.write_predictions(found, str(tmp_path / "faces.csv"))
+    rows = list(csv.DictReader(open(tmp_path / "faces.csv")))
+    for row, p in zip(rows, found):
+        assert float(row["face_confidence"]) == pytest.approx(p.confidence, abs=1e-6)
+        for name, (x, y) in p.landmarks.items():
+            assert float(row[f"{name}_x"]) == pytest.approx(x, abs=0.01)
+            assert float(row[f"{name}_y"]) == pytest.approx(y, abs=0.01)
 
 
 def test_images_are_read_as_rgb_whatever_the_format(tmp_path):
@@ -296,23 +383,57 @@ def test_explain_writes_a_gradcam_overlay_per_prediction(trained_run, photos_dir
     assert all(p.explanation is None for p in plain if p.error)
 
 
+def test_without_mtcnn_detect_faces_falls_back_on_haar_and_says_so(trained_run, astronaut, tmp_path, monkeypatch):
+    _, result = trained_run
+    monkeypatch.setitem(sys.modules, "mtcnn", None)  # import mtcnn raises ImportError
+    Image.fromarray(_two_faces(astronaut, seed=3)[0]).save(tmp_path / "two.png")
+    found = inference.Predictor(result["run_dir"]).predict([str(tmp_path / "two.png")], faces=True)
+    assert found and all(p.error is None and "Haar" in p.note and p.confidence is None for p in found)
+    assert any(p.landmarks and set(p.landmarks) == {"left_eye", "right_eye"} for p in found)  # aligned by the eyes
+
+
+def test_tta_and_explain_work_on_aligned_faces(trained_run, astronaut, tmp_path):
+    _, result = trained_run
+    image, _ = _two_faces(astronaut, seed=1)
+    path = str(tmp_path / "two.png")
+    Image.fromarray(image).save(path)
+    predictor = inference.Predictor(result["run_dir"], tta_mode="flip", min_face_confidence=0.5)
+    found = predictor.predict([path], faces=True, explain_dir=str(tmp_path / "explain"))
+    assert len(found) == 2 and len({p.explanation for p in found}) == 2
+    assert all(Image.open(p.explanation).format == "PNG" for p in found)
+    # Each face's flip average is that of its aligned crop and the crop's mirror image.
+    photo = photos.open_photo(path)
+    for p, face in zip(found, predictor.find_faces(image)):
+        crop, _ = predictor.face_input(photo, image, face)
+        both = np.asarray(predictor.model(np.stack([crop, crop[:, ::-1]]), training=False))
+        assert p.probabilities["Male"] == pytest.approx(both[:, 1].mean(), abs=1e-5)
+
+
 def _cli(*args, cwd=ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, os.path.join(ROOT, "predict.py"), *args], capture_output=True, text=True,
                           timeout=180, cwd=cwd)
 
 
-def test_predict_cli_detects_faces_and_reports_files_without_one(trained_run, photos_dir, celeba_original, tmp_path):
+def test_predict_cli_detects_faces_and_reports_files_without_one(trained_run, photos_dir, celeba_original, astronaut,
+                                                                 tmp_path):
     _, result = trained_run
     Image.fromarray(canvas_with_face(_face(celeba_original, 1))).save(os.path.join(photos_dir, "group.png"))
     Image.fromarray(np.full((300, 300, 3), 90, np.uint8)).save(os.path.join(photos_dir, "wall.png"))
-    done = _cli(f"--run_dir={result['run_dir']}", "--detect_faces", f"--output={tmp_path}/out.csv", photos_dir)
+    image, known = _two_faces(astronaut, seed=2)
+    Image.fromarray(image).save(os.path.join(photos_dir, "two.png"))
+    done = _cli(f"--run_dir={result['run_dir']}", "--detect_faces", f"--output={tmp_path}/out.csv", "--max_faces=1",
+                "--face_confidence=0.9", photos_dir)
     assert done.returncode == 1, done.stderr[-2000:]  # some inputs could not be predicted
     lines = {line.split("\t")[0].rsplit("/", 1)[-1]: line for line in done.stdout.splitlines() if "\t" in line}
     assert "box x=" in lines["group.png"] and ("\tFemale\t" in lines["group.png"] or "\tMale\t" in lines["group.png"])
+    assert re.search(r"\tbox x=\d+ y=\d+ w=\d+ h=\d+ face (0\.9\d\d|1\.000)\t", lines["two.png"])
     assert "error: no face found" in lines["wall.png"]
     assert "error: not an image" in lines["notes.txt"]
     assert "input(s) without a prediction" in done.stderr and "Traceback" not in done.stderr
-    assert os.path.exists(tmp_path / "out.csv")
+    rows = [r for r in csv.DictReader(open(tmp_path / "out.csv")) if r["file"].endswith("two.png")]
+    assert len(rows) == 1  # --max_faces=1: the more confident face, its eyes where one of the faces has them
+    eyes = np.array([[float(rows[0][f"{e}_{a}"]) for a in "xy"] for e in ("left_eye", "right_eye")])
+    assert min(np.abs(eyes - k[:2]).max() / np.linalg.norm(k[1] - k[0]) for k in known) < 0.1
 
 
 def test_predict_cli_exit_codes(trained_run, celeba_original, tmp_path):
@@ -333,7 +454,8 @@ def test_predict_cli_exit_codes(trained_run, celeba_original, tmp_path):
     # 2: user errors, one line each: a run without export/, a bad flag value.
     (tmp_path / "not_a_run").mkdir()
     for args, message in (([f"--run_dir={tmp_path / 'not_a_run'}", good[0]], "export/model.keras does not exist"),
-                          ([f"--run_dir={result['run_dir']}", "--tta=rotate", good[0]], "--tta")):
+                          ([f"--run_dir={result['run_dir']}", "--tta=rotate", good[0]], "--tta"),
+                          ([f"--run_dir={result['run_dir']}", "--align=nose", good[0]], "--align")):
         done = _cli(*args)
         assert done.returncode == 2, (args, done.stderr[-2000:])
         assert done.stderr.strip().splitlines()[-1].startswith("predict: error: ") and message in done.stderr

@@ -15,7 +15,7 @@ from celeba_gender.cli import tf_startup
 with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
     import tensorflow  # noqa: F401 - imported now (inference imports it lazily) so that its lines are tidied
 
-    from celeba_gender.serve import inference, photos, tta
+    from celeba_gender.serve import faces, inference, photos, tta
     from celeba_gender.cli import config_flags, runner
     from celeba_gender.core.options import option
     tf_startup.find_devices()
@@ -28,9 +28,15 @@ class PredictConfig:
     """The flags of predict.py (the photos are its arguments)."""
 
     run_dir: str = option(help="A finished train.py run (its export/ is used). Required.", path=True)
-    detect_faces: bool = option(False, "Find faces with OpenCV's Haar cascade and crop each like CelebA's aligned "
-                                "images (for ordinary photos; without it each image is taken as an aligned face "
-                                "crop).")
+    detect_faces: bool = option(False, "Find the faces and their eyes, nose and mouth corners (MTCNN) and align "
+                                "each as CelebA's aligned images are aligned (for ordinary photos; without it each "
+                                "image is taken as an aligned face crop).")
+    face_confidence: float = option(faces.DEFAULT_MIN_CONFIDENCE, "--detect_faces: the detector's confidence below "
+                                    "which a detection is not taken as a face.", lower=0, upper=1)
+    max_faces: int = option(0, "--detect_faces: predict at most this many faces per photo, the most confident; 0: "
+                            "all.", lower=0)
+    align: str = option(faces.CELEBA, "--detect_faces: celeba aligns like CelebA (eyes and mouth, least squares); "
+                        "eyes puts the two eyes exactly where CelebA's template has them.", choices=faces.RULES)
     output: str | None = option(None, "Also write the predictions to this .csv or .json file.", path=True)
     batch: int = option(32, "Faces per model call.", lower=1)
     max_pixels: int = option(photos.DEFAULT_MAX_PIXELS, "Refuse (per file, from its header, before decoding) images "
@@ -60,6 +66,8 @@ def format_line(p: inference.Prediction) -> str:
         line = f"{p.file}\terror: {p.error}"
     else:
         box = "whole image" if p.box is None else "box x={} y={} w={} h={}".format(*p.box)
+        if p.confidence is not None:
+            box += f" face {p.confidence:.3f}"
         if p.probability is not None:
             line = f"{p.file}\t{box}\t{p.label}\t{p.probability:.4f}"
         else:  # a multi-attribute model: the attributes present, each with its probability
@@ -76,7 +84,7 @@ def main(argv: list[str]) -> None:
     c, _ = config_flags.build(PredictConfig)
     if len(argv) < 2:
         raise inference.PredictError("name at least one image file or folder: predict.py --run_dir=RUN photo.jpg ...")
-    predictor = inference.Predictor(c.run_dir, c.max_pixels, c.tta)
+    predictor = inference.Predictor(c.run_dir, c.max_pixels, c.tta, c.face_confidence, c.max_faces, c.align)
     predictions = predictor.predict(inference.list_inputs(argv[1:]), c.detect_faces, c.batch,
                                     explain_dir(c) if c.explain else None)
     for p in predictions:

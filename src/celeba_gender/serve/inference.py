@@ -4,8 +4,8 @@ test-time augmentation and Grad-CAM overlays.
 Each file is read by :mod:`celeba_gender.serve.photos`: checked from its header (size, format) before decoding, then
 decoded and resized exactly as training decodes (the source study's demo fed OpenCV's BGR arrays to an RGB
 model), turned upright by its EXIF orientation. Without ``detect_faces`` a photo is taken to be a CelebA-like
-aligned crop and centre-cropped to the model's aspect ratio; with it, OpenCV's bundled Haar cascade finds the
-faces and each is cropped the way CelebA's aligned images frame a face.
+aligned crop and centre-cropped to the model's aspect ratio; with it, :mod:`celeba_gender.serve.faces` finds the
+faces and their landmarks and aligns each the way CelebA's aligned images were aligned.
 """
 
 from __future__ import annotations
@@ -16,15 +16,12 @@ import os
 
 import numpy as np
 
+from celeba_gender.serve import faces as face_finder
 from celeba_gender.serve import overlay
 from celeba_gender.serve import photos, tta
 from celeba_gender.core.errors import UserError
 
-# CelebA's aligned crops (178x218) frame a face so that a frontal-face detector's box is about 1/1.5 of the
-# crop's width, its centre a little above the middle. Calibrated on the synthetic faces (which follow
-# CelebA's framing); real photos were not available to check it.
-CROP_WIDTH_PER_BOX = 1.5
-BOX_CENTRE_HEIGHT = 0.52
+ALREADY_ALIGNED = "already aligned: used as it is"
 
 
 class PredictError(UserError):
@@ -43,6 +40,8 @@ class Prediction:
     error: str | None = None
     note: str | None = None  # what was done to the file besides decoding (turned upright, first GIF frame)
     explanation: str | None = None  # the Grad-CAM overlay's path (--explain)
+    confidence: float | None = None  # the face detector's
+    landmarks: dict | None = None  # name -> (x, y) in the photo: face_finder.LANDMARK_NAMES (or the eyes only)
 
 
 def list_inputs(paths: list[str]) -> list[str]:
@@ -59,45 +58,14 @@ def list_inputs(paths: list[str]) -> list[str]:
     return files
 
 
-def detect_faces(image: np.ndarray, min_size: int = 40) -> list[tuple[int, int, int, int]]:
-    """Frontal faces found by OpenCV's bundled Haar cascade, largest first, as (x, y, w, h)."""
-    import cv2
-
-    path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
-    cascade = cv2.CascadeClassifier(path)
-    if cascade.empty():
-        raise PredictError(f"OpenCV's face cascade is missing ({path}); install opencv-python-headless<5.")
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    faces = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_size, min_size))
-    return sorted((tuple(int(v) for v in f) for f in faces), key=lambda b: -b[2] * b[3])
-
-
-def crop_window(box: tuple[int, int, int, int], size: tuple[int, int]) -> tuple[float, float, float, float]:
-    """(left, top, width, height) of the region that frames a face box like CelebA's aligned crops, with the
-    aspect ratio of ``size`` (height, width)."""
-    x, y, w, h = box
-    crop_w = CROP_WIDTH_PER_BOX * w
-    crop_h = crop_w * size[0] / size[1]
-    return x + w / 2 - crop_w / 2, y + h / 2 - BOX_CENTRE_HEIGHT * crop_h, crop_w, crop_h
-
-
-def crop_like_celeba(image: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
-    """The :func:`crop_window` of a face box, resized to ``size`` (edges replicated where the region leaves
-    the photo)."""
-    import cv2
-
-    height, width = size
-    left, top, crop_w, crop_h = crop_window(box, size)
-    # An affine warp samples the region directly, replicating edge pixels outside the photo.
-    matrix = np.array([[crop_w / width, 0, left], [0, crop_h / height, top]], np.float32)
-    return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)
-
-
 class Predictor:
     """An exported run (``export/model.keras`` and ``export/labels.json``) and how to read photos for it."""
 
-    def __init__(self, run_dir: str, max_pixels: int = photos.DEFAULT_MAX_PIXELS, tta_mode: str = tta.NONE):
+    def __init__(self, run_dir: str, max_pixels: int = photos.DEFAULT_MAX_PIXELS, tta_mode: str = tta.NONE,
+                 min_face_confidence: float = face_finder.DEFAULT_MIN_CONFIDENCE, max_faces: int = 0,
+                 align: str = face_finder.CELEBA):
+        """``min_face_confidence``, ``max_faces`` (0: all) and ``align`` (a rule of :mod:`face_finder`): how
+        ``predict(faces=True)`` finds and frames faces."""
         import keras
 
         export_dir = os.path.join(run_dir, "export")
@@ -108,6 +76,8 @@ class Predictor:
                                    "(training writes export/ at the end; python evaluate.py does not).")
         if tta_mode not in tta.MODES:
             raise PredictError(f"--tta={tta_mode}: choose one of {', '.join(tta.MODES)}.")
+        if align not in face_finder.RULES:
+            raise PredictError(f"--align={align}: choose one of {', '.join(face_finder.RULES)}.")
         self.model = keras.models.load_model(path)
         self.image_size = tuple(self.model.input_shape[1:3])
         with open(labels) as f:
@@ -121,7 +91,8 @@ class Predictor:
         # Exports made before labels.json recorded the layer: the registry knows it by the arch (the core's name).
         self.gradcam_layer = recorded.get("gradcam_layer") or _registry_gradcam_layer(self.model)
         self.max_pixels, self.tta_mode = max_pixels, tta_mode
-        self._gradcam = None
+        self.min_face_confidence, self.max_faces, self.align = min_face_confidence, max_faces, align
+        self._gradcam = self._detector = None
 
     def explainer(self):
         """The :class:`celeba_gender.serve.gradcam.GradCam` of this model (built on first use)."""
@@ -133,6 +104,30 @@ class Predictor:
                                    "--explain cannot be used with it.")
             self._gradcam = gradcam.GradCam(self.model, self.gradcam_layer)
         return self._gradcam
+
+    @property
+    def detector(self):
+        """:func:`face_finder.detector`'s (built on first use: MTCNN takes a few seconds to load)."""
+        if self._detector is None:
+            self._detector = face_finder.detector(self.min_face_confidence)
+        return self._detector
+
+    def find_faces(self, image: np.ndarray) -> list[face_finder.Face]:
+        """The faces of a photo, most confident first, at most ``max_faces``."""
+        found = self.detector(image)
+        return found[:self.max_faces] if self.max_faces else found
+
+    def face_input(self, photo: photos.Photo, image: np.ndarray,
+                   face: face_finder.Face) -> tuple[np.ndarray, str | None]:
+        """(the model's input for one face of a photo, a note for the user): the face aligned like CelebA's, or the
+        whole photo's decoding when the photo already is such a crop, or the Haar fallback's box framing."""
+        note = self.detector.note(face)
+        if face.landmarks is None:
+            return face_finder.crop_like_celeba(image, face.box, self.image_size), note
+        matrix = face_finder.alignment_matrix(face.landmarks, self.align)
+        if face_finder.already_aligned(matrix, image.shape[:2]):
+            return photos.model_input(photo, self.image_size), _join(note, ALREADY_ALIGNED)
+        return face_finder.model_crop(face_finder.warp_to_celeba(image, matrix), self.image_size), note
 
     def predict(self, files: list[str], faces: bool = False, batch: int = 32,
                 explain_dir: str | None = None) -> list[Prediction]:
@@ -152,11 +147,12 @@ class Predictor:
                     pending.append((file, None, photo.note, photos.model_input(photo, self.image_size)))
                 else:
                     image = photos.full_image(photo)
-                    boxes = detect_faces(image)
-                    if not boxes:
+                    found = self.find_faces(image)
+                    if not found:
                         results.append(Prediction(file, error="no face found", note=photo.note))
-                    pending += [(file, box, photo.note, crop_like_celeba(image, box, self.image_size))
-                                for box in boxes]
+                    for face in found:
+                        crop, note = self.face_input(photo, image, face)
+                        pending.append((file, face, _join(photo.note, note), crop))
             except photos.UnreadableImage as e:
                 results.append(Prediction(file, error=str(e)))
             if len(pending) >= batch:
@@ -170,14 +166,16 @@ class Predictor:
         probs = tta.predict(self.model, crops, self.tta_mode)
         maps = self._explain(crops, probs) if explain_dir else [None] * len(crops)
         out = []
-        for (file, box, note, crop), p, heatmap in zip(pending, probs, maps):
+        for (file, face, note, crop), p, heatmap in zip(pending, probs, maps):
             label, probability, caption = self._decision(p)
+            box = face.box if face else None
             explanation = None
             if heatmap is not None:
                 explanation = _overlay_path(explain_dir, file, box, names)
                 overlay.save_explanation(crop, heatmap, f"{os.path.basename(file)}: {caption}", explanation)
             out.append(Prediction(file, box, label, probability, {n: float(v) for n, v in zip(self.class_names, p)},
-                                  note=note, explanation=explanation))
+                                  note=note, explanation=explanation, confidence=face.confidence if face else None,
+                                  landmarks=(face.landmark_dict() or None) if face else None))
         return out
 
     def _decision(self, p: np.ndarray) -> tuple[str, float | None, str]:
@@ -197,6 +195,10 @@ class Predictor:
             return self.explainer()(crops, probs.argmax(-1))
         j = self.class_names.index(self.explained_attribute)
         return self.explainer()(crops, j, sign=np.where(probs[:, j] >= self.thresholds[j], 1.0, -1.0))
+
+
+def _join(*notes: str | None) -> str | None:
+    return "; ".join(n for n in notes if n) or None
 
 
 def _registry_gradcam_layer(model) -> str:
@@ -219,8 +221,8 @@ def _overlay_path(folder: str, file: str, box, taken: set) -> str:
 
 
 def write_predictions(predictions: list[Prediction], path: str) -> None:
-    """CSV (file, x, y, width, height, label, probability, P(class)..., error, note, explanation) or JSON, by
-    the extension."""
+    """CSV (file, x, y, width, height, face_confidence, the landmarks' x and y, label, probability, P(class)...,
+    error, note, explanation) or JSON, by the extension."""
     rows = [dataclasses.asdict(p) for p in predictions]
     if path.endswith(".json"):
         with open(path, "w") as f:
@@ -231,10 +233,15 @@ def write_predictions(predictions: list[Prediction], path: str) -> None:
     names = sorted({n for p in predictions if p.probabilities for n in p.probabilities})
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["file", "x", "y", "width", "height", "label", "probability", *[f"p_{n}" for n in names],
-                         "error", "note", "explanation"])
+        points = [f"{n}_{axis}" for n in face_finder.LANDMARK_NAMES for axis in "xy"]
+        writer.writerow(["file", "x", "y", "width", "height", "face_confidence", *points, "label", "probability",
+                         *[f"p_{n}" for n in names], "error", "note", "explanation"])
         for p in predictions:
             box = p.box or ("", "", "", "")
+            confidence = f"{p.confidence:.6f}" if p.confidence is not None else ""
+            marks = [f"{v:.2f}" if v != "" else "" for n in face_finder.LANDMARK_NAMES
+                     for v in (p.landmarks or {}).get(n, ("", ""))]
             probs = [f"{p.probabilities[n]:.6f}" if p.probabilities else "" for n in names]
-            writer.writerow([p.file, *box, p.label or "", f"{p.probability:.6f}" if p.probability is not None else "",
+            writer.writerow([p.file, *box, confidence, *marks, p.label or "",
+                             f"{p.probability:.6f}" if p.probability is not None else "",
                              *probs, p.error or "", p.note or "", p.explanation or ""])
