@@ -12,7 +12,8 @@ import sys
 from tqdm import tqdm
 
 from celeba_gender.core import options
-from celeba_gender.train.epochs import Monitor, Window
+from celeba_gender.evaluate import markdown_report
+from celeba_gender.train.monitor import Monitor, Window
 
 # Settings shown in the header when they came from the command line, a flagfile or the arch's recipe.
 _SOURCES_SHOWN = (options.COMMAND_LINE, options.FLAGFILE, options.RECIPE)
@@ -116,27 +117,8 @@ def format_summary(result: dict) -> str:
              f"{result['replicas']} replica(s))",
              f"best validation {metric.replace('_', ' ')} {result[f'best_validation_{metric}']:.4f}"]
     test = result.get("test")
-    if test and test.get("multi_label"):
-        tuned = "mean_accuracy_at_0.5" in test
-        lines.append(f"test ({test.get('checkpoint', 'best')} checkpoint): mean accuracy {test['mean_accuracy']:.4f} "
-                     f"(majority baseline {test['mean_majority_accuracy']:.4f}), mean balanced accuracy "
-                     f"{test['mean_balanced_accuracy']:.4f}, mean ROC-AUC {test['mean_roc_auc']:.4f} on "
-                     f"{test['count']:,} images")
-        if tuned:
-            lines.append(f"  decisions at the thresholds chosen on validation by "
-                         f"{test['threshold_metric'].replace('_', ' ')}; at 0.5: mean accuracy "
-                         f"{test['mean_accuracy_at_0.5']:.4f}, mean balanced accuracy "
-                         f"{test['mean_balanced_accuracy_at_0.5']:.4f}")
-    elif test:
-        names = test["class_names"]
-        lo, hi = test["accuracy_ci95"]
-        lines.append(f"test ({test.get('checkpoint', 'best')} checkpoint): accuracy {test['accuracy']:.4f} (95% CI "
-                     f"{lo:.4f}-{hi:.4f}), balanced accuracy {test['balanced_accuracy']:.4f}, ROC-AUC "
-                     f"{test['roc_auc']:.4f} on {test['count']:,} images")
-        width = max(len(n) for n in names) + 2
-        lines.append(" " * (width + 8) + "predicted " + "".join(f"{n:>{width}}" for n in names))
-        for name, row in zip(names, test["confusion_matrix"]):
-            lines.append(f"{'actual ' + name:>{width + 17}}" + "".join(f"{v:>{width},}" for v in row))
+    if test:
+        lines += markdown_report.summary_lines(test)
     if "report" in result:
         lines.append(f"report: {result['report']}/report.md")
     if "export" in result:

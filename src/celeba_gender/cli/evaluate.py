@@ -9,7 +9,7 @@ from celeba_gender.cli import tf_startup
 
 with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
     from celeba_gender.core import fileio
-    from celeba_gender.evaluate import evaluator, markdown_report
+    from celeba_gender.evaluate import evaluator, predictions
     from celeba_gender.rundir import directory
     from celeba_gender.serve import tta
     from celeba_gender.cli import config_flags, runner
@@ -24,7 +24,7 @@ class EvaluateConfig:
     run_dir: str = option(help="A train.py run directory (required).", path=True)
     split: str = option("test", "The split to evaluate, every example once.", choices=("train", "validation", "test"))
     checkpoint: str = option("best", "best (by the run's --best_metric) or last checkpoint.",
-                             choices=evaluator.CHECKPOINTS)
+                             choices=predictions.CHECKPOINTS)
     data_dir: str | None = option(None, "Shards to evaluate on; default: the run's --data_dir. Others must hold what "
                                   "the run predicts (its attribute's classes, or each of its attributes).", path=True)
     batch: int = option(64, "Evaluation batch size.", lower=1)
@@ -45,17 +45,11 @@ def main(argv: list[str]) -> None:
     c, _ = config_flags.build(EvaluateConfig)
     if not fileio.is_url(c.run_dir) and not os.path.isdir(c.run_dir):
         raise directory.NotARunError(f"{c.run_dir} is not a directory; pass --run_dir=runs/<arch>-<time>.")
-    report = evaluator.evaluate_run(c.run_dir, c.split, c.checkpoint, c.data_dir, c.batch, c.gallery_size,
-                                     c.min_subgroup, c.tta, c.gradcam_size, c.gradcam_attribute)
-    out = evaluator.report_dir(c.run_dir, c.split, c.checkpoint)
-    if report.get("multi_label"):
-        print(markdown_report.attributes_markdown(report).split("## Grad-CAM")[0].rstrip())
-        print(f"\nreport.json, report.md, predictions.csv, attributes.png, curves.png and the Grad-CAM figures are "
-              f"in {out}")
-        return
-    print(markdown_report.report_markdown(report).split("## Most confident errors")[0].rstrip())
-    print(f"\nreport.json, report.md, predictions.csv, confusion_matrix.png, curves.png, the error galleries and "
-          f"the Grad-CAM figures are in {out}")
+    run = directory.RunDirectory(c.run_dir)
+    settings = {f.name: getattr(c, f.name) for f in dataclasses.fields(evaluator.EvaluationOptions)}
+    report = evaluator.evaluate_run(run, evaluator.EvaluationOptions(**settings))
+    out = run.report_dir(c.split, c.checkpoint)
+    print(evaluator.console_text(report, out))
 
 
 def run() -> None:

@@ -17,18 +17,14 @@ from absl import flags
 from celeba_gender.cli import tf_startup
 
 with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
-    from celeba_gender.models import registry
-    from celeba_gender.rundir import directory
-    from celeba_gender.train import step, trainer
     from celeba_gender.cli import config_flags, console, runner
-    from celeba_gender.train.stopping import StopSignals
+    from celeba_gender.models import registry
     from celeba_gender.train import config as train_config
+    from celeba_gender.train import trainer
+    from celeba_gender.train.stopping import StopSignals, Stopped
     tf_startup.find_devices()
 
 config_flags.define(train_config.TrainConfig, __name__)
-
-EXIT_CODES = {directory.PREEMPTED: 143, directory.INTERRUPTED: runner.INTERRUPTED_EXIT}
-
 
 def build_config() -> tuple[train_config.TrainConfig, dict]:
     """The config and each setting's source for the parsed flags (the arch's recipe under any flag)."""
@@ -43,10 +39,10 @@ def main(argv: list[str]) -> None:
     monitor = console.ConsoleMonitor(config.progress)
     try:
         result = trainer.train(config, sources, monitor, stop)
-    except step.Stopped as stopped:
+    except Stopped as stopped:
         monitor.close()
         print(f"train: {stopped}. Run the same command again to resume from there.", file=sys.stderr, flush=True)
-        sys.exit(EXIT_CODES.get(stopped.reason, 1))
+        sys.exit(stopped.exit_code)
     finally:
         monitor.close()
     print(console.format_summary(result))

@@ -160,3 +160,37 @@ def attributes_table(report: dict, sort: str = "gap") -> str:
              *(f"{m:.2f}%" for m in means)]
     lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def summary_lines(test: dict) -> list[str]:
+    """The lines train.py prints about the test evaluation (summary.json's "test"), by the kind of labels."""
+    return _SUMMARIES.get(test.get("kind"), _class_summary)(test)
+
+
+def _attributes_summary(test: dict) -> list[str]:
+    lines = [f"test ({test.get('checkpoint', 'best')} checkpoint): mean accuracy {test['mean_accuracy']:.4f} "
+             f"(majority baseline {test['mean_majority_accuracy']:.4f}), mean balanced accuracy "
+             f"{test['mean_balanced_accuracy']:.4f}, mean ROC-AUC {test['mean_roc_auc']:.4f} on {test['count']:,} "
+             "images"]
+    if "mean_accuracy_at_0.5" in test:
+        lines.append(f"  decisions at the thresholds chosen on validation by "
+                     f"{test['threshold_metric'].replace('_', ' ')}; at 0.5: mean accuracy "
+                     f"{test['mean_accuracy_at_0.5']:.4f}, mean balanced accuracy "
+                     f"{test['mean_balanced_accuracy_at_0.5']:.4f}")
+    return lines
+
+
+def _class_summary(test: dict) -> list[str]:
+    names = test["class_names"]
+    lo, hi = test["accuracy_ci95"]
+    lines = [f"test ({test.get('checkpoint', 'best')} checkpoint): accuracy {test['accuracy']:.4f} (95% CI "
+             f"{lo:.4f}-{hi:.4f}), balanced accuracy {test['balanced_accuracy']:.4f}, ROC-AUC "
+             f"{test['roc_auc']:.4f} on {test['count']:,} images"]
+    width = max(len(n) for n in names) + 2
+    lines.append(" " * (width + 8) + "predicted " + "".join(f"{n:>{width}}" for n in names))
+    for name, row in zip(names, test["confusion_matrix"]):
+        lines.append(f"{'actual ' + name:>{width + 17}}" + "".join(f"{v:>{width},}" for v in row))
+    return lines
+
+
+_SUMMARIES = {"classification": _class_summary, "attributes": _attributes_summary}

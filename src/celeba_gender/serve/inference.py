@@ -20,6 +20,7 @@ from celeba_gender.serve import faces as face_finder
 from celeba_gender.serve import overlay
 from celeba_gender.serve import photos, tta
 from celeba_gender.core.errors import UserError
+from celeba_gender.tasks import kinds
 
 ALREADY_ALIGNED = "already aligned: used as it is"
 
@@ -82,12 +83,10 @@ class Predictor:
         self.image_size = tuple(self.model.input_shape[1:3])
         with open(labels) as f:
             recorded = json.load(f)
-        self.class_names = recorded["class_names"]
-        # A multi-attribute model: one sigmoid per name; an attribute is present when its probability reaches its
-        # threshold (chosen on the validation split; exports made before thresholds were recorded: 0.5).
-        self.multi_label = bool(recorded.get("multi_label"))
-        self.thresholds = np.asarray(recorded.get("thresholds") or [0.5] * len(self.class_names), np.float32)
-        self.explained_attribute = "Male" if "Male" in self.class_names else self.class_names[0]
+        # What the outputs are and how they are decided (a multi-attribute model: each attribute at its threshold,
+        # chosen on the validation split; exports made before thresholds were recorded decide at 0.5).
+        self.task = kinds.from_record(recorded)
+        self.class_names = list(self.task.outputs)
         # Exports made before labels.json recorded the layer: the registry knows it by the arch (the core's name).
         self.gradcam_layer = recorded.get("gradcam_layer") or _registry_gradcam_layer(self.model)
         self.max_pixels, self.tta_mode = max_pixels, tta_mode
@@ -179,22 +178,19 @@ class Predictor:
         return out
 
     def _decision(self, p: np.ndarray) -> tuple[str, float | None, str]:
-        """(label, its probability, the overlay's caption): the most probable class, or for a multi-attribute
-        model the attributes present, each at its threshold (no single probability)."""
-        if not self.multi_label:
-            k = int(p.argmax())
-            return self.class_names[k], float(p[k]), f"{self.class_names[k]} {p[k]:.2f}"
-        present = ",".join(n for n, v, t in zip(self.class_names, p, self.thresholds) if v >= t) or "none"
-        j = self.class_names.index(self.explained_attribute)
-        return present, None, f"Grad-CAM of {self.explained_attribute} (P={p[j]:.2f})"
+        """(label, its probability or None, the overlay's caption): the task's decision (the most probable class,
+        or the attributes present), the caption naming what Grad-CAM explains."""
+        label, probability = self.task.describe(p)
+        j, _ = self.task.explained_output(p)
+        caption = f"{label} {probability:.2f}" if probability is not None else \
+            f"Grad-CAM of {self.class_names[j]} (P={p[j]:.2f})"
+        return label or "none", probability, caption
 
     def _explain(self, crops: np.ndarray, probs: np.ndarray) -> np.ndarray:
-        """Heatmaps of the predicted class, or of a multi-attribute model's explained attribute (its evidence
-        for the value the model chose)."""
-        if not self.multi_label:
-            return self.explainer()(crops, probs.argmax(-1))
-        j = self.class_names.index(self.explained_attribute)
-        return self.explainer()(crops, j, sign=np.where(probs[:, j] >= self.thresholds[j], 1.0, -1.0))
+        """Heatmaps of the evidence for each decision: the predicted class, or the explained attribute's
+        evidence for the value the model chose."""
+        explained = [self.task.explained_output(p) for p in probs]
+        return self.explainer()(crops, [j for j, _ in explained], sign=[s for _, s in explained])
 
 
 def _join(*notes: str | None) -> str | None:

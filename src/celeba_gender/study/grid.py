@@ -25,7 +25,7 @@ import time
 
 from celeba_gender.models import registry as arch_registry
 from celeba_gender.core import options, fileio
-from celeba_gender.rundir import directory
+from celeba_gender.rundir.directory import RunDirectory
 from celeba_gender.study import source_study
 from celeba_gender.core.errors import UserError
 from celeba_gender.core.options import option
@@ -153,7 +153,7 @@ def run_study(config: StudyConfig, echo=print) -> list[dict]:
         label = f"[{i}/{len(specs)}] {spec.arch}" + (f" {config.vary}={spec.value}" if spec.value is not None else "") \
             + f" seed {spec.seed}"
         log = os.path.join(config.directory, "logs", os.path.basename(spec.run_dir) + ".log")
-        if directory.status(spec.run_dir).get("status") == directory.COMPLETE:
+        if RunDirectory(spec.run_dir).complete:
             tested = _tested_checkpoint(spec)
             if tested in (None, config.checkpoint):
                 echo(f"{label}: done before, skipped")
@@ -174,7 +174,7 @@ def run_study(config: StudyConfig, echo=print) -> list[dict]:
 
 def _tested_checkpoint(spec: RunSpec) -> str | None:
     """The checkpoint a finished run's summary.json figures are of; None when it has none (no test split)."""
-    summary = fileio.read_json(os.path.join(spec.run_dir, directory.SUMMARY)) or {}
+    summary = RunDirectory(spec.run_dir).summary()
     return summary["test"].get("checkpoint", summary.get("checkpoint")) if summary.get("test") else None
 
 
@@ -182,14 +182,12 @@ def _test_figures(config: StudyConfig, spec: RunSpec, log: str) -> dict:
     """The run's test figures for the study's checkpoint: from summary.json when the run was tested on it, else
     from evaluate.py's report of that checkpoint (made now unless an earlier rerun made it), so that a study
     rerun with another --checkpoint never tabulates the other checkpoint's figures under this one's name."""
-    summary = fileio.read_json(os.path.join(spec.run_dir, directory.SUMMARY)) or {}
+    run = RunDirectory(spec.run_dir)
     tested = _tested_checkpoint(spec)
     if tested in (None, config.checkpoint):
-        return summary.get("test", {})
-    from celeba_gender.evaluate.evaluator import report_dir  # TensorFlow and scikit-learn, for this case only
-
-    path = os.path.join(report_dir(spec.run_dir, "test", config.checkpoint), "report.json")
-    data_dir = (directory.recorded_settings(spec.run_dir) or {}).get("data_dir")
+        return run.summary().get("test", {})
+    path = os.path.join(run.report_dir("test", config.checkpoint), "report.json")
+    data_dir = (run.recorded_settings() or {}).get("data_dir")
     report = fileio.read_json(path) if os.path.exists(path) else None
     if not (isinstance(report, dict) and report.get("checkpoint") == config.checkpoint
             and report.get("split") == "test" and report.get("data_dir") == data_dir):
@@ -203,14 +201,16 @@ def _test_figures(config: StudyConfig, spec: RunSpec, log: str) -> dict:
 
 
 def _result(config: StudyConfig, spec: RunSpec, log: str) -> dict:
-    summary = fileio.read_json(os.path.join(spec.run_dir, directory.SUMMARY)) or {}
+    summary = RunDirectory(spec.run_dir).summary()
     test = _test_figures(config, spec, log)
     return {"arch": spec.arch, "value": spec.value, "seed": spec.seed, "run_dir": spec.run_dir,
             "checkpoint": test.get("checkpoint", config.checkpoint),
             # A multi-attribute run's figure is its mean accuracy over the attributes.
             "test_accuracy": test.get("accuracy", test.get("mean_accuracy", float("nan"))),
             "test_roc_auc": test.get("roc_auc", test.get("mean_roc_auc", float("nan"))),
-            "best_validation_accuracy": summary.get("best_validation_accuracy", float("nan"))}
+            # The best epoch's validation figure, of the metric that picked it (accuracy unless weighted).
+            "best_validation": summary.get(f"best_validation_{summary.get('best_metric', 'accuracy')}",
+                                           float("nan"))}
 
 
 def tabulate(config: StudyConfig, rows: list[dict]) -> tuple[list[str], list[list[str]]]:

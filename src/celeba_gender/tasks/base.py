@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from celeba_gender.core.errors import UserError
+
 # The validation figures that can pick the best checkpoint (and an attribute's decision threshold).
 BEST_METRICS = ("accuracy", "balanced_accuracy")
 PADDING = -1  # the label value of padding examples (evaluation pads batches to a common size)
@@ -40,7 +42,7 @@ def best_metric(train: dict) -> str:
     return "balanced_accuracy" if weighted else "accuracy"
 
 
-class TaskError(ValueError):
+class TaskError(UserError, ValueError):
     """Labels that cannot be had from these shards or this record; the message says which and why."""
 
 
@@ -70,6 +72,20 @@ class Task(abc.ABC):
     def for_shards(self, manifest: dict) -> Task:
         """The same task reading its labels from shards described by ``manifest`` (their attribute columns may
         lie elsewhere); TaskError when those shards do not hold them."""
+
+    def shard_warnings(self, manifest: dict) -> list[str]:
+        """What about these shards may not suit this task (the run prints each as a warning)."""
+        return []
+
+    @abc.abstractmethod
+    def weighted(self, statistics) -> Task:
+        """This task weighing its loss from the training split's statistics (``statistics``: an object with
+        ``training_class_counts()`` and ``positive_rates(columns)``, the run's input)."""
+
+    @property
+    def weights_loss(self) -> bool:
+        """Whether its loss weighs examples (then balanced accuracy is what the weighting serves)."""
+        return False
 
     # --- the input pipeline ----------------------------------------------------------------------------------
 
@@ -143,6 +159,15 @@ class Task(abc.ABC):
         return {}
 
     # --- decisions and serving ---------------------------------------------------------------------------------
+
+    @property
+    def tunes_decisions(self) -> bool:
+        """Whether a finished run chooses its decisions on the validation split (:meth:`tuned`)."""
+        return False
+
+    def tuned(self, probs: np.ndarray, labels: np.ndarray, metric: str) -> Task:
+        """This task deciding as chosen on these (validation) predictions to maximise ``metric``."""
+        return self
 
     @abc.abstractmethod
     def serving_outputs(self, probs) -> dict:

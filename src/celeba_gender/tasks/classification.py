@@ -34,6 +34,14 @@ class Classification(Task):
                             f"{', '.join(found)}): give shards converted with --attribute={self.attribute}")
         return self
 
+    def weighted(self, statistics) -> Classification:
+        """Each class weighing total / (classes x its count) of the training split: both count equally."""
+        return dataclasses.replace(self, class_weights=balanced_class_weights(statistics.training_class_counts()))
+
+    @property
+    def weights_loss(self) -> bool:
+        return self.class_weights is not None
+
     # --- the input pipeline
 
     @property

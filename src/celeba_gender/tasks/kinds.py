@@ -7,6 +7,8 @@ what a run recorded (evaluate.py, predict.py, a resumed run).
 
 from __future__ import annotations
 
+import dataclasses
+
 from celeba_gender.tasks.base import Task, TaskError
 from celeba_gender.tasks.classification import Classification
 from celeba_gender.tasks.multi_attribute import MultiAttribute
@@ -44,8 +46,8 @@ def from_record(record: dict) -> Task:
         kind = KINDS.get(record["kind"])
         if kind is None:
             raise TaskError(f"unknown kind of labels {record['kind']!r} (this version knows {', '.join(KINDS)})")
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k != "kind"}
-        return kind(**fields)
+        names = {f.name for f in dataclasses.fields(kind)}  # labels.json holds more (image size, Grad-CAM layer)
+        return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in names})
     outputs = tuple(record.get("outputs") or record["class_names"])
     if record.get("multi_label"):
         thresholds = record.get("thresholds")

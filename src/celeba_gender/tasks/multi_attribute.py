@@ -54,6 +54,22 @@ class MultiAttribute(Task):
                             "that hold every attribute of the run")
         return dataclasses.replace(self, columns=tuple(names.index(a) for a in self.outputs))
 
+    def shard_warnings(self, manifest: dict) -> list[str]:
+        if manifest.get("options", {}).get("balance"):
+            return [f"these shards were balanced on {manifest['attribute']} (make_tfrecords.py's default), which "
+                    "skews the other attributes' rates; for --attributes convert with --nobalance"]
+        return []
+
+    def weighted(self, statistics) -> MultiAttribute:
+        """Each attribute's positives weighing negatives / positives of the training split
+        (:func:`balanced_positive_weights`)."""
+        return dataclasses.replace(self, positive_weights=balanced_positive_weights(
+            statistics.positive_rates(self.columns)))
+
+    @property
+    def weights_loss(self) -> bool:
+        return self.positive_weights is not None
+
     # --- the input pipeline
 
     @property
@@ -128,7 +144,11 @@ class MultiAttribute(Task):
             out.update({f"attributes/{name}/accuracy": m["accuracy"], f"attributes/{name}/auc": m["roc_auc"]})
         return out
 
-    def with_thresholds(self, probs: np.ndarray, labels: np.ndarray, metric: str) -> MultiAttribute:
+    @property
+    def tunes_decisions(self) -> bool:
+        return True
+
+    def tuned(self, probs: np.ndarray, labels: np.ndarray, metric: str) -> MultiAttribute:
         """This task deciding at thresholds chosen to maximise ``metric`` on these (validation) predictions."""
         return dataclasses.replace(self, thresholds=metrics.choose_thresholds(probs, labels, metric),
                                    threshold_metric=metric)

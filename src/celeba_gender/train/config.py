@@ -145,25 +145,73 @@ class TrainConfig:
         if problems:
             raise TrainError("; ".join(problems) + ".")
 
-    def model_config(self) -> registry.ModelConfig:
-        """How to build this run's model (``weights=auto`` resolved)."""
+    def model_config(self, task=None) -> registry.ModelConfig:
+        """How to build this run's model (``weights=auto`` resolved; the outputs and their activation the
+        ``task``'s when given)."""
         weights = self.weights
         if weights == "auto":
             weights = "imagenet" if registry.get(self.arch).imagenet else "none"
-        return registry.ModelConfig(arch=self.arch, image_size=self.image_size, weights=weights, head=self.head,
-                                 trainable_layers=self.trainable_layers, dropout=self.dropout)
+        config = registry.ModelConfig(arch=self.arch, image_size=self.image_size, weights=weights, head=self.head,
+                                      trainable_layers=self.trainable_layers, dropout=self.dropout)
+        if task is not None:
+            config = dataclasses.replace(config, outputs=task.num_outputs, activation=task.activation)
+        return config
+
+    def optimizer_settings(self) -> OptimizerSettings:
+        """The optimizer's and its schedule's settings (train.optimizers.make_optimizer)."""
+        return OptimizerSettings(self.optimizer, self.lr, self.epochs, self.lr_schedule, self.warmup_epochs,
+                                 self.weight_decay, self.momentum)
+
+    def schedule(self) -> Schedule:
+        """When the epoch loop logs, checkpoints and profiles, and what picks the best epoch."""
+        return Schedule(self.epochs, self.steps_per_execution, self.log_every_steps, self.checkpoint_steps,
+                        self.profile_steps or (0, 0), self.resolved_best_metric())
 
     def resolved_best_metric(self) -> str:
         """--best_metric with ``auto`` resolved (tasks.base.best_metric: the rule evaluate.py applies too)."""
         return best_metric(dataclasses.asdict(self))
 
-    def data_config(self) -> DataConfig:
-        """This run's input settings (the global batch; feed.Feed divides it among workers)."""
+    def data_config(self, task=None) -> DataConfig:
+        """This run's input settings (the global batch; train.distributed_input divides it among workers)."""
         return DataConfig(self.data_dir, batch=self.batch, cache=self.cache, shuffle_buffer=self.shuffle_buffer,
-                          seed=self.seed, deterministic=self.deterministic, class_weights=self.class_weights,
-                          data_service=self.tf_data_service)
+                          seed=self.seed, deterministic=self.deterministic, data_service=self.tf_data_service,
+                          task=task)
+
+    @property
+    def weighs_loss(self) -> bool:
+        """Whether the loss weighs examples from the training split's statistics (class or positive weights)."""
+        return self.class_weights or self.attribute_weights == "balanced"
 
 
 def config_for(arch: str, **settings) -> TrainConfig:
     """The config of ``arch``'s recipe (archs/recipes.py), with ``settings`` overriding it."""
     return options.from_flat(TrainConfig, {**registry.get(arch).recipe(settings.get("epochs")), "arch": arch, **settings})
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+    """The optimizer and its learning-rate schedule (see TrainConfig's options of the same names)."""
+
+    name: str
+    lr: float
+    epochs: int
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """When things happen in the epoch loop, in steps, and which validation figure picks the best epoch."""
+
+    epochs: int
+    steps_per_execution: int = 1
+    log_every_steps: int = 100
+    checkpoint_steps: int = 0  # 0: at epoch ends only
+    profile_steps: tuple[int, int] = (0, 0)
+    best_metric: str = "accuracy"
+
+    def __post_init__(self):
+        if self.best_metric not in BEST_METRICS:
+            raise ValueError(f"best_metric must be one of {BEST_METRICS}, got {self.best_metric!r}")

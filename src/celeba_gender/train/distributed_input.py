@@ -20,7 +20,6 @@ import tensorflow as tf
 
 from celeba_gender.shards import shard_dir
 from celeba_gender.inputs import pipeline
-from celeba_gender.tasks import multilabel
 from celeba_gender.train import distribute
 from celeba_gender.inputs.pipeline import DataConfig
 from celeba_gender.shards.shard_dir import DataError
@@ -40,20 +39,15 @@ def resolve_cache(cache: str, count: int, image_size: tuple[int, int], data_serv
     return "memory" if available is None or need <= 0.8 * available else "none"
 
 
-class Feed:
+class DistributedInput:
     """The run's datasets and their sizes for a strategy, checked against the manifest once."""
 
     def __init__(self, config: DataConfig, strategy: tf.distribute.Strategy, image_size: tuple[int, int],
-                 attributes: tuple[str, ...] = ()):
-        """``config.batch`` is the global batch; ``config.cache`` may be ``auto``. ``attributes``: attribute
-        names (or ``("all",)``) for multi-attribute training; the labels are then their 0/1 values."""
+                 manifest: dict | None = None):
+        """``config.batch`` is the global batch; ``config.cache`` may be ``auto``; ``config.task`` says what the
+        labels are. ``manifest``: the shards' (read from ``config.data_dir`` when not given)."""
         self.strategy, self.image_size = strategy, tuple(image_size)
-        self.manifest = shard_dir.read_manifest(config.data_dir)
-        self.warnings: list[str] = []
-        self._resolve_attributes(attributes)
-        if attributes:
-            indices = tuple(self.manifest["attribute_names"].index(a) for a in self.outputs)
-            config = dataclasses.replace(config, attributes=indices)
+        self.manifest = manifest or shard_dir.read_manifest(config.data_dir)
         self.workers = distribute.num_workers(strategy)
         replicas = strategy.num_replicas_in_sync
         if config.batch % replicas:
@@ -79,36 +73,15 @@ class Feed:
             pipeline.make_cache_folder(cache)
         self.config = dataclasses.replace(config, batch=worker_batch, image_size=self.image_size, cache=cache)
 
-    def _resolve_attributes(self, attributes: tuple[str, ...]) -> None:
-        """``outputs``: the class names of one attribute's softmax, or the attribute names of a multi-label model."""
-        self.multi_label = bool(attributes)
-        if not attributes:
-            self.outputs = list(self.manifest["class_names"])
-            return
-        try:
-            self.outputs = list(multilabel.resolve(tuple(attributes), list(self.manifest["attribute_names"])))
-        except ValueError as e:
-            raise DataError(str(e)) from None
-        options = self.manifest.get("options", {})
-        if options.get("balance"):
-            self.warnings.append(
-                f"these shards were balanced on {self.manifest['attribute']} (make_tfrecords.py's default), which "
-                "skews the other attributes' rates; for --attributes convert with --nobalance")
+    def training_class_counts(self) -> tuple[int, ...]:
+        """Each class's examples in the whole training split (the manifest's counts)."""
+        return self.infos["train"][0].class_counts
 
-    @property
-    def class_names(self) -> list[str]:
-        """The names of the model's outputs (classes, or attributes for multi-label)."""
-        return self.outputs
-
-    def positive_rates(self) -> tuple[float, ...]:
-        """Each attribute's share of positives over the whole training split (every worker gets the same)."""
+    def positive_rates(self, columns: tuple[int, ...]) -> tuple[float, ...]:
+        """The share of positives of these attribute columns over the whole training split (every worker gets
+        the same)."""
         info = pipeline.split_info(self.config.data_dir, "train", self.manifest, verify_counts=False)
-        return pipeline.positive_rates(info, self.config.attributes)
-
-    def class_weights(self) -> tuple[float, ...] | None:
-        """The weights training gives each class (``class_weights``: over the whole training split, the same on
-        every worker), or None when it weighs none."""
-        return pipeline.class_weights(self.infos["train"][0]) if self.config.class_weights else None
+        return pipeline.positive_rates(info, columns)
 
     @property
     def cache(self) -> str:
@@ -136,6 +109,6 @@ class Feed:
 
     def sample_batch(self, n: int = 16) -> np.ndarray:
         """A few training images (before augmentation), e.g. for the TensorBoard grid."""
-        config = dataclasses.replace(self.config, batch=n, cache="none", data_service="", class_weights=False)
+        config = dataclasses.replace(self.config, batch=n, cache="none", data_service="")
         batch = next(iter(pipeline.train_dataset(config, self.infos["train"][0])))
         return batch[0].numpy()

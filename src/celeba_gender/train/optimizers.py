@@ -12,34 +12,34 @@ from __future__ import annotations
 
 import keras
 
-from celeba_gender.train.config import OPTIMIZERS
+from celeba_gender.train.config import OPTIMIZERS, OptimizerSettings
 
 
-def make_optimizer(name: str, lr: float, steps_per_epoch: int, epochs: int, schedule: str = "constant",
-                   warmup_epochs: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9,
+def make_optimizer(settings: OptimizerSettings, steps_per_epoch: int,
                    loss_scaling: bool = False) -> keras.optimizers.Optimizer:
-    """``name`` at peak rate ``lr``: after a linear warm-up from 0 over ``warmup_epochs``, constant or a cosine
-    decay to 0 over the rest of the run.
+    """``settings.name`` at peak rate ``settings.lr``: after a linear warm-up from 0 over ``warmup_epochs``,
+    constant or a cosine decay to 0 over the rest of the run (``epochs`` of ``steps_per_epoch`` steps).
 
     ``weight_decay`` is AdamW's decoupled decay or SGD's, as given (0 = none). ``loss_scaling`` wraps the
     optimizer for float16 (dynamic loss scaling).
     """
-    rate = lr
-    warmup = int(warmup_epochs * steps_per_epoch)
-    if schedule == "cosine" or warmup:
-        total = epochs * steps_per_epoch
+    s = settings
+    rate = s.lr
+    warmup = int(s.warmup_epochs * steps_per_epoch)
+    if s.schedule == "cosine" or warmup:
+        total = s.epochs * steps_per_epoch
         # A "decay" to alpha * lr = lr is constant: Keras' one schedule gives both shapes after its warm-up.
         rate = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warmup else lr, decay_steps=max(total - warmup, 1),
-            warmup_target=lr if warmup else None, warmup_steps=warmup, alpha=0.0 if schedule == "cosine" else 1.0)
-    if name == "adam":
+            initial_learning_rate=0.0 if warmup else s.lr, decay_steps=max(total - warmup, 1),
+            warmup_target=s.lr if warmup else None, warmup_steps=warmup, alpha=0.0 if s.schedule == "cosine" else 1.0)
+    if s.name == "adam":
         opt = keras.optimizers.Adam(rate)
-    elif name == "adamw":
-        opt = keras.optimizers.AdamW(rate, weight_decay=weight_decay)
-    elif name == "sgd":
-        opt = keras.optimizers.SGD(rate, momentum=momentum, weight_decay=weight_decay or None)
+    elif s.name == "adamw":
+        opt = keras.optimizers.AdamW(rate, weight_decay=s.weight_decay)
+    elif s.name == "sgd":
+        opt = keras.optimizers.SGD(rate, momentum=s.momentum, weight_decay=s.weight_decay or None)
     else:
-        raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
+        raise ValueError(f"unknown optimizer {s.name!r}; choose from {OPTIMIZERS}")
     return keras.optimizers.LossScaleOptimizer(opt) if loss_scaling else opt
 
 

@@ -47,6 +47,12 @@ class StepConfig:
     # generator and unseeded mixing (a restart then draws anew).
     seed: int | None = None
 
+    @classmethod
+    def of(cls, config) -> StepConfig:
+        """The step's settings of a run (train.config.TrainConfig)."""
+        return cls(config.batch, config.steps_per_execution, config.jit_compile, config.label_smoothing,
+                   measure_input_wait=not config.deterministic, mixing=config.augment, seed=config.seed)
+
 
 def histogram_auc(pos_hist: np.ndarray, neg_hist: np.ndarray) -> float:
     """ROC AUC from score histograms of positives and negatives (ties within a bin count half)."""
