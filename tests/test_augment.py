@@ -19,6 +19,14 @@ from scipy import stats  # noqa: E402
 
 from celeba_gender.inputs import augment, augment_reference, geometry  # noqa: E402
 from celeba_gender.inputs.config import AugmentConfig  # noqa: E402
+from celeba_gender.tasks.classification import Classification  # noqa: E402
+
+
+def training_targets(images, labels, classes: int, label_smoothing: float = 0.0, config=None, seed=None):
+    """What the training step makes of a batch: the task's one-hot targets, mixed, then the task's smoothing."""
+    task = Classification(tuple(f"class{i}" for i in range(classes)))
+    images, targets = augment.mix(images, task.targets(labels), config, seed)
+    return images, task.smooth(targets, label_smoothing)
 
 SEED_H, SEED_W = 218, 178  # the seed's target size (height x width)
 SEED_CONFIG = AugmentConfig()
@@ -432,7 +440,7 @@ def test_stacked_reference_layer_arguments():
 def test_mix_batch_off_is_one_hot():
     x = _random_uint8((5, 16, 16, 3))
     labels = np.array([0, 1, 1, 0, 1])
-    images, soft = augment.training_targets(x, labels, 2, 0.0, SEED_CONFIG, seed=0)
+    images, soft = training_targets(x, labels, 2, 0.0, SEED_CONFIG, seed=0)
     assert images.dtype == tf.float32 and soft.dtype == tf.float32 and tuple(soft.shape) == (5, 2)
     np.testing.assert_array_equal(images.numpy(), x.astype(np.float32))
     np.testing.assert_array_equal(soft.numpy(), np.eye(2)[labels])
@@ -441,7 +449,7 @@ def test_mix_batch_off_is_one_hot():
 def test_mixup_images_are_the_label_weighted_convex_combination():
     n = 8  # one class per image, so the soft label row is the mixing weight of every image
     x = _random_uint8((n, 16, 16, 3)).astype(np.float32)
-    images, soft = augment.training_targets(x, np.arange(n), n, 0.0, AugmentConfig(mixup=0.4), seed=1)
+    images, soft = training_targets(x, np.arange(n), n, 0.0, AugmentConfig(mixup=0.4), seed=1)
     images, soft = images.numpy(), soft.numpy()
     assert soft.shape == (n, n) and np.allclose(soft.sum(axis=1), 1.0, atol=1e-5)
     assert np.all(soft >= 0) and np.all((soft > 1e-6).sum(axis=1) <= 2)
@@ -452,7 +460,7 @@ def test_mixup_images_are_the_label_weighted_convex_combination():
 def test_cutmix_pastes_a_box_whose_area_is_the_label_weight():
     n = 8
     x = np.repeat(np.arange(n, dtype=np.float32)[:, None, None, None] * 20, 3, axis=-1) * np.ones((n, 20, 24, 3))
-    images, soft = augment.training_targets(x, np.arange(n), n, 0.0, AugmentConfig(cutmix=1.0), seed=2)
+    images, soft = training_targets(x, np.arange(n), n, 0.0, AugmentConfig(cutmix=1.0), seed=2)
     images, soft = images.numpy(), soft.numpy()
     assert np.allclose(soft.sum(axis=1), 1.0, atol=1e-5)
     for i in range(n):
@@ -466,20 +474,20 @@ def test_mixup_and_cutmix_together():
     x = _random_uint8((16, 16, 16, 3))
     labels = np.arange(16) % 2
     config = AugmentConfig(mixup=0.2, cutmix=1.0)
-    images, soft = augment.training_targets(x, labels, 2, 0.0, config, seed=3)
+    images, soft = training_targets(x, labels, 2, 0.0, config, seed=3)
     assert tuple(images.shape) == x.shape and tuple(soft.shape) == (16, 2)
     assert np.allclose(soft.numpy().sum(axis=1), 1.0, atol=1e-5)
-    fn = tf.function(lambda a, b: augment.training_targets(a, b, 2, 0.0, config))  # graph mode, fresh seed per call
+    fn = tf.function(lambda a, b: training_targets(a, b, 2, 0.0, config))  # graph mode, fresh seed per call
     first, second = fn(x, labels)[1].numpy(), fn(x, labels)[1].numpy()
     assert not np.allclose(first, second)
 
 
 def test_label_smoothing_alone_is_the_smoothed_one_hot():
     labels = np.array([0, 1, 1, 0, 1])
-    images, targets = augment.training_targets(_random_uint8((5, 8, 8, 3)), labels, 2, 0.1, SEED_CONFIG, seed=0)
+    images, targets = training_targets(_random_uint8((5, 8, 8, 3)), labels, 2, 0.1, SEED_CONFIG, seed=0)
     np.testing.assert_allclose(targets.numpy(), np.eye(2)[labels] * 0.9 + 0.05, atol=1e-7)
     with pytest.raises(ValueError):
-        augment.training_targets(images, labels, 2, 1.0)
+        training_targets(images, labels, 2, 1.0)
 
 
 @pytest.mark.parametrize("mixing", [dict(mixup=0.4), dict(cutmix=1.0), dict(mixup=0.2, cutmix=1.0)],
@@ -492,8 +500,8 @@ def test_label_smoothing_applies_to_mixed_targets(mixing):
     n, k, eps = 8, 4, 0.2
     x, labels = _random_uint8((n, 16, 16, 3)), np.arange(n) % k
     config = AugmentConfig(**mixing)
-    images, mixed = augment.training_targets(x, labels, k, 0.0, config, seed=4)
-    smoothed_images, smoothed = augment.training_targets(x, labels, k, eps, config, seed=4)
+    images, mixed = training_targets(x, labels, k, 0.0, config, seed=4)
+    smoothed_images, smoothed = training_targets(x, labels, k, eps, config, seed=4)
     mixed, smoothed = mixed.numpy(), smoothed.numpy()
     assert np.any((mixed > 1e-3) & (mixed < 1 - 1e-3))  # something was mixed
     np.testing.assert_array_equal(smoothed_images.numpy(), images.numpy())

@@ -11,6 +11,7 @@ from celeba_gender.models import build, registry
 from celeba_gender.train import step
 from celeba_gender.inputs.augment import Augmenter
 from celeba_gender.inputs.config import AugmentConfig
+from celeba_gender.rundir.directory import RunDirectory
 from celeba_gender.train.checkpoints import Checkpoints, RunState, random_states
 
 
@@ -31,7 +32,7 @@ def test_a_checkpoint_restores_the_random_states_and_the_epoch_sums(tmp_path):
     assert any(augmenter.randaugment.generator.state is v for v in states)
     assert not {id(v) for v in states} & {id(w) for w in model.weights}
     state = RunState(step.zero_stats(1), states)
-    checkpoints = Checkpoints(str(tmp_path), True, model, optimizer, state)
+    checkpoints = Checkpoints(RunDirectory(str(tmp_path)), model, optimizer, state)
     sums = {**step.zero_stats(1), "loss_sum": np.float32(3.25), "count": np.float32(48)}
     state.step.assign(3)
     state.keep_sums(sums, 1.5)
@@ -54,5 +55,5 @@ def test_a_checkpoint_without_the_sums_and_random_states_still_resumes(tmp_path)
     tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=old.epoch, step=old.step, best=old.best).save(
         str(tmp_path / "checkpoints" / "ckpt"))
     state = RunState(step.zero_stats(1), random_states(model, augmenter))
-    assert Checkpoints(str(tmp_path), True, model, optimizer, state).restore_latest()
+    assert Checkpoints(RunDirectory(str(tmp_path)), model, optimizer, state).restore_latest()
     assert int(state.step.numpy()) == 5 and state.restored_sums() == (None, 0.0)  # the row then covers what follows

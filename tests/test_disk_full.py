@@ -16,7 +16,7 @@ import textwrap
 import pytest
 
 from celeba_gender.core import fileio
-from celeba_gender.rundir import directory
+from celeba_gender.rundir.directory import RunDirectory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -69,12 +69,12 @@ def test_a_full_disk_ends_in_one_line_and_the_rerun_completes(shards, tmp_path, 
     errors = [line for line in failed.stderr.splitlines() if line.startswith("train: error:")]
     assert len(errors) == 1 and "The disk is full: " + what in errors[0] and "Traceback" not in failed.stderr
     assert "intact" in errors[0] and "run the same command again" in errors[0]
-    assert directory.status(run_dir)["status"] == "failed" and "disk is full" in directory.status(run_dir)["error"]
+    assert RunDirectory(run_dir).status()["status"] == "failed" and "disk is full" in RunDirectory(run_dir).status()["error"]
 
     again = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], capture_output=True,
                            text=True, cwd=ROOT, timeout=300, env=ENV)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert directory.status(run_dir)["status"] == "complete"
+    assert RunDirectory(run_dir).status()["status"] == "complete"
     epochs = [line.split(",")[0] for line in open(os.path.join(run_dir, "history.csv")).read().splitlines()[1:]]
     assert epochs == ["1", "2"]
     for name in ("export/model.keras", "report/report.json", "summary.json", "test_metrics.json"):

@@ -1,4 +1,4 @@
-"""celeba_gender.train.step: the targets the training step builds."""
+"""celeba_gender.train.step: the targets the training step builds, and the losses it and validation report."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from celeba_gender.train import step  # noqa: E402
-from celeba_gender.inputs.augment import AugmentConfig  # noqa: E402
+from celeba_gender.inputs.config import AugmentConfig  # noqa: E402
+from celeba_gender.tasks.classification import Classification  # noqa: E402
+from celeba_gender.tasks.multi_attribute import MultiAttribute  # noqa: E402
+
+CLASSES = Classification(("Female", "Male"))
 
 
 def _constant_model(probs) -> keras.Model:
@@ -35,11 +39,10 @@ def test_train_step_smooths_the_mixed_targets(mixing):
     """
     batch, eps, probs = 8, 0.2, (0.9, 0.1)
     strategy = tf.distribute.get_strategy()
-    train_loop = step.TrainLoop(strategy, _constant_model(probs), keras.optimizers.SGD(0.0),
-                                step.LoopConfig(batch, label_smoothing=eps, measure_input_wait=False,
-                                                mixing=mixing))
+    train_step = step.TrainStep(strategy, step.Parts(_constant_model(probs), keras.optimizers.SGD(0.0), CLASSES),
+                                step.StepConfig(batch, label_smoothing=eps, measure_input_wait=False, mixing=mixing))
     ds = tf.data.Dataset.from_tensors((np.zeros((batch, 4, 4, 3), np.uint8), np.zeros(batch, np.int32))).repeat()
-    stats = step.summarize(train_loop.train(iter(strategy.distribute_datasets_from_function(lambda _: ds)), 1))
+    stats = step.summarize(train_step.train(iter(strategy.distribute_datasets_from_function(lambda _: ds)), 1))
     smoothed = -((1 - eps / 2) * math.log(probs[0]) + eps / 2 * math.log(probs[1]))
     assert stats["loss"] == pytest.approx(smoothed, rel=1e-5)  # one-hot targets would give -log(0.9) = 0.105
 
@@ -53,12 +56,13 @@ def _sigmoid_model(probs) -> keras.Model:
     return keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
 
 
-def _one_step_loss(model, config, batch) -> float:
+def _one_step_loss(model, task, batch) -> float:
     strategy = tf.distribute.get_strategy()
-    train_loop = step.TrainLoop(strategy, model, keras.optimizers.SGD(0.0), config)
+    train_step = step.TrainStep(strategy, step.Parts(model, keras.optimizers.SGD(0.0), task),
+                                step.StepConfig(len(batch[1]), measure_input_wait=False))
     ds = tf.data.Dataset.from_tensors(batch).repeat()
-    stats = train_loop.train(iter(strategy.distribute_datasets_from_function(lambda _: ds)), 1)
-    return step.summarize(stats)["loss"], train_loop
+    stats = train_step.train(iter(strategy.distribute_datasets_from_function(lambda _: ds)), 1)
+    return step.summarize(stats)["loss"]
 
 
 @pytest.mark.parametrize("kind", ["class-weights", "positive-weights"])
@@ -69,20 +73,19 @@ def test_training_and_validation_losses_weigh_alike(kind):
     if kind == "class-weights":
         probs, labels, class_weights = (0.8, 0.2), np.array([0, 0, 0, 0, 0, 0, 1, 1], np.int32), (0.6, 2.0)
         weights = np.asarray(class_weights, np.float32)[labels]
-        trained, train_loop = _one_step_loss(_constant_model(probs), step.LoopConfig(8, measure_input_wait=False),
-                                             (images, labels, weights))
+        task = Classification(("Female", "Male"), class_weights=class_weights)
+        trained = _one_step_loss(_constant_model(probs), task, (images, labels))
         predicted = np.tile(np.asarray(probs, np.float32), (8, 1))
         expected = float(np.mean(-weights * np.log(predicted[np.arange(8), labels])))
-        validate = lambda: train_loop.evaluation_loss(predicted, labels, class_weights)  # noqa: E731
+        validate = lambda: task.loss(predicted, labels)  # noqa: E731
     else:
         probs, positive_weights = (0.3, 0.6), (5.0, 1.0)
         labels = np.array([[1, 0], [0, 1], [0, 0], [0, 1]] * 2, np.float32)
-        config = step.LoopConfig(8, num_classes=2, multi_label=True, positive_weights=positive_weights,
-                                 measure_input_wait=False)
-        trained, train_loop = _one_step_loss(_sigmoid_model(probs), config, (images, labels))
+        task = MultiAttribute(("Smiling", "Eyeglasses"), columns=(0, 1), positive_weights=positive_weights)
+        trained = _one_step_loss(_sigmoid_model(probs), task, (images, labels))
         p = np.tile(np.asarray(probs), (8, 1))
         expected = float(np.mean(-(np.asarray(positive_weights) * labels * np.log(p)
                                    + (1 - labels) * np.log(1 - p)).mean(axis=1)))
-        validate = lambda: train_loop.evaluation_loss(p.astype(np.float32), labels)  # noqa: E731
+        validate = lambda: task.loss(p.astype(np.float32), labels)  # noqa: E731
     assert trained == pytest.approx(expected, rel=1e-5)
     assert validate() == pytest.approx(expected, rel=1e-5)

@@ -21,7 +21,7 @@ from celeba_gender.inputs import config as input_config
 from celeba_gender.cli import launch_local
 from celeba_gender.core import fileio
 from celeba_gender.inputs import data_service, pipeline
-from celeba_gender.rundir import directory
+from celeba_gender.rundir.directory import RunDirectory
 from celeba_gender.train import distribute, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,7 +116,7 @@ def test_a_killed_worker_restarted_with_the_job_resumes_from_the_checkpoint(shar
     assert f"resuming run {run_dir}" in out
     epochs = [line.split(",")[0] for line in open(os.path.join(run_dir, "history.csv")).read().splitlines()[1:]]
     assert epochs[0] == "1" and epochs[-1] == "3" and len(epochs) == len(set(epochs))  # none counted twice
-    assert directory.status(run_dir)["status"] == "complete"
+    assert RunDirectory(run_dir).status()["status"] == "complete"
 
 
 @pytest.mark.slow
@@ -138,11 +138,11 @@ def test_two_workers_with_uneven_validation_train_every_attribute_to_the_end(cel
            "--batch=14"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert directory.status(run_dir)["status"] == "complete"
+    assert RunDirectory(run_dir).status()["status"] == "complete"
     rows = open(os.path.join(run_dir, "history.csv")).read().splitlines()
     assert len(rows) == 3  # a header and both epochs, each validated
     report = fileio.read_json(os.path.join(run_dir, "report", "report.json"))
-    assert report["multi_label"] and len(report["attributes"]) == 40
+    assert report["kind"] == "attributes" and len(report["attributes"]) == 40
 
 
 def test_tf_data_service_on_loopback_serves_exact_passes(shards):

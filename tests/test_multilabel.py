@@ -14,7 +14,11 @@ import pytest
 import tensorflow as tf
 
 from celeba_gender.train import config as train_config
-from celeba_gender.tasks import multilabel
+from celeba_gender.evaluate import markdown_report, published
+from celeba_gender.evaluate.predictions import Context, load, predict_split
+from celeba_gender.rundir.directory import RunDirectory
+from celeba_gender.tasks import kinds, metrics
+from celeba_gender.tasks.multi_attribute import MultiAttribute
 from celeba_gender.train import trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +32,7 @@ def test_attribute_metrics_equal_a_direct_computation():
     rng = np.random.default_rng(0)
     labels = (rng.random((200, 3)) < [0.1, 0.5, 0.0]).astype(np.float32)
     probs = np.clip(labels * 0.6 + rng.random((200, 3)) * 0.5, 0, 1)
-    m = multilabel.attribute_metrics(probs, labels, ["a", "b", "never"])
+    m = metrics.attribute_metrics(probs, labels, ["a", "b", "never"])
     for j, name in enumerate(["a", "b"]):
         assert m["attributes"][name]["accuracy"] == pytest.approx(((probs[:, j] >= 0.5) == labels[:, j]).mean())
         rate = labels[:, j].mean()
@@ -39,19 +43,17 @@ def test_attribute_metrics_equal_a_direct_computation():
 
 
 def test_the_published_figures_have_their_papers_means_and_every_name():
-    assert np.mean(multilabel.PUBLISHED["LNets+ANet"]) == pytest.approx(87.3)
-    assert np.mean(multilabel.PUBLISHED["MCNN-AUX"]) == pytest.approx(91.29, abs=0.005)
-    assert multilabel.published("MCNN-AUX", "Male") == 98.17 and multilabel.published("LNets+ANet", "Bald") == 98
-    assert multilabel.resolve(("all",), ["Male", "Smiling"]) == ("Male", "Smiling")
+    assert np.mean(published.PUBLISHED["LNets+ANet"]) == pytest.approx(87.3)
+    assert np.mean(published.PUBLISHED["MCNN-AUX"]) == pytest.approx(91.29, abs=0.005)
+    assert published.published("MCNN-AUX", "Male") == 98.17 and published.published("LNets+ANet", "Bald") == 98
+    assert kinds.resolve_attributes(("all",), ["Male", "Smiling"]) == ("Male", "Smiling")
     with pytest.raises(ValueError, match="Smilling not among the shards' attributes"):
-        multilabel.resolve(("Smilling",), ["Male", "Smiling"])
+        kinds.resolve_attributes(("Smilling",), ["Male", "Smiling"])
 
 
 def test_multi_label_targets_are_the_attribute_vector_smoothed_towards_one_half():
-    from celeba_gender.inputs.augment import training_targets
-
-    labels = tf.constant([[1.0, 0.0, 1.0]])
-    _, targets = training_targets(tf.zeros([1, 4, 4, 3]), labels, 3, 0.2, multi_label=True)
+    task = MultiAttribute(("a", "b", "c"), columns=(0, 1, 2))
+    targets = task.smooth(task.targets(tf.constant([[1.0, 0.0, 1.0]])), 0.2)
     np.testing.assert_allclose(targets.numpy(), [[0.9, 0.1, 0.9]], atol=1e-6)
 
 
@@ -63,11 +65,11 @@ def test_thresholds_are_chosen_per_attribute_and_a_rare_attribute_below_one_half
     probs = np.clip(labels * [0.3, 0.5, 0.0, 0.0] + rng.random((400, 4)) * [0.2, 0.4, 0.3, 1.0], 0, 1)
     probs[:5, 1] = 0.5  # ties at the threshold: present (>=)
     probs = probs.astype(np.float32)
-    thresholds = multilabel.choose_thresholds(probs, labels)
+    thresholds = metrics.choose_thresholds(probs, labels)
     rare, common, never, noise = thresholds
     assert probs[labels[:, 0] == 0, 0].max() < rare <= probs[labels[:, 0] == 1, 0].min() < 0.5
     assert never == 0.5  # one value only: every threshold above its probabilities is right, and 0.5 is one
-    m = multilabel.attribute_metrics(probs, labels, ["rare", "common", "never", "noise"], thresholds)
+    m = metrics.attribute_metrics(probs, labels, ["rare", "common", "never", "noise"], thresholds)
     assert m["attributes"]["rare"]["accuracy"] == 1.0 and m["attributes"]["rare"]["balanced_accuracy"] == 1.0
     assert m["attributes"]["rare"]["accuracy_at_0.5"] == m["attributes"]["rare"]["majority_accuracy"]  # never said
     assert m["attributes"]["rare"]["balanced_accuracy_at_0.5"] == 0.5
@@ -75,13 +77,13 @@ def test_thresholds_are_chosen_per_attribute_and_a_rare_attribute_below_one_half
         for t in np.linspace(0, 1, 41):
             assert ((probs[:, j] >= t) == labels[:, j]).mean() <= m["attributes"][name]["accuracy"] + 1e-12
     assert m["mean_accuracy_at_0.5"] < m["mean_accuracy"]
-    balanced = multilabel.choose_thresholds(probs, labels, "balanced_accuracy")
+    balanced = metrics.choose_thresholds(probs, labels, "balanced_accuracy")
     assert balanced[2] == 0.5  # balanced accuracy needs both values
     # Balanced accuracy buys the noisy attribute's positives at the price of more false alarms than accuracy does.
-    b = multilabel.attribute_metrics(probs, labels, ["rare", "common", "never", "noise"], balanced)
+    b = metrics.attribute_metrics(probs, labels, ["rare", "common", "never", "noise"], balanced)
     assert b["attributes"]["noise"]["balanced_accuracy"] >= m["attributes"]["noise"]["balanced_accuracy"]
     assert all(t == np.float32(t) for t in (*thresholds, *balanced))  # float32: the SavedModel decides alike
-    table = multilabel.markdown_table(m)
+    table = markdown_report.attributes_table(m)
     assert "| attribute | threshold | accuracy | accuracy at 0.5 |" in table
 
 
@@ -90,11 +92,11 @@ def test_the_export_and_predict_py_decide_at_the_recorded_thresholds(celeba_orig
     from celeba_gender.models import build, registry
     from celeba_gender.serve import export, inference
 
-    core = build.build_model(registry.ModelConfig(arch="tiny", num_classes=3, multi_label=True)).core
+    core = build.build_model(registry.ModelConfig(arch="tiny", outputs=3, activation="sigmoid")).core
     thresholds = (0.0, 1.5, 0.5)  # always present, never present, the usual rule
     run_dir = tmp_path / "run"
-    paths = export.export(core, str(run_dir / "export"), (64, 52), ["Always", "Never", "Half"], True, thresholds,
-                          "accuracy")
+    task = MultiAttribute(("Always", "Never", "Half"), columns=(0, 1, 2), thresholds=thresholds)
+    paths = export.export(core, str(run_dir / "export"), (64, 52), task)
     labels = json.load(open(run_dir / "export" / "labels.json"))
     assert labels["thresholds"] == list(thresholds) and labels["threshold_metric"] == "accuracy"
     images = tf.constant(np.random.default_rng(0).integers(0, 256, (4, 64, 52, 3)), tf.uint8)
@@ -125,7 +127,7 @@ def test_one_model_learns_the_visible_attributes_and_not_the_invisible_one(attri
                                                                            tmp_path):
     result, attributes = attribute_run, (*VISIBLE, *INVISIBLE)
     report = json.load(open(os.path.join(result["report"], "report.json")))
-    assert report["multi_label"] and set(report["attributes"]) == set(attributes)
+    assert report["kind"] == "attributes" and set(report["attributes"]) == set(attributes)
     for m in report["attributes"].values():
         assert set(m) == {"accuracy", "balanced_accuracy", "roc_auc", "majority_accuracy", "positive_rate",
                           "threshold", "accuracy_at_0.5", "balanced_accuracy_at_0.5"}
@@ -147,7 +149,7 @@ def test_one_model_learns_the_visible_attributes_and_not_the_invisible_one(attri
     out = serving.signatures["serve_images"](images=image)
     assert out["probabilities"].shape == (2, len(attributes)) and out["present"].dtype == tf.bool
     labels = json.load(open(os.path.join(result["run_dir"], "export", "labels.json")))
-    assert labels["multi_label"] and labels["class_names"] == list(attributes)
+    assert labels["kind"] == "attributes" and labels["class_names"] == list(attributes)
     # Grad-CAM of the chosen attribute, TTA beside the plain means, and predict.py's attributes present.
     evaluated = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), f"--run_dir={result['run_dir']}",
                                 "--tta=flip", "--gradcam_attribute=Eyeglasses", "--gradcam_size=3"],
@@ -174,17 +176,17 @@ def test_one_model_learns_the_visible_attributes_and_not_the_invisible_one(attri
 def test_the_tested_and_exported_decisions_use_thresholds_chosen_on_validation(attribute_run, unbalanced_shards):
     # Issue item 14: each attribute's threshold is chosen on the validation split's predictions of the exported
     # (best) checkpoint, recorded in labels.json, summary.json and the report, and used on the test split.
-    from celeba_gender.evaluate import evaluator
-
     result, attributes = attribute_run, list((*VISIBLE, *INVISIBLE))
     labels = json.load(open(os.path.join(result["run_dir"], "export", "labels.json")))
     assert labels["threshold_metric"] == "accuracy" == result["best_metric"]  # no weights: auto is accuracy
-    model, config = evaluator.load_model(result["run_dir"], "best")
-    probs, _, _, attrs = evaluator.predict_split(model, unbalanced_shards, "validation", (55, 45), 64)
+    run = RunDirectory(result["run_dir"])
     manifest = json.load(open(os.path.join(unbalanced_shards, "manifest.json")))
-    chosen = multilabel.choose_thresholds(probs, evaluator.attribute_labels(attrs, manifest, attributes))
+    context = Context(run, unbalanced_shards, manifest)
+    trained = load(run, "best")
+    validation = predict_split(trained, context, "validation")
+    chosen = metrics.choose_thresholds(validation.probs, validation.labels)
     np.testing.assert_allclose(labels["thresholds"], chosen, atol=1e-3)
-    assert list(result["thresholds"].values()) == labels["thresholds"]
+    assert result["task"]["thresholds"] == labels["thresholds"]
     report = json.load(open(os.path.join(result["report"], "report.json")))
     assert report["thresholds_chosen_on"] == "validation" and report["split"] == "test"
     rows = list(csv.DictReader(open(os.path.join(result["report"], "predictions.csv"))))
@@ -200,7 +202,7 @@ def test_the_tested_and_exported_decisions_use_thresholds_chosen_on_validation(a
         assert m["accuracy_at_0.5"] == pytest.approx(((p >= 0.5) == truth).mean(), abs=2 / len(rows))
     assert result["test"]["mean_accuracy_at_0.5"] == report["mean_accuracy_at_0.5"]
     # The SavedModel's `present` is the thresholds' decision on real test faces.
-    images = next(iter(evaluator._metadata_batches(unbalanced_shards, "test", (55, 45), 64, None)))[0]
+    images = next(iter(context.images(trained, "test", {r["filename"] for r in rows}).values()))[None]
     out = tf.saved_model.load(result["export"]["saved_model"]).signatures["serve_images"](images=images)
     np.testing.assert_array_equal(out["present"].numpy(),
                                   out["probabilities"].numpy() >= np.asarray(labels["thresholds"], np.float32))
@@ -209,7 +211,6 @@ def test_the_tested_and_exported_decisions_use_thresholds_chosen_on_validation(a
 def test_balanced_attribute_weights_train_and_one_attribute_balanced_shards_are_warned_about(shards, tmp_path):
     # Issue item 10: with balanced weights the validation loss is the training loss (weighted alike), and the best
     # checkpoint is the one with the best mean balanced accuracy, the figure the weighting serves.
-    from celeba_gender.evaluate import evaluator
     from celeba_gender.inputs import pipeline
 
     data_dir, manifest = shards
@@ -225,15 +226,15 @@ def test_balanced_attribute_weights_train_and_one_attribute_balanced_shards_are_
     assert re.search(r"epoch 2/2: .* \| val loss [\d.]+ acc [\d.]+ bal acc [\d.]+ auc", done.stdout)  # *best*'s figure
     history = list(csv.DictReader(open(os.path.join(run_dir, "history.csv"))))
     # The last checkpoint's validation predictions, and the training loss on them: weighted as training weighs.
-    model, config = evaluator.load_model(run_dir, "last")
-    probs, _, _, attrs = evaluator.predict_split(model, data_dir, "validation", config["image_size"], 64)
-    labels = attrs.astype(np.float32)
+    validation = predict_split(load(RunDirectory(run_dir), "last"), Context(RunDirectory(run_dir), data_dir, manifest),
+                               "validation")
+    probs, labels = validation.probs, validation.labels
     rates = np.array(pipeline.positive_rates(pipeline.split_info(data_dir, "train"), tuple(range(labels.shape[1]))))
     weights = np.minimum((1 - rates) / np.maximum(rates, 1e-6), 100.0)
     p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
     weighted = -(weights * labels * np.log(p) + (1 - labels) * np.log(1 - p)).mean()
     assert float(history[-1]["val_loss"]) == pytest.approx(weighted, abs=1e-4)
-    assert abs(multilabel.binary_cross_entropy(probs, labels) - weighted) > 0.01  # the weights matter here
+    assert abs(metrics.binary_cross_entropy(probs, labels) - weighted) > 0.01  # the weights matter here
     summary = json.load(open(os.path.join(run_dir, "summary.json")))
     scores = [float(row["val_balanced_accuracy"]) for row in history]
     assert summary["best_metric"] == "balanced_accuracy"

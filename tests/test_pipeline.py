@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import types
 
 import numpy as np
 import pytest
@@ -14,6 +15,9 @@ from celeba_gender.convert import converter
 from celeba_gender.inputs import augment, pipeline
 from celeba_gender.convert.config import ConvertConfig
 from celeba_gender.inputs.pipeline import DataConfig
+from celeba_gender.tasks import kinds
+from celeba_gender.tasks.classification import Classification
+from celeba_gender.tasks.multi_attribute import MultiAttribute
 from celeba_gender.shards.shard_dir import MANIFEST as FILENAME
 
 
@@ -48,12 +52,13 @@ def test_shapes_dtypes_and_value_ranges(shards):
     square = eval_ds(data_dir, "validation", 8, image_size=(64, 64))
     images, _ = next(iter(square))
     assert images.shape[1:] == (64, 64, 3) and images.dtype == tf.uint8  # centre crop + resize
-    weighted = train_ds(data_dir, 8, class_weights=True)
-    _, labels, weights = next(iter(weighted))
+    # Class weights are the task's (its loss weighs each example by its class), not an element of the batches.
     info = pipeline.split_info(data_dir, "train")
-    expected = np.array(pipeline.class_weights(info))[labels.numpy()]
-    np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-6)
-    assert sum(w * c for w, c in zip(pipeline.class_weights(info), info.class_counts)) == pytest.approx(info.count)
+    counts = types.SimpleNamespace(training_class_counts=lambda: info.class_counts)
+    task = Classification(info.class_names).weighted(counts)
+    weights = task.example_weights(labels).numpy()
+    np.testing.assert_allclose(weights, np.array(task.class_weights)[labels.numpy()], rtol=1e-6)
+    assert sum(w * c for w, c in zip(task.class_weights, info.class_counts)) == pytest.approx(info.count)
 
 
 def test_half_scale_decode_matches_a_resize_closely(shards):
@@ -163,8 +168,10 @@ def test_a_file_cache_is_keyed_by_what_it_holds(shards, tmp_path):
         images, _ = next(iter(train_ds(data_dir, 8, image_size=size, cache=prefix)))
         assert images.shape[1:3] == size
     halves = [pipeline.split_info(data_dir, "train", pipeline_id=i, num_pipelines=2) for i in range(2)]
-    names = {pipeline.cache_file(prefix, info, (64, 52), None) for info in halves}
-    names |= {pipeline.cache_file(prefix, halves[0], (64, 52), 100), pipeline.cache_file(prefix, halves[0], (55, 45), None)}
+    labels = Classification(("Female", "Male")).cache_key()
+    names = {pipeline.cache_file(prefix, info, (64, 52), None, labels) for info in halves}
+    names |= {pipeline.cache_file(prefix, halves[0], (64, 52), 100, labels),
+              pipeline.cache_file(prefix, halves[0], (55, 45), None, labels)}
     assert len(names) == 4
     written = {f.split(".")[0] for f in os.listdir(tmp_path) if f.startswith("cache-")}
     assert len(written) == 2 and all("-train-" in f for f in written)
@@ -310,13 +317,12 @@ def test_a_file_cache_is_keyed_by_the_labels_it_holds(shards, tmp_path):
         return next(iter(train_ds(data_dir, info.count, image_size=(16, 13), cache=prefix, **options)))
 
     for attributes in (chosen, chosen[::-1], chosen[:1], chosen[1:]):
-        labels = one_pass(attributes=attributes)[1].numpy()
+        task = kinds.for_run(manifest, tuple(names[a] for a in attributes))
+        labels = one_pass(task=task)[1].numpy()
         expected = [truth[chosen.index(a)] for a in attributes]
         np.testing.assert_allclose(labels.sum(axis=0), expected, err_msg=str(attributes))
-    assert len(one_pass()) == 2 and len(one_pass(class_weights=True)) == 3  # weights: another element, another file
-    # Class weights are looked up by class label: with attribute labels they are refused, not gathered by 0/1 floats.
-    with pytest.raises(pipeline.DataError, match="class_weights .* cannot be combined with attributes"):
-        DataConfig(data_dir, class_weights=True, attributes=chosen)
+    labels = one_pass()[1].numpy()  # the class label, after the attributes' caches: its own file
+    assert labels.dtype == np.int32 and labels.sum() == info.class_counts[1]
 
 
 def test_a_file_cache_in_a_folder_that_does_not_exist_gets_the_folder(shards, tmp_path):
@@ -335,7 +341,9 @@ def test_padding_batches_of_attribute_labels_have_the_attribute_shape(shards):
     data_dir, _ = shards
     info = pipeline.split_info(data_dir, "test")
     steps = pipeline.eval_steps(info, 16) + 2
-    config = DataConfig(data_dir, (16, 13), batch=16, attributes=(3, 15, 20))
+    names = shards[1]["attribute_names"]
+    task = MultiAttribute(tuple(names[i] for i in (3, 15, 20)), columns=(3, 15, 20))
+    config = DataConfig(data_dir, (16, 13), batch=16, task=task)
     ds = pipeline.eval_dataset(config, info, pad_to_steps=steps)
     assert ds.element_spec[1].shape.as_list()[1:] == [3]
     batches = list(ds)

@@ -63,15 +63,18 @@ def test_predict_decodes_exactly_as_evaluation_and_the_savedmodel_on_every_test_
                                                                                      celeba_original):
     import tensorflow as tf
 
-    from celeba_gender.evaluate import evaluator
+    from celeba_gender.evaluate.predictions import Context, load, predict_split
+    from celeba_gender.rundir.directory import RunDirectory
     from celeba_gender.inputs import decode
 
     data_dir, manifest = shards
     run_dir = run_at_half_size["run_dir"]
     assert decode.jpeg_ratio((218, 178), (109, 89)) == 2  # the DCT path is the one under test
-    core, config = evaluator.load_model(run_dir, run_at_half_size["checkpoint"])
-    probs, labels, names, _ = evaluator.predict_split(core, data_dir, "test", config["image_size"], 16, manifest)
-    inputs = evaluator.fetch_images(data_dir, "test", config["image_size"], set(names), manifest)
+    run = RunDirectory(run_dir)
+    trained, context = load(run, run_at_half_size["checkpoint"]), Context(run, data_dir, manifest)
+    predicted = predict_split(trained, context, "test", 16)
+    probs, names = predicted.probs, predicted.names
+    inputs = context.images(trained, "test", set(names))
     assert len(names) == manifest["splits"]["test"]["count"] > 10
     files = [os.path.join(celeba_original, "img_align_celeba", n) for n in names]
     predictor = inference.Predictor(run_dir)

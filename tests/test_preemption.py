@@ -20,7 +20,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from celeba_gender.rundir import directory
+from celeba_gender.rundir.directory import RunDirectory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -31,7 +31,7 @@ _SELF_SIGNAL = textwrap.dedent("""
     import os, signal, sys
     from celeba_gender.train import step
     from celeba_gender.cli import train
-    calls, original = [], step.TrainLoop.train
+    calls, original = [], step.TrainStep.train
     def train_steps(self, iterator, steps, stop_vote=0.0, *rest):
         calls.append(steps)
         out = original(self, iterator, steps, stop_vote, *rest)
@@ -39,7 +39,7 @@ _SELF_SIGNAL = textwrap.dedent("""
         if len(calls) == SIGNAL_AT:
             os.kill(os.getpid(), signal.SIGNAL_NAME)
         return out
-    step.TrainLoop.train = train_steps
+    step.TrainStep.train = train_steps
     sys.argv[0] = "train.py"
     train.run()
 """)
@@ -72,7 +72,7 @@ def test_a_signal_mid_epoch_checkpoints_the_step_and_the_same_command_resumes_th
     calls = [line for line in stopped.stdout.splitlines() if line.startswith("CALL ")]
     # The signal arrived during call `signal_at`; the next call carried the vote and was the last one.
     assert len(calls) == signal_at + 1 and calls[-1].endswith("vote=1.0" if sig == "SIGTERM" else "vote=1e-06")
-    recorded = directory.status(run_dir)
+    recorded = RunDirectory(run_dir).status()
     assert recorded["status"] == status and recorded["epochs_done"] == 1 and recorded["steps_done_in_epoch"] == 6
     assert recorded["checkpoint"].endswith(f"ckpt-{steps + 6}")
     assert f"train: {status} at epoch 2, step 6" in stopped.stderr and "Traceback" not in stopped.stderr
@@ -90,7 +90,7 @@ def test_a_signal_mid_epoch_checkpoints_the_step_and_the_same_command_resumes_th
     assert latest.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 3 * steps  # no step twice
     validation = event_steps(os.path.join(run_dir, "validation"), "accuracy")
     assert validation == [steps, 2 * steps, 3 * steps]  # one validation per epoch, on the global-step axis
-    assert directory.status(run_dir)["status"] == "complete"
+    assert RunDirectory(run_dir).status()["status"] == "complete"
 
 
 @pytest.mark.slow
@@ -112,7 +112,7 @@ def test_two_workers_stop_at_the_same_step_when_one_is_preempted_and_resume_toge
     assert launcher.returncode == 143, out[-3000:]
     stops = sorted(line.split("train: ", 1)[1] for line in out.splitlines() if "train: preempted at epoch" in line)
     assert len(stops) == 2 and stops[0].split(";")[0] == stops[1].split(";")[0], stops  # same epoch and step
-    assert directory.status(run_dir)["status"] == "preempted"
+    assert RunDirectory(run_dir).status()["status"] == "preempted"
 
     again = subprocess.run([sys.executable, "-m", "celeba_gender.cli.launch_local", "--workers=2", "--",
                             os.path.join(ROOT, "train.py"), *args], cwd=ROOT, env=ENV, capture_output=True,
@@ -123,7 +123,7 @@ def test_two_workers_stop_at_the_same_step_when_one_is_preempted_and_resume_toge
     assert epochs == ["1", "2", "3"]
     hashes = re.findall(r"final weights sha256 ([0-9a-f]{16})", again.stdout)
     assert len(hashes) == 2 and len(set(hashes)) == 1  # both workers hold the same model
-    assert directory.status(run_dir)["status"] == "complete"
+    assert RunDirectory(run_dir).status()["status"] == "complete"
     assert json.load(open(os.path.join(run_dir, "summary.json")))["workers"] == 2
 
 
@@ -151,7 +151,7 @@ def test_a_second_launch_on_a_running_run_dir_is_refused_and_a_stale_lock_is_tak
     taken = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
     assert taken.returncode == 0, taken.stderr[-3000:]
     assert "note: took over the lock" in taken.stderr and not (run_dir / ".lock").exists()
-    assert directory.status(str(run_dir))["status"] == "complete"
+    assert RunDirectory(str(run_dir).status())["status"] == "complete"
 
 
 def _completed(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -190,7 +190,7 @@ def test_a_deterministic_run_stopped_and_resumed_ends_with_the_weights_of_the_ru
                                  capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
         assert stopped.returncode == 143, stopped.stderr[-3000:]
         stopped_at += signal_at + 1  # the next call carried the vote
-        assert directory.status(run_dir)["checkpoint"].endswith(f"ckpt-{stopped_at}")
+        assert RunDirectory(run_dir).status()["checkpoint"].endswith(f"ckpt-{stopped_at}")
     resumed = _completed(subprocess.run([sys.executable, os.path.join(ROOT, "train.py"),
                                          *train_args(data_dir, run_dir, *args)],
                                         capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV))

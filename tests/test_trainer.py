@@ -20,11 +20,12 @@ import tensorflow as tf
 from celeba_gender.train import config as train_config
 from celeba_gender.inputs import config as input_config
 from celeba_gender.core import options
-from celeba_gender.evaluate import evaluator
+from celeba_gender.tasks import metrics
+from celeba_gender.train import stopping
 from celeba_gender.inputs import decode, pipeline
 from celeba_gender.models import build, registry
-from celeba_gender.rundir import directory
-from celeba_gender.train import epochs, step, optimizers, trainer
+from celeba_gender.rundir.directory import RunDirectory
+from celeba_gender.train import epochs, optimizers, trainer
 from celeba_gender.rundir.tensorboard import image_grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +50,7 @@ def event_tags(directory: str) -> dict[str, set]:
 def dataset_loss(model: keras.Model, data_dir: str) -> float:
     ds = pipeline.eval_dataset(input_config.DataConfig(data_dir, (64, 52), 64), "train")
     probs, labels = zip(*[(model(tf.cast(x, tf.float32), training=False).numpy(), y.numpy()) for x, y in ds])
-    return evaluator.compute_metrics(np.concatenate(probs), np.concatenate(labels), ["Female", "Male"])["log_loss"]
+    return metrics.class_metrics(np.concatenate(probs), np.concatenate(labels), ["Female", "Male"])["log_loss"]
 
 
 def test_one_epoch_lowers_the_loss_and_writes_every_artifact(trained_run, shards):
@@ -61,7 +62,7 @@ def test_one_epoch_lowers_the_loss_and_writes_every_artifact(trained_run, shards
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert f"--run_dir={run_dir}" in open(os.path.join(run_dir, "flags.txt")).read()
     assert json.load(open(os.path.join(run_dir, "config.json")))["train"]["arch"] == "tiny"
-    assert directory.status(run_dir)["status"] == "complete"
+    assert RunDirectory(run_dir).status()["status"] == "complete"
     train_tags, val_tags = event_tags(os.path.join(run_dir, "train")), event_tags(os.path.join(run_dir, "validation"))
     for tag in ("loss", "accuracy", "auc", "learning_rate", "images_per_sec", "input_wait_fraction",
                 "augmented_inputs"):
@@ -108,14 +109,14 @@ _KILL = textwrap.dedent("""
     import os, signal, sys
     from celeba_gender.train import step
     from celeba_gender.cli import train
-    calls, original = [], step.TrainLoop.train
+    calls, original = [], step.TrainStep.train
     def train_steps(self, iterator, steps, *rest):
         calls.append(steps)
         out = original(self, iterator, steps, *rest)
         if len(calls) == STEPS_PER_EPOCH + 3:
             os.kill(os.getpid(), signal.SIGKILL)
         return out
-    step.TrainLoop.train = train_steps
+    step.TrainStep.train = train_steps
     sys.argv[0] = "train.py"
     train.run()
 """)
@@ -207,7 +208,7 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(shards, tmp_pa
     config = tiny_config(data_dir, str(tmp_path / "nan"), optimizer="sgd", lr=1e35, momentum=0.0, epochs=2)
     with pytest.raises(epochs.Diverged, match="the training loss became nan.*last good checkpoint"):
         trainer.train(config)
-    status = directory.status(str(tmp_path / "nan"))
+    status = RunDirectory(str(tmp_path / "nan").status())
     assert status["status"] == "failed" and "the training loss became nan" in status["error"]
 
 
@@ -422,21 +423,21 @@ def test_a_stopped_run_with_an_unrounded_rate_resumes_from_its_flags_txt(shards,
     data_dir, _ = shards
     config = train_config.config_for("tiny", data_dir=data_dir, runs_root=str(tmp_path), lr=0.0012345678, epochs=1,
                                 batch=16, precision="float32", progress=False, evaluate_test=False)
-    with pytest.raises(step.Stopped):
+    with pytest.raises(stopping.Stopped):
         trainer.train(config, stop=StopAfter(2))
     (run_dir,) = glob.glob(str(tmp_path / "tiny-*"))
     resumed = run_train([f"--flagfile={run_dir}/flags.txt"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming run {run_dir}" in resumed.stdout
     assert glob.glob(str(tmp_path / "tiny-*")) == [run_dir]  # no new run beside the stopped one
-    assert directory.status(run_dir)["status"] == "complete"
+    assert RunDirectory(run_dir).status()["status"] == "complete"
 
 
 def test_a_pinned_unfinished_run_refuses_changed_settings_unless_allowed_and_records_the_change(shards, tmp_path):
     data_dir, _ = shards
     run_dir = str(tmp_path / "run")
     config = tiny_config(data_dir, run_dir, evaluate_test=False)
-    with pytest.raises(step.Stopped):
+    with pytest.raises(stopping.Stopped):
         trainer.train(config, stop=StopAfter(1))
     record = {name: open(os.path.join(run_dir, name)).read() for name in ("config.json", "flags.txt", "status.json")}
     changed = dataclasses.replace(config, lr=0.01, epochs=2, progress=True)  # --progress may change freely
@@ -448,7 +449,7 @@ def test_a_pinned_unfinished_run_refuses_changed_settings_unless_allowed_and_rec
     assert "--allow_changed_settings" in message and f"--flagfile={run_dir}/flags.txt" in message
     assert {name: open(os.path.join(run_dir, name)).read() for name in record} == record  # nothing written
     result = trainer.train(dataclasses.replace(changed, allow_changed_settings=True, progress=False))
-    assert result["epochs"] == 2 and directory.status(run_dir)["status"] == "complete"
+    assert result["epochs"] == 2 and RunDirectory(run_dir).status()["status"] == "complete"
     recorded = json.load(open(os.path.join(run_dir, "config.json")))
     assert recorded["train"]["lr"] == 0.01 and recorded["train"]["epochs"] == 2
     (change,) = recorded["changes"]
@@ -517,20 +518,23 @@ def test_under_loss_scaling_the_logged_rate_is_the_one_in_use_and_skipped_steps_
 
 
 def test_float16_wraps_the_optimizer_in_loss_scaling():
-    assert isinstance(optimizers.make_optimizer("adam", 1e-3, 10, 1, loss_scaling=True), keras.optimizers.LossScaleOptimizer)
-    assert not isinstance(optimizers.make_optimizer("adam", 1e-3, 10, 1), keras.optimizers.LossScaleOptimizer)
+    adam = train_config.OptimizerSettings("adam", 1e-3, epochs=1)
+    assert isinstance(optimizers.make_optimizer(adam, 10, loss_scaling=True), keras.optimizers.LossScaleOptimizer)
+    assert not isinstance(optimizers.make_optimizer(adam, 10), keras.optimizers.LossScaleOptimizer)
 
 
 def test_adam_with_a_weight_decay_it_would_ignore_is_refused_in_one_line():
     # Keras' Adam here applies no decay at all (what flags.txt would still record): the recipes' 0.0005 was lost.
-    assert optimizers.weight_decay(optimizers.make_optimizer("adam", 1e-3, 10, 1, weight_decay=5e-4)) == 0.0
+    adam = train_config.OptimizerSettings("adam", 1e-3, epochs=1, weight_decay=5e-4)
+    assert optimizers.weight_decay(optimizers.make_optimizer(adam, 10)) == 0.0
     with pytest.raises(train_config.TrainError) as e:
         train_config.config_for("tiny", optimizer="adam")  # the tiny recipe's weight decay, 0.0005
     message = str(e.value)
     assert "--optimizer=adam applies no weight decay" in message and "--weight_decay=0.0005" in message
     assert "use --optimizer=adamw" in message and "or --weight_decay=0" in message and "\n" not in message
     assert train_config.config_for("tiny", optimizer="adam", weight_decay=0).optimizer == "adam"
-    assert optimizers.weight_decay(optimizers.make_optimizer("adamw", 1e-3, 10, 1, weight_decay=5e-4)) == 5e-4
+    adamw = train_config.OptimizerSettings("adamw", 1e-3, epochs=1, weight_decay=5e-4)
+    assert optimizers.weight_decay(optimizers.make_optimizer(adamw, 10)) == 5e-4
 
 
 def test_a_log_file_gets_plain_lines_and_tensorboard_gets_scalars_every_n_steps(shards, tmp_path):

@@ -80,10 +80,19 @@ def convert(config: ConvertConfig) -> dict:
         return _convert(config)
 
 
-def _convert(config: ConvertConfig) -> dict:
-    workers = config.workers or worker_pool.default_workers()
-    celeba_dir = find_celeba(config)
-    started = time.perf_counter()  # the conversion itself, without making or downloading data
+@dataclasses.dataclass
+class _Read:
+    """CelebA's table as read: where it came from, its usable rows, the rows dropped and the file's row count."""
+
+    layout: object
+    table: object
+    dropped: list
+    rows_in_file: int
+    attribute_names: list[str]
+
+
+def _read(config: ConvertConfig, celeba_dir: str) -> _Read:
+    """The attribute table of ``celeba_dir``, checked for what the conversion needs."""
     layout = detect_layout(celeba_dir)
     if config.split == "official" and layout.partition_file is None:
         raise CelebaError(f"--split=official needs list_eval_partition.txt (or .csv) in {layout.root}. "
@@ -92,49 +101,74 @@ def _convert(config: ConvertConfig) -> dict:
         raise CelebaError(f"--split=identity needs identity_CelebA.txt in {layout.root} (CelebA's "
                           "Anno/identity_CelebA.txt; Kaggle's copy lacks it). Or use --split=official.")
     table, dropped = read_celeba(layout)
-    rows_in_file = len(table) + len(dropped)
     if table.empty:
         raise CelebaError(f"{layout.attr_file} has no usable rows ({len(dropped)} bad). See its format in README.md.")
     check_attribute(table, config.attribute)
-    check_out_dir(config)
-    problems = [_check_bad_fraction(len(dropped), rows_in_file, "attribute rows", config)]
-    attribute_names = attribute_columns(table)
+    attribute_names = attribute_columns(table)  # before the label column joins them
     table["label"] = table[config.attribute].astype(np.int64)
-    names = class_names(config.attribute)
+    return _Read(layout, table, dropped, len(table) + len(dropped), attribute_names)
 
-    seed_info, balanced_out = None, []
-    if config.split == "seed":
-        candidates, balanced_out, seed_info = curation.seed_split(table, config.limit, config.balance, config.seed)
-    else:
-        candidates = curation.sample_limit(table, config.limit, config.seed)
 
+def _scan(config: ConvertConfig, candidates, workers: int, read: _Read):
+    """The candidates' files read and checked (in parallel): the usable rows, with their sha256, size and hash;
+    the bad ones join ``read.dropped``."""
     bar = progress.counter(len(candidates), "scan", enabled=config.progress)
     results = image_scan.scan_files(candidates["path"].tolist(), near=config.dedupe == "near", workers=workers,
-                              progress=bar.update, max_pixels=config.max_pixels)
+                                    progress=bar.update, max_pixels=config.max_pixels)
     bar.close()
     candidates = candidates.assign(
         sha256=[r.sha256 for r in results], nbytes=[r.nbytes for r in results],
         height=[r.height for r in results], width=[r.width for r in results], phash=[r.phash for r in results])
     bad = np.array([r.problem is not None for r in results], dtype=bool)
-    dropped += shard_plan.drop_rows(candidates, bad, [r.problem for r in results], [r.detail for r in results])
-    problems.append(_check_bad_fraction(int(bad.sum()), len(candidates), "image files", config))
-    usable = candidates[~bad]
+    read.dropped += shard_plan.drop_rows(candidates, bad, [r.problem for r in results], [r.detail for r in results])
+    return candidates, bad
 
-    plan, curated, balance = shard_plan.curate(config, usable, balanced_out, names)
+
+def _convert(config: ConvertConfig) -> dict:
+    workers = config.workers or worker_pool.default_workers()
+    read = _read(config, find_celeba(config))
+    started = time.perf_counter()  # the conversion itself, without making or downloading data
+    check_out_dir(config)
+    problems = [_check_bad_fraction(len(read.dropped), read.rows_in_file, "attribute rows", config)]
+    names = class_names(config.attribute)
+    seed_info, balanced_out = None, []
+    if config.split == "seed":
+        candidates, balanced_out, seed_info = curation.seed_split(read.table, config.limit, config.balance,
+                                                                  config.seed)
+    else:
+        candidates = curation.sample_limit(read.table, config.limit, config.seed)
+    candidates, bad = _scan(config, candidates, workers, read)
+    problems.append(_check_bad_fraction(int(bad.sum()), len(candidates), "image files", config))
+    plan, curated, balance = shard_plan.curate(config, candidates[~bad], balanced_out, names)
     if seed_info is not None and config.balance:
         balance = shard_plan.seed_balance(seed_info, names)
-    dropped += curated
+    read.dropped += curated
+    manifest = _manifest(config, read, plan, len(candidates), balance)
+    if seed_info is not None:
+        manifest["seed_protocol"] = _named_seed_info(seed_info, names)
+    _refuse_failures(config, manifest, [p for p in problems if p], plan.empty)
+    specs = _shard_specs(config, plan, manifest)
+    bar = progress.counter(len(plan), "write", enabled=config.progress)
+    manifest = writer.write_shards(specs, config.out_dir, manifest, workers, progress=bar.update)
+    bar.close()
+    manifest["seconds"] = round(time.perf_counter() - started, 2)
+    return manifest
 
-    manifest = {
+
+def _manifest(config: ConvertConfig, read: _Read, plan, scanned: int, balance: dict) -> dict:
+    """The manifest of the planned shards, before any is written (status in_progress; the writer fills
+    ``splits``' shard lists)."""
+    layout, dropped = read.layout, read.dropped
+    return {
         "format_version": shard_dir.FORMAT_VERSION,
         "status": shard_dir.IN_PROGRESS,
         "created_by": f"celeba_gender {celeba_gender.__version__}",
         "source": {"dir": layout.root, "form": layout.form, "attribute_file": os.path.basename(layout.attr_file),
-                   "rows": rows_in_file, "usable_rows": len(table), "scanned": len(candidates),
+                   "rows": read.rows_in_file, "usable_rows": len(read.table), "scanned": scanned,
                    "synthetic": config.synthetic or None},
         "attribute": config.attribute,
-        "class_names": list(names),
-        "attribute_names": attribute_names,
+        "class_names": list(class_names(config.attribute)),
+        "attribute_names": read.attribute_names,
         "options": config.plan_options(),
         "image_sizes": dict(collections.Counter(f"{h}x{w}" for h, w in zip(plan["height"], plan["width"]))),
         "splits": {},
@@ -143,37 +177,42 @@ def _convert(config: ConvertConfig) -> dict:
         "dropped": [dataclasses.asdict(d) for d in sorted(dropped, key=lambda d: (d.reason, d.image_id))],
         "warnings": shard_plan.straddling_copies(plan, config),
     }
-    if seed_info is not None:
-        by_name = lambda counts: {names[k]: v for k, v in counts.items()}  # noqa: E731
-        seed_info["sampled_class_counts"] = by_name(seed_info["sampled_class_counts"])
-        seed_info["split_class_counts"] = {s: by_name(c) for s, c in seed_info["split_class_counts"].items()}
-        manifest["seed_protocol"] = seed_info
-    failures = [p for p in problems if p]
-    if failures or plan.empty:
-        manifest["status"] = shard_dir.FAILED
-        where = os.path.join(config.out_dir, shard_dir.MANIFEST)
-        with fileio.disk_space_for(shard_dir.MANIFEST, config.out_dir):
-            os.makedirs(config.out_dir, exist_ok=True)
-            fileio.write_json(where, manifest)
-        if failures:
-            raise ConvertError("; ".join(failures) + f". Every bad row and its reason is listed in {where} "
-                               "('dropped'). Fix or remove them, or raise --max_bad_fraction.")
-        raise ConvertError(f"Nothing left to write: every row was dropped ({manifest['dropped_counts']}). "
-                           f"See {where}.")
 
-    specs = []
+
+def _named_seed_info(seed_info: dict, names: tuple[str, str]) -> dict:
+    """The source study's draws (curation.seed_split) with class names in place of label ids."""
+    by_name = lambda counts: {names[k]: v for k, v in counts.items()}  # noqa: E731
+    seed_info["sampled_class_counts"] = by_name(seed_info["sampled_class_counts"])
+    seed_info["split_class_counts"] = {s: by_name(c) for s, c in seed_info["split_class_counts"].items()}
+    return seed_info
+
+
+def _refuse_failures(config: ConvertConfig, manifest: dict, failures: list[str], nothing_left: bool) -> None:
+    """Too many bad rows or files, or nothing left to write: the manifest (with every dropped row and its reason)
+    is written as failed, then one ConvertError line."""
+    if not failures and not nothing_left:
+        return
+    manifest["status"] = shard_dir.FAILED
+    where = os.path.join(config.out_dir, shard_dir.MANIFEST)
+    with fileio.disk_space_for(shard_dir.MANIFEST, config.out_dir):
+        os.makedirs(config.out_dir, exist_ok=True)
+        fileio.write_json(where, manifest)
+    if failures:
+        raise ConvertError("; ".join(failures) + f". Every bad row and its reason is listed in {where} "
+                           "('dropped'). Fix or remove them, or raise --max_bad_fraction.")
+    raise ConvertError(f"Nothing left to write: every row was dropped ({manifest['dropped_counts']}). See {where}.")
+
+
+def _shard_specs(config: ConvertConfig, plan, manifest: dict) -> list:
+    """Every shard to write, split by split (and each split's counts entered in the manifest)."""
+    names, specs = tuple(manifest["class_names"]), []
     for split in curation.SPLITS:
         part = plan[plan["split"] == split]
-        items = shard_plan.shard_items(part, attribute_names, names)
+        items = shard_plan.shard_items(part, manifest["attribute_names"], names)
         n = writer.num_shards_for(len(part), int(part["nbytes"].sum()), config.num_shards, config.shard_mb)
         specs += writer.split_into_shards(split, items, n)
         counts = part["label"].value_counts()
         class_counts = {names[k]: int(counts.get(k, 0)) for k in (0, 1)}
         manifest["splits"][split] = {"count": len(part), "class_counts": class_counts, "num_shards": n, "bytes": 0,
                                      "shards": []}
-
-    bar = progress.counter(len(plan), "write", enabled=config.progress)
-    manifest = writer.write_shards(specs, config.out_dir, manifest, workers, progress=bar.update)
-    bar.close()
-    manifest["seconds"] = round(time.perf_counter() - started, 2)
-    return manifest
+    return specs

@@ -63,10 +63,9 @@ def evaluate_run(run: RunDirectory | str, options: EvaluationOptions = Evaluatio
     manifest = shard_dir.read_manifest(data_dir)
     trained = trained or load(run, options.checkpoint)
     try:  # before anything is written: other shards would be scored against the wrong labels, silently
-        trained = dataclasses.replace(trained, task=trained.task.for_shards(manifest))
+        trained = dataclasses.replace(trained, task=trained.task.for_shards(manifest, f"the shards in {data_dir}"))
     except TaskError as e:
-        raise EvaluationError(f"{e} (the shards in {data_dir}; the run's own: "
-                              f"{recorded['train']['data_dir']}).") from None
+        raise EvaluationError(f"{e} (as --data_dir; the run's own: {recorded['train']['data_dir']}).") from None
     context = Context(run, data_dir, manifest)
     predictions = predict_split(trained, context, options.split, options.batch)
     report_kind = REPORTS[trained.task.kind]

@@ -235,60 +235,99 @@ def train_dataset(config: DataConfig, info: SplitInfo | None = None, host_augmen
     (see :func:`split_info`); default: all of the training split.
     """
     info = info or split_info(config.data_dir, "train")
-    size = _size(config, info)
     cache = config.cache if config.cache not in ("", "none") else None
     if config.data_service and cache:
         raise DataError("--tf_data_service decodes on the service's workers every pass and cannot be combined with "
                         "--cache: use --cache=none.")
-    if cache == "memory":
-        check_memory_cache(min(info.count, max_examples or info.count), size)
-    deterministic = config.deterministic
     # No seed: a random one (a new order every run), drawn apart from the seeds the caller may have set.
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(1, 2**31)
-    task = _task(config, info)
-    decode_batch = _decoder(info, size, task)
-    buffer = min(config.shuffle_buffer, info.count)
-    first_pass, skip = divmod(start_step, max(min(info.count, max_examples or info.count) // config.batch, 1))
-
-    def take(records: tf.data.Dataset) -> tf.data.Dataset:
-        return records.take(max_examples) if max_examples is not None else records
-
+    passes = _Passes(config, info, _size(config, info), seed, max_examples, start_step)
     if config.data_service:
-        ds = _decoded_one_by_one(take(_records(info, False, None, deterministic)), decode_batch, deterministic)
-        # One service job per pass (each new iteration of this dataset starts one): exact passes. Files are
-        # handed out as the service's workers ask, so no order can be continued: a restart starts a pass in a
-        # new order (its shuffle seed is keyed by the step it starts at), never in the first pass's again.
-        ds = ds.apply(tf.data.experimental.service.distribute(
-            processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=config.data_service))
-        ds = ds.shuffle(buffer, seed=int(np.random.SeedSequence([seed, start_step]).generate_state(1)[0]),
-                        reshuffle_each_iteration=True)
-        ds = ds.batch(config.batch, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        ds = passes.served()
     elif cache:
-        # Filled in pass 0's file order whichever pass fills it (a restarted process fills it again, or reads a
-        # file cache another process wrote), so that every pass reshuffles the same sequence.
-        ds = take(_records(info, True, _pass_seed(seed, 0, _FILES), deterministic))
-        ds = _decoded_one_by_one(ds, decode_batch, deterministic)
-        if cache != "memory":
-            make_cache_folder(cache)
-        ds = ds.cache("" if cache == "memory" else cache_file(cache, info, size, max_examples, task.cache_key()))
-
-        def one_pass(number):
-            return _shuffled(ds, buffer, _pass_seed(seed, number, _EXAMPLES)).batch(
-                config.batch, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        ds = tf.data.Dataset.counter(first_pass).flat_map(one_pass).skip(skip)
+        ds = passes.cached(cache)
     else:
-        def one_pass(number):
-            records = take(_records(info, True, _pass_seed(seed, number, _FILES), deterministic))
-            # Shuffle the ~10 KB serialised records, not the 116 KB decoded images.
-            return _shuffled(records, buffer, _pass_seed(seed, number, _EXAMPLES)).batch(config.batch,
-                                                                                          drop_remainder=True)
-        # The batches already trained are skipped before decoding: a restart reads them but decodes none.
-        ds = tf.data.Dataset.counter(first_pass).flat_map(one_pass).skip(skip)
-        ds = ds.map(decode_batch, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        ds = passes.decoded()
     if host_augment is not None:
         ds = ds.enumerate(start_step).map(lambda step, batch: host_augment(*batch, step=step),
-                                          num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    return _finish(ds, config.batch, replicas, deterministic, repeat=bool(config.data_service))
+                                          num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
+    return _finish(ds, config.batch, replicas, config.deterministic, repeat=bool(config.data_service))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Passes:
+    """The training passes of one pipeline: each pass's order a function of (seed, pass) alone, and the batches
+    from ``start_step`` on."""
+
+    config: DataConfig
+    info: SplitInfo
+    size: tuple[int, int]
+    seed: int
+    max_examples: int | None
+    start_step: int
+
+    @property
+    def examples(self) -> int:
+        return min(self.info.count, self.max_examples or self.info.count)
+
+    def records(self, files_seed) -> tf.data.Dataset:
+        """A pass's serialised records: the files in ``files_seed``'s order (None: shard order), the first
+        ``max_examples``."""
+        ds = _records(self.info, files_seed is not None, files_seed, self.config.deterministic)
+        return ds.take(self.max_examples) if self.max_examples is not None else ds
+
+    def _batch(self, ds: tf.data.Dataset, parallel: bool = True) -> tf.data.Dataset:
+        if not parallel:
+            return ds.batch(self.config.batch, drop_remainder=True)
+        return ds.batch(self.config.batch, drop_remainder=True, num_parallel_calls=AUTOTUNE,
+                        deterministic=self.config.deterministic)
+
+    def _from_start(self, one_pass) -> tf.data.Dataset:
+        """``one_pass(number)``'s batches for every pass from the start step's on, the trained ones skipped."""
+        first_pass, skip = divmod(self.start_step, max(self.examples // self.config.batch, 1))
+        return tf.data.Dataset.counter(first_pass).flat_map(one_pass).skip(skip)
+
+    def served(self) -> tf.data.Dataset:
+        """Decoded by a tf.data service's workers. One service job per pass (each new iteration of this dataset
+        starts one): exact passes. Files are handed out as the service's workers ask, so no order can be
+        continued: a restart starts a pass in a new order (its shuffle seed is keyed by the step it starts at),
+        never in the first pass's again."""
+        decode = _decoder(self.info, self.size, _task(self.config, self.info))
+        ds = _decoded_one_by_one(self.records(None), decode, self.config.deterministic)
+        ds = ds.apply(tf.data.experimental.service.distribute(
+            processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=self.config.data_service))
+        seed = int(np.random.SeedSequence([self.seed, self.start_step]).generate_state(1)[0])
+        return self._batch(ds.shuffle(min(self.config.shuffle_buffer, self.info.count), seed=seed,
+                                      reshuffle_each_iteration=True))
+
+    def cached(self, cache: str) -> tf.data.Dataset:
+        """Decoded once into a cache (``memory`` or files named after what they hold), reshuffled every pass. The
+        cache is filled in pass 0's file order whichever pass fills it (a restarted process fills it again, or
+        reads a file cache another process wrote), so that every pass reshuffles the same sequence."""
+        task = _task(self.config, self.info)
+        if cache == "memory":
+            check_memory_cache(self.examples, self.size)
+        else:
+            make_cache_folder(cache)
+        ds = _decoded_one_by_one(self.records(_pass_seed(self.seed, 0, _FILES)),
+                                 _decoder(self.info, self.size, task), self.config.deterministic)
+        ds = ds.cache("" if cache == "memory" else cache_file(cache, self.info, self.size, self.max_examples,
+                                                               task.cache_key()))
+        buffer = min(self.config.shuffle_buffer, self.info.count)
+        return self._from_start(lambda number: self._batch(_shuffled(ds, buffer,
+                                                                     _pass_seed(self.seed, number, _EXAMPLES))))
+
+    def decoded(self) -> tf.data.Dataset:
+        """No cache: each pass shuffles the ~10 KB serialised records (not the 116 KB decoded images), batches
+        them and decodes a batch per call; a restart skips the batches already trained before decoding them."""
+        buffer = min(self.config.shuffle_buffer, self.info.count)
+
+        def one_pass(number):
+            records = self.records(_pass_seed(self.seed, number, _FILES))
+            return self._batch(_shuffled(records, buffer, _pass_seed(self.seed, number, _EXAMPLES)), parallel=False)
+
+        return self._from_start(one_pass).map(_decoder(self.info, self.size, _task(self.config, self.info)),
+                                              num_parallel_calls=AUTOTUNE, deterministic=self.config.deterministic)
 
 
 # Streams of a pass's randomness.

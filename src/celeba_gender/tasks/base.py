@@ -42,6 +42,11 @@ def best_metric(train: dict) -> str:
     return "balanced_accuracy" if weighted else "accuracy"
 
 
+def check_smoothing(label_smoothing: float) -> None:
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+
+
 class TaskError(UserError, ValueError):
     """Labels that cannot be had from these shards or this record; the message says which and why."""
 
@@ -69,9 +74,9 @@ class Task(abc.ABC):
         return record
 
     @abc.abstractmethod
-    def for_shards(self, manifest: dict) -> Task:
+    def for_shards(self, manifest: dict, where: str = "these shards") -> Task:
         """The same task reading its labels from shards described by ``manifest`` (their attribute columns may
-        lie elsewhere); TaskError when those shards do not hold them."""
+        lie elsewhere); TaskError, naming the shards as ``where`` says, when they do not hold them."""
 
     def shard_warnings(self, manifest: dict) -> list[str]:
         """What about these shards may not suit this task (the run prints each as a warning)."""

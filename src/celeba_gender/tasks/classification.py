@@ -13,7 +13,7 @@ import numpy as np
 
 from celeba_gender.shards import schema
 from celeba_gender.tasks import metrics
-from celeba_gender.tasks.base import Task, TaskError
+from celeba_gender.tasks.base import Task, TaskError, check_smoothing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,12 +26,12 @@ class Classification(Task):
     attribute: str = "Male"
     class_weights: tuple[float, ...] | None = None
 
-    def for_shards(self, manifest: dict) -> Classification:
+    def for_shards(self, manifest: dict, where: str = "these shards") -> Classification:
         found = list(manifest.get("class_names", []))
         if found != list(self.outputs):
             raise TaskError(f"this run was trained for {self.attribute} (classes {', '.join(self.outputs)}), but "
-                            f"these shards were converted for {manifest.get('attribute')} (classes "
-                            f"{', '.join(found)}): give shards converted with --attribute={self.attribute}")
+                            f"{where} were converted for {manifest.get('attribute')} (classes {', '.join(found)}): "
+                            f"give shards converted with --attribute={self.attribute}")
         return self
 
     def weighted(self, statistics) -> Classification:
@@ -61,6 +61,7 @@ class Classification(Task):
         return tf.one_hot(tf.reshape(tf.cast(labels, tf.int32), [-1]), self.num_outputs, dtype=tf.float32)
 
     def smooth(self, targets, label_smoothing: float):
+        check_smoothing(label_smoothing)
         # Affine, and every row sums to 1, so smoothing a mixed row equals mixing smoothed one-hot rows.
         return targets * (1.0 - label_smoothing) + label_smoothing / self.num_outputs if label_smoothing else targets
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from celeba_gender.shards import schema
 from celeba_gender.tasks import metrics
-from celeba_gender.tasks.base import Task, TaskError
+from celeba_gender.tasks.base import Task, TaskError, check_smoothing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +46,12 @@ class MultiAttribute(Task):
         values = self.thresholds if self.thresholds is not None else (metrics.DEFAULT_THRESHOLD,) * self.num_outputs
         return np.asarray(values, np.float32)
 
-    def for_shards(self, manifest: dict) -> MultiAttribute:
+    def for_shards(self, manifest: dict, where: str = "these shards") -> MultiAttribute:
         names = list(manifest.get("attribute_names", []))
         missing = [a for a in self.outputs if a not in names]
         if missing:
-            raise TaskError(f"these shards do not hold {', '.join(missing)}, which this run predicts: give shards "
-                            "that hold every attribute of the run")
+            raise TaskError(f"{where} do not hold {', '.join(missing)}, which this run predicts: give shards that "
+                            "hold every attribute of the run")
         return dataclasses.replace(self, columns=tuple(names.index(a) for a in self.outputs))
 
     def shard_warnings(self, manifest: dict) -> list[str]:
@@ -92,6 +92,7 @@ class MultiAttribute(Task):
         return tf.cast(labels, tf.float32)  # already one 0/1 target per attribute
 
     def smooth(self, targets, label_smoothing: float):
+        check_smoothing(label_smoothing)
         # The binary case of the softmax rule: each target is pulled towards 1/2.
         return targets * (1.0 - label_smoothing) + label_smoothing / 2 if label_smoothing else targets
 
