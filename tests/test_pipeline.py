@@ -258,7 +258,8 @@ def test_host_augmentation_is_mapped_after_batching(shards):
         seen_shapes.append((images.shape.rank, step.dtype, step.shape.rank))
         return tf.cast(images, tf.float32) / 2.0 + tf.cast(step, tf.float32) * 1000.0, labels
 
-    ds = pipeline.train_dataset(DataConfig(data_dir, batch=8), host_augment=augment, start_step=7)
+    # Deterministic: parallel map calls may deliver batches out of order otherwise (any step may come first).
+    ds = pipeline.train_dataset(DataConfig(data_dir, batch=8, deterministic=True), host_augment=augment, start_step=7)
     images, labels = next(iter(ds))
     assert seen_shapes == [(4, tf.int64, 0)] and images.dtype == tf.float32
     assert 7000.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 7127.5  # step 7

@@ -151,7 +151,7 @@ def test_a_second_launch_on_a_running_run_dir_is_refused_and_a_stale_lock_is_tak
     taken = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
     assert taken.returncode == 0, taken.stderr[-3000:]
     assert "note: took over the lock" in taken.stderr and not (run_dir / ".lock").exists()
-    assert RunDirectory(str(run_dir).status())["status"] == "complete"
+    assert RunDirectory(str(run_dir)).status()["status"] == "complete"
 
 
 def _completed(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""grid.py: a real two-run study tabulates its runs, and a rerun skips them."""
+"""Comparison studies (celeba_gender.study.grid): a real two-run study tabulates its runs, and a rerun skips them."""
 
 from __future__ import annotations
 
@@ -32,11 +32,11 @@ def test_tables_put_the_source_numbers_beside_and_name_the_checkpoint(tmp_path):
     # The source reported AlexNet at 5 epochs (0.86), not at 7, and never trained `small`.
     assert table == [["5", "0.9000 (source 0.86)", "0.8000"], ["7", "0.9100", "0.8200"]]
     grid.write_tables(config, rows)
-    markdown = open(tmp_path / "grid.md").read()
+    markdown = open(tmp_path / "study.md").read()
     assert "last epoch's checkpoint" in markdown and "0.9000 (source 0.86)" in markdown
     assert "In brackets" in markdown
     grid.write_tables(dataclasses.replace(config, archs=("small",)), [r for r in rows if r["arch"] == "small"])
-    assert "In brackets" not in open(tmp_path / "grid.md").read()  # no source figure, no note about one
+    assert "In brackets" not in open(tmp_path / "study.md").read()  # no source figure, no note about one
     spec = grid.plan(config)[0]
     assert "--test_checkpoint=last" in grid.train_command(config, spec)
 
@@ -66,11 +66,11 @@ def test_a_two_run_study_tabulates_and_a_rerun_skips_finished_runs(shards, tmp_p
         summary = fileio.read_json(os.path.join(row["run_dir"], "summary.json"))
         assert row["test_accuracy"] == summary["test"]["accuracy"]
         assert fileio.read_json(os.path.join(row["run_dir"], "config.json"))["train"]["epochs"] == row["value"]
-    table = list(csv.reader(open(tmp_path / "study" / "grid.csv")))
+    table = list(csv.reader(open(tmp_path / "study" / "study.csv")))
     assert table == [["epochs", "tiny"], ["1", f"{rows[0]['test_accuracy']:.4f}"],
                      ["2", f"{rows[1]['test_accuracy']:.4f}"]]
-    assert "| epochs | tiny |" in open(tmp_path / "study" / "grid.md").read()
-    assert os.path.getsize(tmp_path / "study" / "grid.png") > 0
+    assert "| epochs | tiny |" in open(tmp_path / "study" / "study.md").read()
+    assert os.path.getsize(tmp_path / "study" / "study.png") > 0
     mtimes = [os.stat(os.path.join(r["run_dir"], "summary.json")).st_mtime_ns for r in rows]
     again: list[str] = []
     assert grid.run_study(config, echo=again.append) == rows
@@ -85,7 +85,7 @@ def test_a_two_run_study_tabulates_and_a_rerun_skips_finished_runs(shards, tmp_p
         assert report["checkpoint"] == "last" and row["checkpoint"] == "last"
         assert row["test_accuracy"] == report["accuracy"]
     assert all("done before, tested on its best checkpoint: evaluated on its last one" in line for line in lines)
-    assert "last epoch's checkpoint" in open(tmp_path / "study" / "grid.md").read()
+    assert "last epoch's checkpoint" in open(tmp_path / "study" / "study.md").read()
     assert [os.stat(os.path.join(r["run_dir"], "summary.json")).st_mtime_ns for r in rows] == mtimes
     reports = [os.stat(os.path.join(r["run_dir"], "report", "test-last", "report.json")).st_mtime_ns
                for r in rows_last]

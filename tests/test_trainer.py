@@ -24,7 +24,8 @@ from celeba_gender.tasks import metrics
 from celeba_gender.train import stopping
 from celeba_gender.inputs import decode, pipeline
 from celeba_gender.models import build, registry
-from celeba_gender.rundir.directory import RunDirectory
+from celeba_gender.shards import schema
+from celeba_gender.rundir.directory import ChangedSettingsError, RunDirectory
 from celeba_gender.train import epochs, optimizers, trainer
 from celeba_gender.rundir.tensorboard import image_grid
 
@@ -86,7 +87,7 @@ def test_saved_model_from_jpeg_bytes_equals_the_keras_model(trained_run, shards)
     keras_model = keras.models.load_model(result["export"]["keras"])
     serving = tf.saved_model.load(result["export"]["saved_model"])
     files = [os.path.join(data_dir, s["file"]) for s in manifest["splits"]["test"]["shards"]]
-    parsed = [pipeline.records.parse_example(r, len(manifest["attribute_names"]))
+    parsed = [schema.parse_example(r, len(manifest["attribute_names"]))
               for r in tf.data.TFRecordDataset(files).take(6)]
     jpegs = tf.stack([p["image/encoded"] for p in parsed])
     images = tf.stack([decode.fit_to_size(tf.io.decode_jpeg(j, channels=3), (64, 52)) for j in jpegs])
@@ -208,7 +209,7 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(shards, tmp_pa
     config = tiny_config(data_dir, str(tmp_path / "nan"), optimizer="sgd", lr=1e35, momentum=0.0, epochs=2)
     with pytest.raises(epochs.Diverged, match="the training loss became nan.*last good checkpoint"):
         trainer.train(config)
-    status = RunDirectory(str(tmp_path / "nan").status())
+    status = RunDirectory(str(tmp_path / "nan")).status()
     assert status["status"] == "failed" and "the training loss became nan" in status["error"]
 
 
@@ -254,7 +255,7 @@ def test_the_arch_recipe_is_under_any_flagfile_and_any_explicit_flag(tmp_path):
     code = textwrap.dedent("""
         import json, sys
         from absl import flags
-        from celeba_gender.train import trainer
+        from celeba_gender.train import config as train_config
         from celeba_gender.cli import train
         argv = ["train.py", "--arch=resnet50v2", "--flagfile=FLAGFILE", "--epochs=7", "--batch=64"]
         sys.argv = argv
@@ -354,7 +355,7 @@ _ROUND_TRIP = textwrap.dedent("""
     from celeba_gender.cli import config_flags, train
     from celeba_gender.core import options
     from celeba_gender.core.options import option
-    from celeba_gender.train import trainer
+    from celeba_gender.train import config as train_config
 
     @dataclasses.dataclass(frozen=True)
     class Every:
@@ -441,7 +442,7 @@ def test_a_pinned_unfinished_run_refuses_changed_settings_unless_allowed_and_rec
         trainer.train(config, stop=StopAfter(1))
     record = {name: open(os.path.join(run_dir, name)).read() for name in ("config.json", "flags.txt", "status.json")}
     changed = dataclasses.replace(config, lr=0.01, epochs=2, progress=True)  # --progress may change freely
-    with pytest.raises(train_config.TrainError) as e:
+    with pytest.raises(ChangedSettingsError) as e:
         trainer.train(changed)
     message = str(e.value)
     assert f"{run_dir} holds an unfinished run recorded with other settings: epochs=1 (now 2), lr=0.003 (now 0.01)." \

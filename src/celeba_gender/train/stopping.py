@@ -20,7 +20,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 
-from celeba_gender.rundir.directory import INTERRUPTED, PREEMPTED
+from celeba_gender.rundir.directory import INTERRUPTED, PREEMPTED, StoppedAt
 
 # Exit codes of a stopped train.py: 128 + the signal's number, as a shell reports a process killed by it.
 EXIT_CODES = {PREEMPTED: 143, INTERRUPTED: 130}
@@ -29,9 +29,9 @@ EXIT_CODES = {PREEMPTED: 143, INTERRUPTED: 130}
 _VOTES = {PREEMPTED: 1.0, INTERRUPTED: 1e-6}
 
 
-class Stopped(Exception):
+class Stopped(StoppedAt):
     """Training stopped at a step on request (a signal); a checkpoint of that step was saved (when
-    ``checkpoint`` is set)."""
+    ``checkpoint`` is set). The run directory records it (rundir.directory.RunDirectory.running)."""
 
     def __init__(self, reason: str, epoch: int | None = None, step: int | None = None, checkpoint: str | None = None):
         where = f" at epoch {epoch + 1}, step {step}" if epoch is not None else ""
