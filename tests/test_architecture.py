@@ -179,6 +179,39 @@ def test_the_top_of_the_package_holds_few_modules():
     assert len(top) <= 10, top
 
 
+MAX_LINES, MAX_PARAMETERS = 60, 7
+
+
+def oversized(source: str) -> list[str]:
+    """The functions of ``source`` over MAX_LINES lines or MAX_PARAMETERS parameters (``self`` and ``cls``
+    count), and the calls that pass more than MAX_PARAMETERS values by position (named ones read as a record)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            count = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + bool(a.vararg) + bool(a.kwarg)
+            lines = node.end_lineno - node.lineno + 1
+            if lines > MAX_LINES or count > MAX_PARAMETERS:
+                found.append(f"{node.name} (line {node.lineno}): {lines} lines, {count} parameters")
+        elif isinstance(node, ast.Call) and len(node.args) > MAX_PARAMETERS and ast.unparse(node.func) != "zip":
+            found.append(f"a call at line {node.lineno}: {len(node.args)} positional arguments")
+    return found
+
+
+def test_no_function_is_long_or_takes_many_parameters():
+    found = [f"{module}: {f}" for module, path in MODULES.items() for f in oversized(path.read_text())]
+    assert not found, "\n".join(found)
+
+
+def test_the_kind_of_labels_is_decided_in_few_modules():
+    """Whether the labels are one softmax class or several attributes is the task's business (tasks/): outside it,
+    the old flag that decided it everywhere (``multi_label``, read where records of earlier versions are) and the
+    task's ``kind`` are named by at most four modules."""
+    deciding = sorted(m for m, p in MODULES.items() if _package(m) != "tasks"
+                      and re.search(r"multi_label|\.kind\b", p.read_text()))
+    assert len(deciding) <= 4, deciding
+
+
 def test_the_checks_catch_what_they_are_for():
     """Each rule finds what it is for in a made-up package: an upward import, an import of cli/ from below, a
     module at the top, a cycle, TensorFlow reached through another module."""
@@ -194,3 +227,6 @@ def test_the_checks_catch_what_they_are_for():
                "celeba_gender.core.options": {"celeba_gender.train.step"}, "celeba_gender.train.step": {"keras"}}
     assert heavy_at_import("core", reached) == {"celeba_gender.core.fileio": ["celeba_gender.train.step"],
                                                 "celeba_gender.core.options": ["celeba_gender.train.step"]}
+    long = "def f(a, b, c, d, e, f, g, h):\n" + "    x = 1\n" * 60 + "g(1, 2, 3, 4, 5, 6, 7, 8)\n"
+    assert oversized(long) == ["f (line 1): 61 lines, 8 parameters", "a call at line 62: 8 positional arguments"]
+    assert oversized("def f(self, a, b, c, d, e, f):\n    return g(1, 2, 3, 4, 5, 6, 7, x=8)\n") == []

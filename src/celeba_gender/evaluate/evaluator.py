@@ -22,9 +22,12 @@ from celeba_gender.rundir.tensorboard import Summaries
 from celeba_gender.serve import tta
 from celeba_gender.shards import shard_dir
 from celeba_gender.tasks.base import TaskError
+from celeba_gender.tasks.classification import Classification
+from celeba_gender.tasks.multi_attribute import MultiAttribute
 
-# The report of each kind of labels: build(trained, predictions, options, context) -> (report, files).
-REPORTS = {"classification": class_report, "attributes": attributes_report}
+# The report of each kind of labels: build(trained, predictions, options, context) -> (report, what its files need),
+# write, markdown, scalars and console.
+REPORTS = {Classification.kind: class_report, MultiAttribute.kind: attributes_report}
 HEADLINE = ("count", "accuracy", "accuracy_ci95", "balanced_accuracy", "roc_auc", "log_loss", "confusion_matrix",
             "class_names", "split", "checkpoint", "kind", "mean_accuracy", "mean_balanced_accuracy",
             "mean_roc_auc", "mean_majority_accuracy", "mean_accuracy_at_0.5", "mean_balanced_accuracy_at_0.5",

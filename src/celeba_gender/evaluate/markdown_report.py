@@ -7,6 +7,8 @@ import math
 import numpy as np
 
 from celeba_gender.evaluate import published
+from celeba_gender.tasks.classification import Classification
+from celeba_gender.tasks.multi_attribute import MultiAttribute
 
 
 def _pct(x: float | None) -> str:
@@ -193,4 +195,4 @@ def _class_summary(test: dict) -> list[str]:
     return lines
 
 
-_SUMMARIES = {"classification": _class_summary, "attributes": _attributes_summary}
+_SUMMARIES = {Classification.kind: _class_summary, MultiAttribute.kind: _attributes_summary}

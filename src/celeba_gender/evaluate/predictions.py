@@ -75,8 +75,7 @@ def load(run: RunDirectory, checkpoint: str = "best") -> Trained:
     if checkpoint not in CHECKPOINTS:
         raise EvaluationError(f"--checkpoint={checkpoint}: choose best or last.")
     config = run.read_config()
-    task = kinds.from_record(config.get("task") or {"outputs": config.get("outputs"),
-                                                    "multi_label": config["model"].get("multi_label")})
+    task = kinds.of_run(config)
     model = build.build_model(dataclasses.replace(ModelConfig.from_record(config["model"]), weights="none"))
     path = run.latest_checkpoint(checkpoint)
     if path is None:

@@ -82,10 +82,10 @@ def split_info(data_dir: str, split: str, manifest: dict | None = None, pipeline
                             f"each needs its own files. Convert again with --num_shards={num_pipelines} or more.")
         shards = shards[pipeline_id::num_pipelines]  # the files Dataset.shard(n, i) would give this pipeline
     class_names = tuple(manifest["class_names"])
-    return SplitInfo(split, tuple(fileio.join(data_dir, s["file"]) for s in shards),
-                     tuple(s["records"] for s in shards), tuple(s["sha256"] for s in shards), class_names,
-                     tuple(info["class_counts"][c] for c in class_names), len(manifest["attribute_names"]),
-                     shard_dir.stored_size(manifest))
+    return SplitInfo(split=split, files=tuple(fileio.join(data_dir, s["file"]) for s in shards),
+                     records=tuple(s["records"] for s in shards), sha256=tuple(s["sha256"] for s in shards),
+                     class_names=class_names, class_counts=tuple(info["class_counts"][c] for c in class_names),
+                     num_attributes=len(manifest["attribute_names"]), stored_size=shard_dir.stored_size(manifest))
 
 
 def positive_rates(info: SplitInfo, attributes: tuple[int, ...]) -> tuple[float, ...]:

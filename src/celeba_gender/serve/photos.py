@@ -123,7 +123,8 @@ def open_photo(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
     if mode in _HIGH_DEPTH_MODES and fmt not in TF_FORMATS:
         raise UnreadableImage(f"a {mode} (16-bit or floating-point) {fmt} image: save it as 8-bit, or as PNG")
     upright = orientation if isinstance(orientation, int) and orientation in _ORIENT else 1
-    return Photo(path, data, fmt, mode, height, width, upright, frames)
+    return Photo(path=path, data=data, format=fmt, mode=mode, height=height, width=width, orientation=upright,
+                 frames=frames)
 
 
 def _reason(error: Exception) -> str:

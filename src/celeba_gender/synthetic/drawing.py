@@ -7,6 +7,8 @@ a fixed order (so every change to the order of drawing changes every image).  nu
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -96,14 +98,33 @@ def _hair_arc(p: Identity, cy: float, extra_w: float, y_max: float) -> tuple[np.
     return xs[keep], ys[keep]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Canvas:
+    """What every part of one person's drawing shares: the layer and its pen, who is drawn and how they look
+    today, the random draws, the skin colour and hair texture, and where the face sits (``cy`` its centre's row,
+    ``fx`` its centre's column, which shifts with yaw; ``ey`` the eye row)."""
+
+    layer: Image.Image
+    d: ImageDraw.ImageDraw
+    p: Identity
+    a: Appearance
+    r: Generator
+    skin: np.ndarray
+    hair_tex: Image.Image
+    cy: float
+    fx: float
+    ey: float
+
+
 def draw_person(p: Identity, a: Appearance, r: Generator, skin: np.ndarray, hair_tex: Image.Image) -> Image.Image:
     """Draw one person onto a transparent 2x RGBA layer (before global pose and lighting)."""
     # Extra rows below the frame so that rotated/shifted poses never reveal a cut-off torso.
     layer = Image.new("RGBA", (W * S, (H + MARGIN) * S), (0, 0, 0, 0))
     d = ImageDraw.Draw(layer, "RGBA")
     cy, fx, ey = EYE_Y + 8, CX + a["yaw"] * 5, EYE_Y  # face centre; features shift with yaw
-    _draw_body(layer, d, p, a, r, skin, hair_tex, cy, ey)
-    _draw_face(layer, d, p, a, r, skin, hair_tex, cy, fx, ey)
+    canvas = _Canvas(layer=layer, d=d, p=p, a=a, r=r, skin=skin, hair_tex=hair_tex, cy=cy, fx=fx, ey=ey)
+    _draw_body(canvas)
+    _draw_face(canvas)
     _draw_eyes(layer, d, p, a, skin, fx, ey)
     if p["hair_len"] != "bald":
         _draw_fringe(layer, p, hair_tex, cy, ey)
@@ -115,9 +136,9 @@ def draw_person(p: Identity, a: Appearance, r: Generator, skin: np.ndarray, hair
     return layer
 
 
-def _draw_body(layer: Image.Image, d: ImageDraw.ImageDraw, p: Identity, a: Appearance, r: Generator,
-               skin: np.ndarray, hair_tex: Image.Image, cy: float, ey: float) -> None:
+def _draw_body(c: _Canvas) -> None:
     """Back hair, shirt (and tie or necklace), neck, long locks over the shoulders, ears, earrings."""
+    layer, d, p, a, r, skin, hair_tex, cy, ey = c.layer, c.d, c.p, c.a, c.r, c.skin, c.hair_tex, c.cy, c.ey
     def wob(ys: np.ndarray) -> np.ndarray:  # wavy hair edges
         return p["wavy"] * 3 * np.sin(ys / 6 + p["skin"] * 9)
 
@@ -153,9 +174,10 @@ def _draw_body(layer: Image.Image, d: ImageDraw.ImageDraw, p: Identity, a: Appea
             d.ellipse(_box(ex - 2.5, ey + 18, ex + 2.5, ey + 25), fill=_col(a["earring_rgb"]))
 
 
-def _draw_face(layer: Image.Image, d: ImageDraw.ImageDraw, p: Identity, a: Appearance, r: Generator,
-               skin: np.ndarray, hair_tex: Image.Image, cy: float, fx: float, ey: float) -> None:
+def _draw_face(c: _Canvas) -> None:
     """Face outline with shading, stubble or beard, blush, nose, mouth, goatee and moustache."""
+    layer, d, p, a, r, skin, hair_tex, cy, fx, ey = (c.layer, c.d, c.p, c.a, c.r, c.skin, c.hair_tex, c.cy, c.fx,
+                                                     c.ey)
     xs, ys = _face_outline(p, cy, CX)
     d.polygon(_pts(xs, ys), fill=_col(skin * 0.9))
     d.polygon(_pts(CX + (xs - CX) * 0.9 + a["yaw"] * 2, cy + (ys - cy) * 0.93), fill=_col(skin))

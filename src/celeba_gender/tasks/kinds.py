@@ -55,3 +55,11 @@ def from_record(record: dict) -> Task:
                               threshold_metric=record.get("threshold_metric") or "accuracy")
     attribute = outputs[-1]  # class 1 is the attribute itself (Male; Smiling for not_Smiling, Smiling)
     return Classification(outputs, attribute=attribute)
+
+
+def of_run(config: dict) -> Task:
+    """The task a run's config.json records (``task``; a run of an earlier version: its ``outputs`` and its
+    model's ``multi_label``)."""
+    if config.get("task"):
+        return from_record(config["task"])
+    return from_record({"outputs": config.get("outputs"), "multi_label": config["model"].get("multi_label")})

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn import metrics as skm
 
 DEFAULT_THRESHOLD = 0.5
 # What a threshold can be chosen to maximise (train.py's --best_metric, resolved).
@@ -29,6 +28,7 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
 
 def class_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
     """Accuracy (with its 95% CI), balanced accuracy, per-class report, ROC-AUC, log loss, confusion matrix."""
+    from sklearn import metrics as skm  # imported when figures are computed: it takes a second
     preds = probs.argmax(-1)
     ids = list(range(len(class_names)))
     correct = int((preds == labels).sum())
@@ -118,6 +118,7 @@ def attribute_metrics(probs: np.ndarray, labels: np.ndarray, names: list[str] | 
     baseline, positive rate; and their means over the attributes. Decisions at 0.5, or with ``thresholds``
     (one per attribute) at those, and then each attribute's ``threshold`` and its figures at 0.5
     (``accuracy_at_0.5``, ``balanced_accuracy_at_0.5``) and their means too."""
+    from sklearn import metrics as skm  # imported when figures are computed: it takes a second
     tuned = thresholds is not None
     cut = np.asarray(thresholds if tuned else [DEFAULT_THRESHOLD] * len(names), np.float32)
     truth = labels.astype(bool)
@@ -143,5 +144,6 @@ def attribute_metrics(probs: np.ndarray, labels: np.ndarray, names: list[str] | 
 
 
 def _decision_figures(y: np.ndarray, predicted: np.ndarray, two: bool) -> dict:
+    from sklearn import metrics as skm  # imported when figures are computed: it takes a second
     return {"accuracy": float((y == predicted).mean()) if len(y) else math.nan,
             "balanced_accuracy": float(skm.balanced_accuracy_score(y, predicted)) if two else math.nan}

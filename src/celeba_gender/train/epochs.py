@@ -143,9 +143,11 @@ class EpochLoop:
     def _report(self, epoch: int, done: int, global_step: int, totals: dict, seconds: float) -> None:
         m = step.summarize(totals)
         applied = optimizers.updates_applied(self.step.optimizer)
-        window = Window(epoch, self.schedule.epochs, done, self.steps_per_epoch, global_step, m["loss"],
-                        m["accuracy"], optimizers.learning_rate(self.step.optimizer, applied),
-                        m["count"] / max(seconds, 1e-9), float(totals["input_wait"]) / max(seconds, 1e-9))
+        window = Window(epoch=epoch, epochs=self.schedule.epochs, step=done, steps_per_epoch=self.steps_per_epoch,
+                        global_step=global_step, loss=m["loss"], accuracy=m["accuracy"],
+                        learning_rate=optimizers.learning_rate(self.step.optimizer, applied),
+                        images_per_sec=m["count"] / max(seconds, 1e-9),
+                        input_wait_fraction=float(totals["input_wait"]) / max(seconds, 1e-9))
         scalars = {"loss": window.loss, "accuracy": window.accuracy, "learning_rate": window.learning_rate,
                    "images_per_sec": window.images_per_sec, "input_wait_fraction": window.input_wait_fraction}
         scale = optimizers.loss_scale(self.step.optimizer)
