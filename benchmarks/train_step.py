@@ -39,27 +39,28 @@ def measure(arch: str, source: str, precision: str, jit: bool, batch: int, steps
     import keras
     import tensorflow as tf
 
-    from celeba_gender.inputs import pipeline
-    from celeba_gender.models import build, registry
-    from celeba_gender.train import step
-    from celeba_gender.inputs.augment import AugmentConfig, Augmenter
     from celeba_gender.inputs import config as input_config
+    from celeba_gender.inputs import pipeline
+    from celeba_gender.inputs.augment import Augmenter
+    from celeba_gender.models import build, registry
+    from celeba_gender.tasks.classification import Classification
+    from celeba_gender.train import step
 
     keras.mixed_precision.set_global_policy(precision)
     strategy = tf.distribute.get_strategy()
     model = build.build_model(registry.ModelConfig(arch=arch, weights="none"))
-    augment = Augmenter(AugmentConfig(), seed=0, name="augment")
+    augment = Augmenter(input_config.AugmentConfig(), seed=0, name="augment")
     optimizer = keras.optimizers.Adam(1e-4)
-    train_loop = step.TrainLoop(strategy, model.core, optimizer, step.LoopConfig(batch, jit_compile=jit),
-                                augment=augment)
+    parts = step.Parts(model.network, optimizer, Classification(("Female", "Male")), augment)
+    train_step = step.TrainStep(strategy, parts, step.StepConfig(batch, jit_compile=jit))
     if source == "synthetic":
         ds = pipeline.random_batches(batch, model.image_size)
     else:
         ds = pipeline.train_dataset(input_config.DataConfig(data_dir, model.image_size, batch))
     iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: ds))
-    train_loop.train(iterator, warmup)
+    train_step.train(iterator, warmup)
     start = time.perf_counter()
-    train_loop.train(iterator, steps)
+    train_step.train(iterator, steps)
     return steps * batch / (time.perf_counter() - start)
 
 

@@ -18,7 +18,7 @@ def test_every_arch_builds_at_its_minimum_size_and_predicts_probabilities(name):
     spec = registry.get(name)
     model = build.build_model(registry.ModelConfig(arch=name, image_size=spec.min_size))
     x = np.random.default_rng(0).integers(0, 256, (2, *spec.min_size, 3)).astype("float32")
-    probs = model.core(x, training=False)
+    probs = model.network(x, training=False)
     assert probs.shape == (2, 2) and probs.dtype == "float32"
     np.testing.assert_allclose(np.asarray(probs).sum(-1), 1.0, rtol=1e-5)
     smaller = (spec.min_size[0] - 1, spec.min_size[1])
@@ -31,16 +31,16 @@ def test_the_five_source_archs_default_to_celeba_size_and_the_source_head():
         assert registry.get(name).default_size == (218, 178) and registry.get(name).default_head == "seed"
     assert registry.get("alexnet").default_size == (218, 178) and registry.get("alexnet").default_head == "fc4096"
     model = build.build_model(registry.ModelConfig(arch="vgg16", image_size=(32, 32)))
-    dense = [layer.units for layer in model.core.layers if isinstance(layer, keras.layers.Dense)]
+    dense = [layer.units for layer in model.network.layers if isinstance(layer, keras.layers.Dense)]
     assert dense == [1024, 256, 64, 32, 2]
-    assert model.core.layers[-1].dtype_policy.name == "float32"  # the softmax stays float32
+    assert model.network.layers[-1].dtype_policy.name == "float32"  # the softmax stays float32
 
 
 def test_softmax_is_float32_under_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         model = build.build_model(registry.ModelConfig(arch="tiny"))
-        probs = model.core(np.zeros((1, 64, 52, 3), "float32"))
+        probs = model.network(np.zeros((1, 64, 52, 3), "float32"))
         assert probs.dtype == "float32"
         assert model.backbone.layers[1].compute_dtype == "bfloat16"
     finally:
@@ -61,7 +61,7 @@ def test_the_registry_asks_each_arch_for_its_own_preprocessing():
 
 
 def _trainable(model: build.Model) -> int:
-    return build.count_params(model.core)[0]
+    return build.count_params(model.network)[0]
 
 
 def test_trainable_layers_means_the_last_n_backbone_layers():
@@ -81,7 +81,7 @@ def test_trainable_layers_means_the_last_n_backbone_layers():
     frozen = [w for layer in small_layers[:-5] if isinstance(layer, keras.layers.BatchNormalization)
               for w in layer.weights]
     before = [np.asarray(v).copy() for v in frozen]
-    small.core(x, training=True)  # frozen BatchNorm runs in inference mode: its moving statistics stay put
+    small.network(x, training=True)  # frozen BatchNorm runs in inference mode: its moving statistics stay put
     assert frozen_bn and all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, frozen))
 
 

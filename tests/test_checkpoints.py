@@ -16,7 +16,7 @@ from celeba_gender.train.checkpoints import Checkpoints, RunState, random_states
 
 
 def _parts():
-    model = build.build_model(registry.ModelConfig(arch="tiny")).core
+    model = build.build_model(registry.ModelConfig(arch="tiny")).network
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
     augmenter = Augmenter(AugmentConfig(randaugment=True), seed=1)

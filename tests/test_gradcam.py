@@ -33,7 +33,7 @@ def test_every_arch_has_a_gradcam_layer_and_maps_of_the_image_size(name):
     after = model.backbone.layers[names.index(spec.gradcam_layer) + 1:]
     assert all(isinstance(x, keras.layers.MaxPooling2D) for x in after), [x.name for x in after]
     images = np.random.default_rng(0).integers(0, 256, (2, *spec.min_size, 3)).astype("uint8")
-    maps = gradcam.heatmaps(export.inference_model(model.core, spec.min_size), images, [0, 1], spec.gradcam_layer)
+    maps = gradcam.heatmaps(export.inference_model(model.network, spec.min_size), images, [0, 1], spec.gradcam_layer)
     assert maps.shape == (2, *spec.min_size) and maps.dtype == np.float32
     assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
     assert all(m.max() in (0.0, 1.0) for m in maps)  # each map is normalised by its own peak (or all 0)
@@ -99,7 +99,7 @@ def test_cells_a_floor_mode_pooling_drops_are_not_evidence():
     model = build.build_model(registry.ModelConfig(arch="plain4", image_size=(48, 40)))
     assert model.backbone.get_layer("block4_relu").output.shape[1:3] == (6, 5)
     images = np.random.default_rng(2).integers(0, 256, (4, 48, 40, 3)).astype("uint8")
-    maps = gradcam.heatmaps(export.inference_model(model.core, (48, 40)), images, 1, "block4_relu")
+    maps = gradcam.heatmaps(export.inference_model(model.network, (48, 40)), images, 1, "block4_relu")
     assert (maps[:, :, -4:] == 0).all()  # the image columns nearest the dropped cell column (8 px wide)
     assert (maps.max(axis=(1, 2)) == 1).all()
 

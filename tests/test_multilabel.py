@@ -92,7 +92,7 @@ def test_the_export_and_predict_py_decide_at_the_recorded_thresholds(celeba_orig
     from celeba_gender.models import build, registry
     from celeba_gender.serve import export, inference
 
-    core = build.build_model(registry.ModelConfig(arch="tiny", outputs=3, activation="sigmoid")).core
+    core = build.build_model(registry.ModelConfig(arch="tiny", outputs=3, activation="sigmoid")).network
     thresholds = (0.0, 1.5, 0.5)  # always present, never present, the usual rule
     run_dir = tmp_path / "run"
     task = MultiAttribute(("Always", "Never", "Half"), columns=(0, 1, 2), thresholds=thresholds)

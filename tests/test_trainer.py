@@ -74,7 +74,7 @@ def test_one_epoch_lowers_the_loss_and_writes_every_artifact(trained_run, shards
     assert glob.glob(os.path.join(run_dir, "train", "plugins", "profile", "*", "*.xplane.pb"))
     # Learning: the exported model has a lower training loss than the same model untrained.
     keras.utils.set_random_seed(config.seed)
-    untrained = build.build_model(registry.ModelConfig(arch="tiny")).core
+    untrained = build.build_model(registry.ModelConfig(arch="tiny")).network
     trained_model = keras.models.load_model(os.path.join(run_dir, "export", "model.keras"))
     assert dataset_loss(trained_model, config.data_dir) < dataset_loss(untrained, config.data_dir) - 0.005
     test = result["test"]
@@ -168,7 +168,7 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(shards, tmp_pat
     models = [keras.models.load_model(f"{tmp_path}/{name}/export/model.keras") for name in ("one", "two")]
     images = next(iter(pipeline.eval_dataset(input_config.DataConfig(data_dir, (64, 52), 32), "validation")))[0]
     p1, p2 = (m(images, training=False).numpy() for m in models)
-    untrained = build.build_model(registry.ModelConfig(arch="tiny")).core(tf.cast(images, tf.float32)).numpy()
+    untrained = build.build_model(registry.ModelConfig(arch="tiny")).network(tf.cast(images, tf.float32)).numpy()
     # BatchNorm sees 16 examples per replica instead of 32, so the runs differ slightly, not like a new model.
     assert np.abs(p1 - p2).mean() < 0.02
     assert np.abs(p1 - untrained).mean() > 5 * np.abs(p1 - p2).mean()

@@ -1,7 +1,7 @@
 """train.py: the flags of TrainConfig (with the arch's recipe under them) -> celeba_gender.train.trainer.train().
 
 Where each setting comes from, lowest precedence first: its declared default, the arch's recipe
-(archs/recipes.py), a --flagfile, the command line. The run header and flags.txt say which.
+(models/recipes.py), a --flagfile, the command line. The run header and flags.txt say which.
 
 Signals: SIGTERM (a cluster preempting the job) and the first Ctrl-C stop the run at the next step with a
 checkpoint of that step; the same command resumes there. Exit codes: 0 done, 2 a user error (one line), 143

@@ -1,6 +1,6 @@
 """The converter: a CelebA folder in, de-duplicated, balanced, leak-free TFRecord shards and a manifest out.
 
-Steps: find CelebA (``celeba_locate``) -> read the attribute table -> choose candidate rows (``--limit``; the
+Steps: find CelebA (``convert.locate``) -> read the attribute table -> choose candidate rows (``--limit``; the
 source's draws for ``seed``) -> scan their files in parallel (exists, JPEG, size, decodes, sha256, perceptual
 hash) -> drop bad rows and duplicates -> split and balance -> write shards in parallel -> manifest.json. The
 whole run holds ``out_dir``'s lock (``locks``): one conversion at a time per folder. No TensorFlow is imported.

@@ -26,7 +26,7 @@ from celeba_gender.convert.celeba import Dropped
 SPLITS = ("train", "validation", "test")
 SPLIT_MODES = ("official", "identity", "seed")
 DEDUPE_MODES = ("none", "exact", "near")
-# Differing bits (of scan.py's 256-bit pHash) below which two images count as near copies.
+# Differing bits (of image_scan.py's 256-bit pHash) below which two images count as near copies.
 NEAR_THRESHOLD = 12
 # Set bits of every byte value: np.bitwise_count needs NumPy 2, and setup.cfg still allows NumPy 1.26.
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)

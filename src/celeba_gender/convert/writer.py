@@ -8,7 +8,7 @@ the one it plans and whose file still has that checksum, and writes only the res
 writes nothing. Keys are per shard, so when one image changes, only the shard that holds it is rewritten.
 
 A full disk (ENOSPC) while writing a shard or the manifest, in this process or a worker, ends in one
-:class:`storage.DiskFullError` line saying what was being written, the space needed and that finished shards
+:class:`core.fileio.DiskFullError` line saying what was being written, the space needed and that finished shards
 are intact.
 """
 
@@ -197,7 +197,7 @@ def _estimated_bytes(specs: Sequence[ShardSpec]) -> int:
 
 @contextlib.contextmanager
 def _full_disk(what: str, out_dir: str, specs: Sequence[ShardSpec], saved: set[str]) -> Iterator[None]:
-    """A full disk inside the block -> storage.DiskFullError (one line). ``saved``: the shards the manifest
+    """A full disk inside the block -> core.fileio.DiskFullError (one line). ``saved``: the shards the manifest
     on disk lists (what a rerun keeps). The space still needed is summed only then (it stats every image
     left to write)."""
     try:

@@ -80,8 +80,8 @@ def load(run: RunDirectory, checkpoint: str = "best") -> Trained:
     path = run.latest_checkpoint(checkpoint)
     if path is None:
         raise EvaluationError(f"No {checkpoint} checkpoint in {run.checkpoint_dir}: has this run finished an epoch?")
-    tf.train.Checkpoint(model=model.core).restore(path).expect_partial()
-    return Trained(model.core, task, model.spec.name, tuple(model.image_size), {**config, "checkpoint_path": path})
+    tf.train.Checkpoint(model=model.network).restore(path).expect_partial()
+    return Trained(model.network, task, model.spec.name, tuple(model.image_size), {**config, "checkpoint_path": path})
 
 
 def _batches(context: Context, trained: Trained, split: str, batch: int, size=None):

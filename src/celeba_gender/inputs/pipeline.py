@@ -212,7 +212,7 @@ def _finish(ds: tf.data.Dataset, batch: int, replicas: int, deterministic: bool,
         ds = ds.repeat()
     options = tf.data.Options()
     options.deterministic = deterministic
-    # Files are split across workers by feed.py; tf.distribute must not shard again.
+    # Files are split across workers by train/distributed_input.py; tf.distribute must not shard again.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return ds.with_options(options).prefetch(AUTOTUNE)
 

@@ -69,10 +69,10 @@ def set_trainable_layers(backbone: keras.Model, n: int) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    """``core``: float or uint8 RGB in [0, 255] -> probabilities (preprocessing, backbone, head);
-    ``backbone``: the feature extractor inside it."""
+    """``network``: float or uint8 RGB in [0, 255] -> probabilities (the arch's preprocessing, the backbone, the
+    head: what is trained, checkpointed and exported); ``backbone``: the feature extractor inside it."""
 
-    core: keras.Model
+    network: keras.Model
     backbone: keras.Model
     spec: ArchSpec
     image_size: tuple[int, int]
@@ -90,8 +90,8 @@ def build_model(config: ModelConfig) -> Model:
     inputs = keras.Input((*size, 3), dtype="float32", name="image")
     x = preprocessing(spec.preprocess)(inputs)
     outputs = classification_head(backbone(x), head, config.outputs, config.dropout, config.activation)
-    core = keras.Model(inputs, outputs, name=spec.name)
-    return Model(core, backbone, spec, size)
+    network = keras.Model(inputs, outputs, name=spec.name)
+    return Model(network, backbone, spec, size)
 
 
 def count_params(model: keras.Model) -> tuple[int, int]:

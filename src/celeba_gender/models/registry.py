@@ -42,7 +42,7 @@ class ArchSpec:
 
     def recipe(self, epochs: int | None = None) -> dict:
         """The recommended training settings for a run of ``epochs`` epochs (option name -> value;
-        archs/recipes.py says why)."""
+        models/recipes.py says why)."""
         return recipes.recipe(self.name, epochs)
 
 

@@ -1,6 +1,6 @@
 """Grad-CAM (Selvaraju et al., 2017): where in an image lies the evidence for one of a model's outputs.
 
-    cam = GradCam(keras.models.load_model("RUN/export/model.keras"), archs.get("small").gradcam_layer)
+    cam = GradCam(keras.models.load_model("RUN/export/model.keras"), registry.get("small").gradcam_layer)
     heatmaps = cam(images, output_index=1)        # [N, H, W] float32 in [0, 1]; 1 = Male for the gender models
 
 For each image: the feature map A [h, w, channels] of the arch's Grad-CAM layer (the registry's

@@ -1,7 +1,7 @@
 """The TFRecord schema: one table of features drives writing, the parse spec and the documentation.
 
 Keys follow TF Model Garden's image classification decoder (``image/encoded``, ``image/class/label``...),
-so its readers work on these shards too. Writing needs no TensorFlow (see tfrecord_file.py); reading
+so its readers work on these shards too. Writing needs no TensorFlow (see shards/tfrecord.py); reading
 imports it lazily, so the converter never loads TensorFlow.
 """
 

@@ -1,6 +1,6 @@
 """How one synthetic person is drawn: shapes on a 2x supersampled RGBA layer, before pose and lighting.
 
-The shapes follow the identity parameters and per-image appearance that `synthetic_faces` draws from
+The shapes follow the identity parameters and per-image appearance that `synthetic.faces` draws from
 its random streams; the only randomness here is what each part draws from the image's own Generator, in
 a fixed order (so every change to the order of drawing changes every image).  numpy + PIL only.
 """
@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from celeba_gender.shards.attributes import CELEBA_SIZE
 
-Identity = dict[str, Any]  # fixed face parameters of one identity (synthetic_faces.identity_parameters)
+Identity = dict[str, Any]  # fixed face parameters of one identity (synthetic.faces.identity_parameters)
 Appearance = dict[str, Any]  # per-image choices: pose, expression, clothes, accessories
 
 S = 2  # drawing supersampling factor: shapes are drawn at 2x and reduced, for anti-aliasing

@@ -4,7 +4,7 @@
 
 It stands in for the real dataset in demos and tests.  This module plans a dataset (identities, an
 identity-disjoint partition, CelebA's id order, planted exact and near duplicates) and writes it: the
-images, drawn by `synthetic_faces` in worker processes, and the annotation files of either layout.  The
+images, drawn by `synthetic.faces` in worker processes, and the annotation files of either layout.  The
 bytes written depend only on (num_images, seed, layout, images_per_identity), never on the workers.
 """
 

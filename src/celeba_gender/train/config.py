@@ -184,7 +184,7 @@ class TrainConfig:
 
 
 def config_for(arch: str, **settings) -> TrainConfig:
-    """The config of ``arch``'s recipe (archs/recipes.py), with ``settings`` overriding it."""
+    """The config of ``arch``'s recipe (models/recipes.py), with ``settings`` overriding it."""
     return options.from_flat(TrainConfig, {**registry.get(arch).recipe(settings.get("epochs")), "arch": arch, **settings})
 
 

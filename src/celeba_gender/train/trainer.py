@@ -118,14 +118,14 @@ def _build(config: TrainConfig, session: distribute.Session, model_config: regis
             else None
         optimizer = optimizers.make_optimizer(config.optimizer_settings(), data.steps_per_epoch,
                                               loss_scaling=session.policy == "mixed_float16")
-        optimizer.build(model.core.trainable_variables)
+        optimizer.build(model.network.trainable_variables)
         # The checkpoint keeps Dropout's and the device augmentation policies' random states; the warp and the
         # mixing draw from (seed, step) instead (StepConfig.seed).
-        state = RunState(zero_stats(task.score_rows), random_states(model.core, augment))
+        state = RunState(zero_stats(task.score_rows), random_states(model.network, augment))
     # Built here, eagerly and outside the strategy scope: tf.data's map may update its random state, not create
     # it. Its warp draws from (seed, step) (augment.host_augment_fn): parallel map calls run in no fixed order.
     host_layer = Augmenter(config.augment, name="host_augment") if config.augment_on == "host" else None
-    step = TrainStep(session.strategy, Parts(model.core, optimizer, task, augment), StepConfig.of(config))
+    step = TrainStep(session.strategy, Parts(model.network, optimizer, task, augment), StepConfig.of(config))
     return _Built(session, model, step, state, host_layer)
 
 
@@ -134,7 +134,7 @@ class _Checkpointed:
 
     def __init__(self, built: _Built, run: RunDirectory, keep: int):
         self.built, self.run = built, run
-        self.checkpoints = Checkpoints(run, built.model.core, built.step.optimizer, built.state, keep)
+        self.checkpoints = Checkpoints(run, built.model.network, built.step.optimizer, built.state, keep)
         self.resumed_from = self.checkpoints.restore_latest()
 
 
@@ -143,7 +143,7 @@ def _announce(config: TrainConfig, session: distribute.Session, data: Distribute
     """The run's header for the monitor; for a new run, its settings and a grid of augmented inputs for
     TensorBoard."""
     built, state, strategy = resumed.built, resumed.built.state, session.strategy
-    trainable, frozen = build.count_params(built.model.core)
+    trainable, frozen = build.count_params(built.model.network)
     settings = options.flat_values(config)
     monitor.started({
         "run_dir": resumed.run.path, "resumed_from": resumed.resumed_from, "arch": config.arch,
@@ -192,26 +192,26 @@ def _finish(config: TrainConfig, resumed: _Checkpointed, data: DistributedInput,
     """After the last epoch: the chief restores the tested checkpoint, settles the task's decisions on the
     validation split, exports, evaluates the test split and records the summary."""
     built, run = resumed.built, resumed.run
-    fingerprint = weights_fingerprint(built.model.core)  # the same on every worker, or training went wrong
+    fingerprint = weights_fingerprint(built.model.network)  # the same on every worker, or training went wrong
     resumed.checkpoints.finish()
     result = {"run_dir": run.path, "arch": config.arch, "epochs": config.epochs, "final_weights_sha256": fingerprint}
     if not run.writer:  # the chief alone exports and evaluates
         return {**result, "chief": False}
     best = resumed.checkpoints.restore_best() if config.test_checkpoint == "best" else None
     metric = config.resolved_best_metric()
-    trainable, frozen = build.count_params(built.model.core)
+    trainable, frozen = build.count_params(built.model.network)
     result.update({"best_metric": metric, f"best_validation_{metric}": float(built.state.best.numpy()),
                    "trainable_params": trainable, "frozen_params": frozen, "precision": built.session.policy,
                    "replicas": built.session.strategy.num_replicas_in_sync, "workers": data.workers,
                    "checkpoint": "best" if best else "last"})
     stopping.stop_if_asked(should_stop)
-    trained = Trained(built.model.core, built.step.task, config.arch, data.image_size, run.read_config())
+    trained = Trained(built.model.network, built.step.task, config.arch, data.image_size, run.read_config())
     context = Context(run, config.data_dir, data.manifest)
     if trained.task.tunes_decisions:  # e.g. each attribute's threshold, chosen on validation for this checkpoint
         validation = predict_split(trained, context, "validation")
         trained = dataclasses.replace(trained, task=trained.task.tuned(validation.probs, validation.labels, metric))
         result["task"] = trained.task.to_record()
-    result["export"] = export.export(built.model.core, run.export_dir, data.image_size, trained.task)
+    result["export"] = export.export(built.model.network, run.export_dir, data.image_size, trained.task)
     if config.evaluate_test and data.has_test:
         stopping.stop_if_asked(should_stop)
         # The full report (evaluate.py's), on the chief alone: no collectives left to wait on.
