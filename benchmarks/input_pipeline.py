@@ -128,7 +128,7 @@ def main() -> None:
     fill = drain(cached, steps - 3)
     fill()  # the first pass fills the cache
     rows["cached"] = timed(drain(cached, steps, warmup=0), args.passes)
-    config = augment.AugmentConfig()
+    config = input_config.AugmentConfig()
     # Each layer built once, here, outside tf.data's traced map function (augment.host_augment_fn).
     for kind, layer in (("fused", augment.Augmenter(config)), ("stacked", augment_reference.StackedAugmenter(config))):
         ds = pipeline.train_dataset(input_config.DataConfig(shard_dir, batch=args.batch, seed=0, cache="memory"),

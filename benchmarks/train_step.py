@@ -4,7 +4,7 @@
     python benchmarks/train_step.py                                   # all archs, batch 16, on the CPU
     python benchmarks/train_step.py --archs=resnet50v2,small --steps=10
 
-For each arch, images/s of the engine's own training step (TrainLoop: device augmentation, forward,
+For each arch, images/s of the engine's own training step (TrainStep: device augmentation, forward,
 backward, Adam) fed by:
   synthetic  random uint8 batches already in memory (the model step alone)
   shards     the real pipeline from TFRecord shards, uncached (decode every step)
