@@ -130,12 +130,14 @@ def _build(config: TrainConfig, session: distribute.Session, model_config: regis
 
 
 class _Checkpointed:
-    """A built run with its checkpoints, restored to the latest one when there is one."""
+    """A built run with its checkpoints, restored to the latest one when there is one, and its TensorBoard
+    writers (the writer's only: one set of event files)."""
 
     def __init__(self, built: _Built, run: RunDirectory, keep: int):
         self.built, self.run = built, run
         self.checkpoints = Checkpoints(run, built.model.network, built.step.optimizer, built.state, keep)
         self.resumed_from = self.checkpoints.restore_latest()
+        self.summaries = Summaries(run.path, enabled=run.writer)
 
 
 def _announce(config: TrainConfig, session: distribute.Session, data: DistributedInput, resumed: _Checkpointed,
@@ -154,7 +156,7 @@ def _announce(config: TrainConfig, session: distribute.Session, data: Distribute
         "epoch": int(state.epoch.numpy()), "step": int(state.step.numpy()), "settings": settings,
         "sources": sources or {}, "best_metric": config.resolved_best_metric()})
     if session.chief and resumed.resumed_from is None:
-        summaries = Summaries(resumed.run.path)
+        summaries = resumed.summaries
         summaries.hparams({**settings, "precision_policy": session.policy,
                            "replicas": strategy.num_replicas_in_sync})
         grid = data.sample_batch()
@@ -162,14 +164,12 @@ def _announce(config: TrainConfig, session: distribute.Session, data: Distribute
         if layer is not None:
             grid = layer(grid, training=True)
         summaries.images("train", "augmented_inputs", 0, np.asarray(grid), "training inputs after augmentation")
-        summaries.close()
 
 
 def _train_epochs(config: TrainConfig, resumed: _Checkpointed, data: DistributedInput, monitor: Monitor,
                   should_stop: Callable[[], str | None]) -> None:
     """The remaining epochs; a peer's death under MultiWorkerMirroredStrategy becomes one line."""
-    built = resumed.built
-    summaries = Summaries(resumed.run.path, enabled=resumed.run.writer)
+    built, summaries = resumed.built, resumed.summaries
     host = host_augment_fn(built.host_layer, config.seed) if built.host_layer is not None else None
     parts = LoopParts(built.step, data, built.state, resumed.checkpoints, resumed.run, summaries, host)
     try:
