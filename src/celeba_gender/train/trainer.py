@@ -210,7 +210,7 @@ def _finish(config: TrainConfig, resumed: _Checkpointed, data: DistributedInput,
     if trained.task.tunes_decisions:  # e.g. each attribute's threshold, chosen on validation for this checkpoint
         validation = predict_split(trained, context, "validation")
         trained = dataclasses.replace(trained, task=trained.task.tuned(validation.probs, validation.labels, metric))
-        result["task"] = trained.task.to_record()
+    result["task"] = trained.task.to_record()
     result["export"] = export.export(built.model.network, run.export_dir, data.image_size, trained.task)
     if config.evaluate_test and data.has_test:
         stopping.stop_if_asked(should_stop)
