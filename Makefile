@@ -36,9 +36,9 @@ check-gpu: $(STAMP)
 	print('TensorFlow sees no GPU: training will run on the CPU (see README, Set up, for NVIDIA GPUs).')" 2>/dev/null
 
 demo: $(STAMP)
-	$(PY) make_tfrecords.py --flagfile=flags/convert/demo.flags
-	$(PY) train.py --flagfile=flags/demo.flags
-	$(PY) study.py --flagfile=flags/studies/demo_epochs.flags
+	$(PY) make_tfrecords.py --flagfile=convert/demo.flags
+	$(PY) train.py --flagfile=demo.flags
+	$(PY) study.py --flagfile=studies/demo_epochs.flags
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist=loadgroup

@@ -10,15 +10,10 @@ import dataclasses
 import os
 import sys
 
-from celeba_gender.cli import tf_startup
-
-with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
-    import tensorflow  # noqa: F401 - imported now (inference imports it lazily) so that its lines are tidied
-
-    from celeba_gender.serve import inference, photos, tta
-    from celeba_gender.cli import config_flags, runner
-    from celeba_gender.core.options import option
-    tf_startup.find_devices()
+from celeba_gender.cli import config_flags, runner, tf_startup
+from celeba_gender.core import invocation
+from celeba_gender.core.options import option
+from celeba_gender.serve import inference, photos, tta
 
 SOME_FAILED_EXIT = 1
 
@@ -27,7 +22,7 @@ SOME_FAILED_EXIT = 1
 class PredictConfig:
     """The flags of predict.py (the photos are its arguments)."""
 
-    run_dir: str = option(help="A finished train.py run (its export/ is used). Required.", path=True)
+    run_dir: str = option(help="A finished training run (its export/ is used). Required.", path=True)
     detect_faces: bool = option(False, "Find faces with OpenCV's Haar cascade and crop each like CelebA's aligned "
                                 "images (for ordinary photos; without it each image is taken as an aligned face "
                                 "crop).")
@@ -75,7 +70,11 @@ def format_line(p: inference.Prediction) -> str:
 def main(argv: list[str]) -> None:
     c, _ = config_flags.build(PredictConfig)
     if len(argv) < 2:
-        raise inference.PredictError("name at least one image file or folder: predict.py --run_dir=RUN photo.jpg ...")
+        raise inference.PredictError(f"name at least one image file or folder: {invocation.command('predict')} "
+                                     "--run_dir=RUN photo.jpg ...")
+    with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice (inference imports it lazily)
+        import tensorflow  # noqa: F401
+        tf_startup.find_devices()
     predictor = inference.Predictor(c.run_dir, c.max_pixels, c.tta)
     predictions = predictor.predict(inference.list_inputs(argv[1:]), c.detect_faces, c.batch,
                                     explain_dir(c) if c.explain else None)

@@ -14,20 +14,13 @@ import sys
 
 from absl import flags
 
-from celeba_gender.cli import tf_startup
-
-with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
-    from celeba_gender.models import registry
-    from celeba_gender.rundir import directory
-    from celeba_gender.train import step, trainer
-    from celeba_gender.cli import config_flags, console, runner
-    from celeba_gender.train.stopping import StopSignals
-    from celeba_gender.train import config as train_config
-    tf_startup.find_devices()
+from celeba_gender.cli import config_flags, runner, tf_startup
+from celeba_gender.models import registry
+from celeba_gender.train import config as train_config
 
 config_flags.define(train_config.TrainConfig, __name__)
 
-EXIT_CODES = {directory.PREEMPTED: 143, directory.INTERRUPTED: runner.INTERRUPTED_EXIT}
+PREEMPTED_EXIT = 143
 
 
 def build_config() -> tuple[train_config.TrainConfig, dict]:
@@ -38,7 +31,13 @@ def build_config() -> tuple[train_config.TrainConfig, dict]:
 
 
 def main(argv: list[str]) -> None:
-    config, sources = build_config()
+    config, sources = build_config()  # bad settings are refused before TensorFlow is imported
+    with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
+        from celeba_gender.cli import console
+        from celeba_gender.rundir import directory
+        from celeba_gender.train import step, trainer
+        from celeba_gender.train.stopping import StopSignals
+        tf_startup.find_devices()
     stop = StopSignals(announce=lambda text: print(f"\ntrain: {text}", file=sys.stderr, flush=True))
     monitor = console.ConsoleMonitor(config.progress)
     try:
@@ -46,7 +45,8 @@ def main(argv: list[str]) -> None:
     except step.Stopped as stopped:
         monitor.close()
         print(f"train: {stopped}. Run the same command again to resume from there.", file=sys.stderr, flush=True)
-        sys.exit(EXIT_CODES.get(stopped.reason, 1))
+        exit_codes = {directory.PREEMPTED: PREEMPTED_EXIT, directory.INTERRUPTED: runner.INTERRUPTED_EXIT}
+        sys.exit(exit_codes.get(stopped.reason, 1))
     finally:
         monitor.close()
     print(console.format_summary(result))

@@ -20,6 +20,7 @@ import tensorflow as tf
 from sklearn import metrics as skm
 
 from celeba_gender.core import fileio
+from celeba_gender.core.invocation import command
 
 from celeba_gender.shards import shard_dir
 from celeba_gender.evaluate import figures, gradcam_report, markdown_report
@@ -256,7 +257,8 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", da
         stored = shard_dir.stored_size(manifest)  # None: shards of mixed image sizes
         images = fetch_images(data_dir, split, stored or config["image_size"], wanted, manifest)
     with fileio.disk_space_for("the evaluation report", out,
-                                intact="The run's checkpoints and export are intact: run evaluate.py again."):
+                                intact=f"The run's checkpoints and export are intact: run "
+                                       f"{command('evaluate')} again."):
         _write_report(report, out, run_dir, images, probs, labels, names, (model_inputs, heatmaps))
     return report
 
@@ -303,7 +305,8 @@ def evaluate_attributes(model: keras.Model, config: dict, run_dir: str, split: s
                                        model_inputs)
     out = report_dir(run_dir, split, checkpoint)
     with fileio.disk_space_for("the evaluation report", out,
-                                intact="The run's checkpoints and export are intact: run evaluate.py again."):
+                                intact=f"The run's checkpoints and export are intact: run "
+                                       f"{command('evaluate')} again."):
         fileio.makedirs(out)
         files = {"attributes": figures.save_attribute_accuracy(report, fileio.join(out, "attributes.png"))}
         history = fileio.join(run_dir, "history.csv")

@@ -84,4 +84,4 @@ class DataConfig:
         if self.class_weights and self.attributes:
             # Class weights are looked up by the class label; attribute labels have no class to look up.
             raise DataError("class_weights weigh one attribute's classes and cannot be combined with attributes: "
-                            "weigh each attribute's positives instead (train.py --attribute_weights=balanced).")
+                            "weigh each attribute's positives instead (--attribute_weights=balanced).")

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from celeba_gender.core import options, fileio
 from celeba_gender.core.errors import UserError
+from celeba_gender.core.invocation import command
 
 CONFIG = "config.json"
 FLAGS = "flags.txt"
@@ -138,8 +139,8 @@ def record(run_dir: str, config, model: dict, outputs: list[str], sources: dict 
         # A one-time permission: the file resumes the run with the settings it now has, and allows no other.
         shown = dataclasses.replace(shown, allow_changed_settings=False)
         sources = {**sources, "allow_changed_settings": options.DEFAULT} if sources else sources
-    header = (f"Settings of the run in {run_dir}, written by train.py.\n"
-              "python train.py --flagfile=<this file> resumes that run while it is unfinished and, once it is\n"
+    header = (f"Settings of the run in {run_dir}, written by {command('train')}.\n"
+              f"{command('train')} --flagfile=<this file> resumes that run while it is unfinished and, once it is\n"
               "complete, trains a new run with the same settings" + (" (this file pins --run_dir: remove it for "
                                                                      "that)" if pinned else "") + ".")
     fileio.write_text(fileio.join(run_dir, FLAGS), options.as_flagfile(shown, sources, header))
@@ -149,7 +150,7 @@ def read_config(run_dir: str) -> dict:
     """config.json of a run, or an error naming the directory."""
     config = fileio.read_json(fileio.join(run_dir, CONFIG))
     if not isinstance(config, dict) or "model" not in config:
-        raise NotARunError(f"{run_dir} has no readable {CONFIG}: is it a train.py run directory (of this "
+        raise NotARunError(f"{run_dir} has no readable {CONFIG}: is it a training run's directory (of this "
                                 "version)?")
     return config
 

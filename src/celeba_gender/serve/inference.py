@@ -19,6 +19,7 @@ import numpy as np
 from celeba_gender.serve import overlay
 from celeba_gender.serve import photos, tta
 from celeba_gender.core.errors import UserError
+from celeba_gender.core.invocation import command
 
 # CelebA's aligned crops (178x218) frame a face so that a frontal-face detector's box is about 1/1.5 of the
 # crop's width, its centre a little above the middle. Calibrated on the synthetic faces (which follow
@@ -104,8 +105,8 @@ class Predictor:
         path, labels = os.path.join(export_dir, "model.keras"), os.path.join(export_dir, "labels.json")
         for needed in (path, labels):
             if not os.path.exists(needed):
-                raise PredictError(f"{needed} does not exist: --run_dir must be a train.py run that finished "
-                                   "(training writes export/ at the end; python evaluate.py does not).")
+                raise PredictError(f"{needed} does not exist: --run_dir must be a {command('train')} run that "
+                                   f"finished (training writes export/ at the end; {command('evaluate')} does not).")
         if tta_mode not in tta.MODES:
             raise PredictError(f"--tta={tta_mode}: choose one of {', '.join(tta.MODES)}.")
         self.model = keras.models.load_model(path)

@@ -49,7 +49,8 @@ class TrainConfig:
     warmup_epochs: float = option(0.0, "Linear warm-up from 0 to --lr, in epochs." + _RECIPE, lower=0)
     label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy targets (mixed targets too)."
                                     + _RECIPE, lower=0, upper=0.99)
-    data_dir: str = option("tfrecords", "Shard directory written by make_tfrecords.py (local or gs://...).",
+    data_dir: str = option("tfrecords", "Shard directory written by the converter (make_tfrecords; local or "
+                           "gs://...).",
                            path=True)
     run_dir: str = option("", "Run directory; default runs_root/<arch>-<time>, or the unfinished run with this same "
                           "configuration (so rerunning a stopped command resumes it).", path=True)

@@ -92,7 +92,7 @@ class Feed:
         options = self.manifest.get("options", {})
         if options.get("balance"):
             self.warnings.append(
-                f"these shards were balanced on {self.manifest['attribute']} (make_tfrecords.py's default), which "
+                f"these shards were balanced on {self.manifest['attribute']} (the converter's default), which "
                 "skews the other attributes' rates; for --attributes convert with --nobalance")
 
     @property

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from celeba_gender.core import locks, options, fileio
+from celeba_gender.core.invocation import command
 from celeba_gender.evaluate import evaluator
 from celeba_gender.models import build, registry
 from celeba_gender.rundir import directory
@@ -86,7 +87,8 @@ def train(config: TrainConfig, sources: dict | None = None, monitor: Monitor | N
         changes = directory.changed_settings(recorded, dataclasses.asdict(config)) if recorded is not None else {}
         if changes and not config.allow_changed_settings:
             raise TrainError(f"{run_dir} holds an unfinished run recorded with other settings: "
-                             f"{directory.describe_changes(changes)}. Resume it with its own (python train.py "
+                             f"{directory.describe_changes(changes)}. Resume it with its own "
+                             f"({command('train')} "
                              f"--flagfile={fileio.join(run_dir, directory.FLAGS)} --run_dir={run_dir}), give another "
                              "--run_dir for a new run, or add --allow_changed_settings to go on with these.")
         if chief:
