@@ -84,6 +84,8 @@ def test_help_flag_errors_and_version_never_import_tensorflow(name, no_tensorflo
     (("train", "--arch=tiny", "--batch=0"), "--batch"),
     (("evaluate",), "--run_dir"),
     (("predict", "--run_dir=somewhere"), "name at least one image file or folder: celeba-predict --run_dir"),
+    (("predict", "a.jpg"), "give --run_dir=RUN (its export/model.keras answers) or --model=FILE"),
+    (("predict", "--model=r/export/model.tflite", "--explain", "a.jpg"), "--explain needs the Keras model"),
     (("study", "--name=x", "--archs=tiny", "--vary=epochs"), "--vary=epochs needs --values"),
 ])
 def test_bad_settings_are_refused_before_tensorflow_is_imported(args, expected, no_tensorflow, tmp_path):

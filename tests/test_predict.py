@@ -84,6 +84,58 @@ def test_predict_decodes_exactly_as_evaluation_and_the_savedmodel_on_every_test_
     np.testing.assert_allclose(served["probabilities"].numpy(), probs, atol=1e-5)
 
 
+def test_the_tflite_model_answers_as_the_savedmodel_on_every_test_image(run_at_half_size, shards, celeba_original,
+                                                                        tmp_path):
+    """Training exports model.tflite (float32 by default) beside the SavedModel; predict.py's --model runs it and
+    gives the SavedModel's answers; float16 and dynamic_int8 conversions of the same model stay close."""
+    import tensorflow as tf
+
+    from celeba_gender.evaluate import evaluator
+    from celeba_gender.serve import tflite
+
+    data_dir, manifest = shards
+    run_dir = run_at_half_size["run_dir"]
+    export_dir = os.path.join(run_dir, "export")
+    assert run_at_half_size["export"]["tflite"] == os.path.join(export_dir, "model.tflite")
+    core, config = evaluator.load_model(run_dir, run_at_half_size["checkpoint"])
+    names = evaluator.predict_split(core, data_dir, "test", config["image_size"], 16, manifest)[2]
+    files = [os.path.join(celeba_original, "img_align_celeba", n) for n in names]
+    saved_model = tf.saved_model.load(os.path.join(export_dir, "saved_model"))
+    served = saved_model.serve_jpeg(tf.constant([open(f, "rb").read() for f in files]))
+    ours = inference.Predictor("", model=os.path.join(export_dir, "model.tflite")).predict(files, batch=7)
+    assert [p.label for p in ours] == [n.decode() for n in served["class_name"].numpy()]
+    np.testing.assert_allclose([[p.probabilities[c] for c in ("Female", "Male")] for p in ours],
+                               served["probabilities"].numpy(), atol=1e-5)
+
+    import keras
+
+    inputs = np.stack([photos.model_input(photos.open_photo(f), (109, 89)) for f in files])
+    reference = served["probabilities"].numpy()
+    model = keras.models.load_model(os.path.join(export_dir, "model.keras"))
+    sizes = {"float32": os.path.getsize(os.path.join(export_dir, "model.tflite"))}
+    for quantize, tolerance in (("float16", 1e-3), ("dynamic_int8", 0.05)):
+        path = tflite.write(model, str(tmp_path / quantize), (109, 89), quantize)
+        sizes[quantize] = os.path.getsize(path)
+        probs = tflite.TFLiteModel(path).predict(inputs, batch_size=16)
+        assert np.abs(probs - reference).max() < tolerance, (quantize, np.abs(probs - reference).max())
+    assert sizes["dynamic_int8"] < sizes["float16"] < sizes["float32"], sizes
+
+
+def test_predict_runs_the_tflite_model_from_the_command_line(run_at_half_size, celeba_original, tmp_path):
+    """``predict.py --model=RUN/export/model.tflite`` prints what ``--run_dir=RUN`` (model.keras) answers."""
+    run_dir = run_at_half_size["run_dir"]
+    files = [_face(celeba_original, n) for n in (1, 2, 3)]
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "predict.py"),
+                           f"--model={os.path.join(run_dir, 'export', 'model.tflite')}", *files],
+                          capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "XNNPACK" not in done.stderr and "deprecated" not in done.stderr, done.stderr[-2000:]
+    printed = [line.split("\t") for line in done.stdout.splitlines()]
+    keras_answers = inference.Predictor(run_dir).predict(files)
+    assert [(row[0], row[2], float(row[3])) for row in printed] == \
+        [(p.file, p.label, pytest.approx(p.probability, abs=1e-4)) for p in keras_answers]
+
+
 def test_face_detection_crops_the_face_from_a_larger_canvas(celeba_original):
     face_path = _face(celeba_original, 1)
     canvas = canvas_with_face(face_path)

@@ -22,7 +22,11 @@ SOME_FAILED_EXIT = 1
 class PredictConfig:
     """The flags of predict.py (the photos are its arguments)."""
 
-    run_dir: str = option(help="A finished training run (its export/ is used). Required.", path=True)
+    run_dir: str = option("", "A finished training run: its export/model.keras answers (or give --model).",
+                          path=True)
+    model: str = option("", "An exported model to answer with instead: RUN/export/model.tflite (TensorFlow Lite, as "
+                        "phones run it) or RUN/export/model.keras; labels.json beside it says what it predicts.",
+                        path=True)
     detect_faces: bool = option(False, "Find faces with OpenCV's Haar cascade and crop each like CelebA's aligned "
                                 "images (for ordinary photos; without it each image is taken as an aligned face "
                                 "crop).")
@@ -69,13 +73,19 @@ def format_line(p: inference.Prediction) -> str:
 
 def main(argv: list[str]) -> None:
     c, _ = config_flags.build(PredictConfig)
+    if bool(c.run_dir) == bool(c.model):
+        raise inference.PredictError("give --run_dir=RUN (its export/model.keras answers) or --model=FILE (e.g. "
+                                     "RUN/export/model.tflite), one of them.")
+    if c.explain and c.model.endswith(".tflite"):
+        raise inference.PredictError("--explain needs the Keras model (Grad-CAM takes its gradients): use "
+                                     "--run_dir=RUN, or --model=RUN/export/model.keras, to explain.")
     if len(argv) < 2:
         raise inference.PredictError(f"name at least one image file or folder: {invocation.command('predict')} "
                                      "--run_dir=RUN photo.jpg ...")
     with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice (inference imports it lazily)
         import tensorflow  # noqa: F401
         tf_startup.find_devices()
-    predictor = inference.Predictor(c.run_dir, c.max_pixels, c.tta)
+    predictor = inference.Predictor(c.run_dir, c.max_pixels, c.tta, model=c.model or None)
     predictions = predictor.predict(inference.list_inputs(argv[1:]), c.detect_faces, c.batch,
                                     explain_dir(c) if c.explain else None)
     for p in predictions:

@@ -40,7 +40,7 @@ PREEMPTED, INTERRUPTED = "preempted", "interrupted"
 # Settings that may differ between a run and its resumption: where it is, how it reports, what it does once
 # trained (test_checkpoint: which checkpoint is tested at the end), and the opt-in to change the others.
 _NOT_COMPARED = {"run_dir", "runs_root", "progress", "log_every_steps", "evaluate_test", "test_checkpoint",
-                 "allow_changed_settings"}
+                 "allow_changed_settings", "tflite"}
 
 
 class NotARunError(UserError, FileNotFoundError):

@@ -10,7 +10,8 @@ inside the model, so what is exported is what was trained. The SavedModel has tw
 Both return ``probabilities`` [N, classes], ``class_id`` [N] and ``class_name`` [N]; a multi-attribute model
 returns ``probabilities`` [N, attributes] (one sigmoid each) and ``present`` [N, attributes] (probability >= the
 attribute's decision threshold, chosen on the validation split and baked into the signature as a constant).
-``labels.json`` names the outputs (``class_names``), says which kind the model is (``multi_label``) and, for a
+``model.tflite`` (:mod:`celeba_gender.serve.tflite`) is the same model for TensorFlow Lite runtimes (float32,
+float16 or int8 weights), its probabilities only. ``labels.json`` names the outputs (``class_names``), says which kind the model is (``multi_label``) and, for a
 multi-attribute model, holds the thresholds (``thresholds``, in the outputs' order) and the figure they were
 chosen by (``threshold_metric``).
 """
@@ -22,6 +23,7 @@ import tensorflow as tf
 
 from celeba_gender.core import fileio
 from celeba_gender.inputs.decode import decode_image
+from celeba_gender.serve import tflite as tflite_lib
 
 
 def inference_model(core: keras.Model, image_size: tuple[int, int]) -> keras.Model:
@@ -37,19 +39,22 @@ def inference_model(core: keras.Model, image_size: tuple[int, int]) -> keras.Mod
 
 def export(core: keras.Model, export_dir: str, image_size: tuple[int, int], class_names: list[str],
            multi_label: bool = False, thresholds: tuple[float, ...] | None = None,
-           threshold_metric: str = "") -> dict:
+           threshold_metric: str = "", tflite: str = tflite_lib.FLOAT32) -> dict:
     """Writes the inference model of ``core`` as ``model.keras``, ``labels.json`` (output names, input size,
-    kind, the arch's Grad-CAM layer, a multi-attribute model's decision ``thresholds``: 0.5 each when None)
-    and ``saved_model/`` under ``export_dir``; returns their paths."""
+    kind, the arch's Grad-CAM layer, a multi-attribute model's decision ``thresholds``: 0.5 each when None),
+    ``saved_model/`` and, unless ``tflite`` is ``none``, ``model.tflite`` with ``tflite``'s weights under
+    ``export_dir``; returns their paths."""
     if multi_label:
         thresholds = tuple(float(t) for t in thresholds) if thresholds is not None else (0.5,) * len(class_names)
         if len(thresholds) != len(class_names):
             raise ValueError(f"{len(thresholds)} thresholds for {len(class_names)} attributes")
     model = inference_model(core, image_size)
-    with fileio.disk_space_for("the export (model.keras and the SavedModel)", export_dir,
+    with fileio.disk_space_for("the export (model.keras, the SavedModel, model.tflite)", export_dir,
                                 intact="The run's checkpoints are intact: rerun the same command to export again."):
-        return _write(model, export_dir, image_size, class_names, multi_label, _gradcam_layer(core),
-                      thresholds if multi_label else None, threshold_metric)
+        paths = _write(model, export_dir, image_size, class_names, multi_label, _gradcam_layer(core),
+                       thresholds if multi_label else None, threshold_metric)
+        paths["tflite"] = tflite_lib.write(model, export_dir, image_size, tflite)
+        return paths
 
 
 def _gradcam_layer(core: keras.Model) -> str:

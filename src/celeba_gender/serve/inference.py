@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from celeba_gender.serve import overlay
-from celeba_gender.serve import photos, tta
+from celeba_gender.serve import photos, tflite, tta
 from celeba_gender.core.errors import UserError
 from celeba_gender.core.invocation import command
 
@@ -98,18 +98,24 @@ def crop_like_celeba(image: np.ndarray, box: tuple[int, int, int, int], size: tu
 class Predictor:
     """An exported run (``export/model.keras`` and ``export/labels.json``) and how to read photos for it."""
 
-    def __init__(self, run_dir: str, max_pixels: int = photos.DEFAULT_MAX_PIXELS, tta_mode: str = tta.NONE):
+    def __init__(self, run_dir: str, max_pixels: int = photos.DEFAULT_MAX_PIXELS, tta_mode: str = tta.NONE,
+                 model: str | None = None):
+        """``model``: an exported model file to answer with instead of ``run_dir``'s ``export/model.keras``:
+        a ``model.tflite`` (run by :class:`celeba_gender.serve.tflite.TFLiteModel`) or a ``model.keras``,
+        with its export's ``labels.json`` beside it."""
         import keras
 
-        export_dir = os.path.join(run_dir, "export")
-        path, labels = os.path.join(export_dir, "model.keras"), os.path.join(export_dir, "labels.json")
+        path = model or os.path.join(run_dir, "export", "model.keras")
+        labels = os.path.join(os.path.dirname(path), "labels.json")
         for needed in (path, labels):
             if not os.path.exists(needed):
-                raise PredictError(f"{needed} does not exist: --run_dir must be a {command('train')} run that "
-                                   f"finished (training writes export/ at the end; {command('evaluate')} does not).")
+                where = ("--model must be a model.keras or model.tflite in a run's export/" if model else
+                         f"--run_dir must be a {command('train')} run that finished")
+                raise PredictError(f"{needed} does not exist: {where} (training writes export/ at the end; "
+                                   f"{command('evaluate')} does not).")
         if tta_mode not in tta.MODES:
             raise PredictError(f"--tta={tta_mode}: choose one of {', '.join(tta.MODES)}.")
-        self.model = keras.models.load_model(path)
+        self.model = tflite.TFLiteModel(path) if path.endswith(".tflite") else keras.models.load_model(path)
         self.image_size = tuple(self.model.input_shape[1:3])
         with open(labels) as f:
             recorded = json.load(f)
@@ -120,7 +126,8 @@ class Predictor:
         self.thresholds = np.asarray(recorded.get("thresholds") or [0.5] * len(self.class_names), np.float32)
         self.explained_attribute = "Male" if "Male" in self.class_names else self.class_names[0]
         # Exports made before labels.json recorded the layer: the registry knows it by the arch (the core's name).
-        self.gradcam_layer = recorded.get("gradcam_layer") or _registry_gradcam_layer(self.model)
+        self.gradcam_layer = recorded.get("gradcam_layer") or (
+            "" if isinstance(self.model, tflite.TFLiteModel) else _registry_gradcam_layer(self.model))
         self.max_pixels, self.tta_mode = max_pixels, tta_mode
         self._gradcam = None
 

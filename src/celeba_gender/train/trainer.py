@@ -194,7 +194,7 @@ def _run(config: TrainConfig, strategy, chief: bool, policy: str, model_config: 
                                                       manifest=feed.manifest)
         result["thresholds"] = dict(zip(feed.outputs, thresholds))
     result["export"] = export.export(model.core, fileio.join(run_dir, "export"), image_size, feed.outputs,
-                                     feed.multi_label, thresholds, metric)
+                                     feed.multi_label, thresholds, metric, tflite=config.tflite)
     if config.evaluate_test and feed.has_test:
         _stop_if_asked(should_stop)
         # The full report (evaluate.py's), on the chief alone: no collectives left to wait on.
