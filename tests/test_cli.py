@@ -31,9 +31,9 @@ _CONSOLE = "import sys; sys.argv[0] = {path!r}; from {module} import run; run()"
 
 @pytest.fixture(scope="module")
 def no_tensorflow(tmp_path_factory) -> dict:
-    """An environment where importing tensorflow or keras fails at once."""
+    """An environment where importing tensorflow, keras or OpenCV's cv2 fails at once."""
     folder = tmp_path_factory.mktemp("no_tensorflow")
-    for name in ("tensorflow", "keras"):
+    for name in ("tensorflow", "keras", "cv2"):  # cv2: OpenCV is an extra (celeba-gender[detect])
         (folder / name).mkdir()
         (folder / name / "__init__.py").write_text(f"raise ImportError('{name} must not be imported here')\n")
     env = {k: v for k, v in os.environ.items() if k != invocation.ENV}
@@ -86,6 +86,7 @@ def test_help_flag_errors_and_version_never_import_tensorflow(name, no_tensorflo
     (("predict", "--run_dir=somewhere"), "name at least one image file or folder: celeba-predict --run_dir"),
     (("predict", "a.jpg"), "give --run_dir=RUN (its export/model.keras answers) or --model=FILE"),
     (("predict", "--model=r/export/model.tflite", "--explain", "a.jpg"), "--explain needs the Keras model"),
+    (("predict", "--run_dir=r", "--detect_faces", "a.jpg"), "--detect_faces needs OpenCV: pip install"),
     (("study", "--name=x", "--archs=tiny", "--vary=epochs"), "--vary=epochs needs --values"),
 ])
 def test_bad_settings_are_refused_before_tensorflow_is_imported(args, expected, no_tensorflow, tmp_path):

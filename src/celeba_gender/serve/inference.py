@@ -60,9 +60,20 @@ def list_inputs(paths: list[str]) -> list[str]:
     return files
 
 
+def opencv():
+    """The ``cv2`` module (face detection and cropping), or a PredictError saying how to install it: OpenCV is an
+    extra (``celeba-gender[detect]``), so that a user's own opencv-python is not fought over."""
+    try:
+        import cv2
+    except ImportError:
+        raise PredictError("--detect_faces needs OpenCV: pip install 'celeba-gender[detect]' (or keep your own "
+                           "opencv-python, below version 5: the 5.x wheels ship no face cascades).") from None
+    return cv2
+
+
 def detect_faces(image: np.ndarray, min_size: int = 40) -> list[tuple[int, int, int, int]]:
     """Frontal faces found by OpenCV's bundled Haar cascade, largest first, as (x, y, w, h)."""
-    import cv2
+    cv2 = opencv()
 
     path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
     cascade = cv2.CascadeClassifier(path)
@@ -85,7 +96,7 @@ def crop_window(box: tuple[int, int, int, int], size: tuple[int, int]) -> tuple[
 def crop_like_celeba(image: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
     """The :func:`crop_window` of a face box, resized to ``size`` (edges replicated where the region leaves
     the photo)."""
-    import cv2
+    cv2 = opencv()
 
     height, width = size
     left, top, crop_w, crop_h = crop_window(box, size)
