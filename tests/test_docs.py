@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = os.path.dirname(sys.executable)  # the project's virtualenv: `python`, `tensorboard` and the console scripts
 LAUNCHERS = ("make_tfrecords.py", "train.py", "evaluate.py", "predict.py", "study.py")
 READMES = ("README.md", "benchmarks/README.md")
-_PREFIXES = ("python ", "make ", "tensorboard ", "srun ", "RUN=", "export ")
+_PREFIXES = ("python ", "make ", "tensorboard ", "srun ", "RUN=", "export ", "pip ", "celeba-")
 _TF_LOG = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ (\S+\] .*)$")  # TensorFlow's C++ log lines: the message part
 
 # The commands each slow test below runs (exactly as the README writes them; placeholders such as `runs/...`
@@ -55,6 +55,11 @@ DEMO_COMMANDS = {
     "python predict.py --run_dir=runs/... --detect_faces --output=predictions.csv my_photos/",
     "python predict.py --run_dir=runs/... --tta=flip --explain --output=out/predictions.csv my_photos/",
     "python study.py --flagfile=studies/demo_epochs.flags",
+    "python predict.py --model=runs/.../export/model.tflite photo1.jpg photo2.png",
+    "celeba-make-tfrecords --flagfile=convert/demo.flags",
+    "celeba-train --flagfile=smoke.flags",
+    "celeba-predict --model=demo/runs/tiny-*/export/model.tflite "
+    "demo/synthetic_celeba_3000_seed42/img_align_celeba/000001.jpg",
     "python study.py --flagfile=studies/demo_dataset_size.flags",
     "python -m celeba_gender.cli.launch_local --workers=2 -- train.py --arch=tiny --data_dir=demo/tfrecords "
     "--run_dir=demo/runs/tiny-2workers --strategy=multi_worker --batch=32 --epochs=2",
@@ -82,15 +87,21 @@ BENCHMARK_COMMANDS = {
     "python benchmarks/full_size.py --seed=0",
     "python benchmarks/input_pipeline.py",
     "python benchmarks/train_step.py --steps=4",
+    "python benchmarks/tflite.py",
 }
 _OFFLINE_STUDY = ("offline it takes the path epochs.flags takes in test_the_real_celeba_commands_run_as_documented_"
                   "offline (study.py starts train.py, which stops on the missing ImageNet weights); "
                   "tests/test_study.py::test_every_study_flagfile_parses parses its flagfile")
 _TENSORBOARD = "a server that runs until stopped; the test checks that the executable is installed"
+_PIP = ("make check-package (CI runs it after the suite) installs the built wheel this way into a fresh virtual "
+        "environment and runs the console scripts below from an empty folder; here they run from the suite's own")
 SKIPPED = {
     "make demo": "its three commands run in test_the_demo_commands_run_as_documented (training 1 epoch); the "
                  "whole target takes about 5 minutes",
     "make test": "this test suite",
+    "pip install -c constraints.txt '.[detect]'": _PIP,
+    "pip install -c constraints.txt '.[detect,gpu]'": "downloads TensorFlow's CUDA wheels (gigabytes) for a GPU the "
+                                                     "test machine does not have; " + _PIP,
     "make gpu": "downloads TensorFlow's CUDA wheels (gigabytes) for a GPU the test machine does not have",
     "tensorboard --logdir=demo/runs": _TENSORBOARD,
     "tensorboard --logdir=runs": _TENSORBOARD,
@@ -196,7 +207,7 @@ def _files_named(section: str) -> set[str]:
     text = (ROOT / "README.md").read_text()
     start = text.index(section)
     body = text[start:text.index("\n#", start + len(section))]
-    return set(re.findall(r"`([\w.<>-]+(?:\.(?:json|txt|csv|png|md|keras)|/))`", body))
+    return set(re.findall(r"`([\w.<>-]+(?:\.(?:json|txt|csv|png|md|keras|tflite)|/))`", body))
 
 
 # What "### The run directory" and "## Evaluation" name, and where each is in a run of `make demo`'s training.
@@ -205,6 +216,7 @@ RUN_DIRECTORY = {
     "validation/": "validation", "evaluation_<split>_<checkpoint>/": "evaluation_test_best",
     "checkpoints/": "checkpoints", "best/": "checkpoints/best", "history.csv": "history.csv", "export/": "export",
     "model.keras": "export/model.keras", "labels.json": "export/labels.json", "saved_model/": "export/saved_model",
+    "model.tflite": "export/model.tflite",
     "report/": "report", "summary.json": "summary.json", "test_metrics.json": "test_metrics.json",
 }
 REPORT = {name: f"report/{name}" for name in (
@@ -236,6 +248,15 @@ def test_the_demo_commands_run_as_documented(tmp_path):
     for name, relative in RUN_DIRECTORY.items():
         assert (run_dir / relative).exists(), name
 
+    # "Install with pip": the console scripts, the packaged flagfiles by name, the TensorFlow Lite model.
+    box.run("celeba-make-tfrecords --flagfile=convert/demo.flags", add="--synthetic=600")
+    smoke = box.run("celeba-train --flagfile=smoke.flags")
+    assert "model.tflite" in smoke.stdout.splitlines()[-2]  # the "exported: ..." line
+    lite = box.run("celeba-predict --model=demo/runs/tiny-*/export/model.tflite "
+                   "demo/synthetic_celeba_3000_seed42/img_align_celeba/000001.jpg",
+                   replace={"demo/synthetic_celeba_3000_seed42": faces})
+    assert re.search(r"000001.jpg\twhole image\t(Female|Male)\t0\.\d{4}$", lite.stdout.strip()), lite.stdout
+
     script = "\n".join(c for c in sorted(DEMO_COMMANDS, key=lambda c: not c.startswith("RUN="))
                        if c.startswith(("RUN=", "python -c")))
     exported = box.run(script, replace={"demo/synthetic_celeba_3000_seed42": faces})
@@ -263,6 +284,8 @@ def test_the_demo_commands_run_as_documented(tmp_path):
         shutil.copy(images / name, tmp_path / "my_photos" / name)
     two = box.run("python predict.py --run_dir=runs/resnet50v2-... photo1.jpg photo2.png", replace=run)
     assert "photo1.jpg" in two.stdout and "photo2.png" in two.stdout
+    lite = box.run("python predict.py --model=runs/.../export/model.tflite photo1.jpg photo2.png", replace=run)
+    assert lite.stdout == two.stdout  # the TensorFlow Lite model's answers are model.keras's, to 4 decimals
     # exit code 1 when a photo has no face the detector finds: documented, the others are still written
     box.run("python predict.py --run_dir=runs/... --detect_faces --output=predictions.csv my_photos/",
             replace=run, rc=(0, 1))
@@ -379,8 +402,9 @@ def test_the_benchmarks_run_as_documented_at_a_small_size(tmp_path):
     box.run("python benchmarks/train_step.py --steps=4",
             add="--archs=tiny --steps=2 --num_images=300 --configs=synthetic/float32,shards/float32")
     box.run("python benchmarks/full_size.py --seed=0", add="--num_images=300 --ceiling_images=200")
+    box.run("python benchmarks/tflite.py", add="--synthetic=300 --arch=tiny --epochs=1 --warmup_epochs=0")
     written = {p.name for p in (tmp_path / "benchmarks" / "results").glob("*.json")}
-    assert written == {"convert.json", "input_pipeline.json", "train_step.json", "full_size.json"}
+    assert written == {"convert.json", "input_pipeline.json", "train_step.json", "full_size.json", "tflite.json"}
     assert BENCHMARK_COMMANDS <= box.ran, BENCHMARK_COMMANDS - box.ran
 
 
