@@ -58,7 +58,7 @@ DEMO_COMMANDS = {
     "python predict.py --model=runs/.../export/model.tflite photo1.jpg photo2.png",
     "celeba-make-tfrecords --flagfile=convert/demo.flags",
     "celeba-train --flagfile=smoke.flags",
-    "celeba-predict --model=demo/runs/tiny-*/export/model.tflite "
+    "celeba-predict --model demo/runs/tiny-*/export/model.tflite "
     "demo/synthetic_celeba_3000_seed42/img_align_celeba/000001.jpg",
     "python study.py --flagfile=studies/demo_dataset_size.flags",
     "python -m celeba_gender.cli.launch_local --workers=2 -- train.py --arch=tiny --data_dir=demo/tfrecords "
@@ -252,7 +252,7 @@ def test_the_demo_commands_run_as_documented(tmp_path):
     box.run("celeba-make-tfrecords --flagfile=convert/demo.flags", add="--synthetic=600")
     smoke = box.run("celeba-train --flagfile=smoke.flags")
     assert "model.tflite" in smoke.stdout.splitlines()[-2]  # the "exported: ..." line
-    lite = box.run("celeba-predict --model=demo/runs/tiny-*/export/model.tflite "
+    lite = box.run("celeba-predict --model demo/runs/tiny-*/export/model.tflite "
                    "demo/synthetic_celeba_3000_seed42/img_align_celeba/000001.jpg",
                    replace={"demo/synthetic_celeba_3000_seed42": faces})
     assert re.search(r"000001.jpg\twhole image\t(Female|Male)\t0\.\d{4}$", lite.stdout.strip()), lite.stdout
