@@ -121,6 +121,27 @@ def test_the_tflite_model_answers_as_the_savedmodel_on_every_test_image(run_at_h
     assert sizes["dynamic_int8"] < sizes["float16"] < sizes["float32"], sizes
 
 
+def test_a_mixed_precision_model_converts_to_tflite_computing_in_float32(tmp_path):
+    """mixed_float16, the GPU default, computes in float16, which TensorFlow Lite's builtin kernels do not: the
+    conversion stopped with ERROR_NEEDS_FLEX_OPS at the end of such a run. It converts a float32 copy."""
+    import keras
+
+    from celeba_gender.models import build, registry
+    from celeba_gender.serve import export, tflite
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        network = build.build_model(registry.ModelConfig(arch="tiny", image_size=(64, 52), weights="none")).core
+        model = export.inference_model(network, (64, 52))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    images = np.random.default_rng(0).integers(0, 256, (6, 64, 52, 3), dtype=np.uint8)
+    path = tflite.write(model, str(tmp_path), (64, 52))
+    # The float16 computation of the model itself differs from float32 by float16's rounding.
+    np.testing.assert_allclose(tflite.TFLiteModel(path)(images), np.asarray(model(images), np.float32), atol=2e-3)
+
+
 def test_predict_runs_the_tflite_model_from_the_command_line(run_at_half_size, celeba_original, tmp_path):
     """``predict.py --model=RUN/export/model.tflite`` prints what ``--run_dir=RUN`` (model.keras) answers."""
     run_dir = run_at_half_size["run_dir"]

@@ -35,13 +35,51 @@ CHOICES = (FLOAT32, FLOAT16, DYNAMIC_INT8, NONE)
 FILE = "model.tflite"
 
 
+def _policies_to_float32(config):
+    """A serialized Keras object with every layer's dtype policy float32 (a mixed policy's variables are float32
+    already: only what the layers compute in changes)."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and isinstance(config.get("config"), dict):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {k: _policies_to_float32(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_policies_to_float32(v) for v in config]
+    return config
+
+
+def in_float32(model):
+    """``model`` itself when every layer computes in float32, else a float32 copy with the same weights: a model
+    trained under mixed_float16 or mixed_bfloat16 (the GPU default) computes in 16 bits, which TensorFlow Lite's
+    builtin kernels do not (they would need TensorFlow's own ops, Select TF ops, in the app)."""
+    import keras
+
+    computing = [layer for layer in _all_layers(model)
+                 if not hasattr(layer, "layers") and not isinstance(layer, keras.layers.InputLayer)]
+    if all(layer.dtype_policy.name == "float32" for layer in computing):
+        return model
+    copy = keras.saving.deserialize_keras_object(_policies_to_float32(keras.saving.serialize_keras_object(model)))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _all_layers(model) -> list:
+    layers = []
+    for layer in model.layers:
+        layers.append(layer)
+        if hasattr(layer, "layers"):  # a nested model (the network inside the inference model)
+            layers += _all_layers(layer)
+    return layers
+
+
 def convert(model, image_size: tuple[int, int], quantize: str = FLOAT32) -> bytes:
     """The TensorFlow Lite flatbuffer of ``model`` (uint8 images [N, h, w, 3] -> probabilities, as
-    :func:`celeba_gender.serve.export.inference_model` builds it), with ``quantize``'s weights."""
+    :func:`celeba_gender.serve.export.inference_model` builds it), computed in float32 (:func:`in_float32`),
+    with ``quantize``'s weights."""
     import tensorflow as tf
 
     if quantize not in (FLOAT32, FLOAT16, DYNAMIC_INT8):
         raise ValueError(f"quantize={quantize!r}: choose one of {FLOAT32}, {FLOAT16}, {DYNAMIC_INT8}")
+    model = in_float32(model)
 
     import keras
 
