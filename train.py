@@ -2,8 +2,8 @@
 """Train one architecture on the converter's shards.
 
     python train.py --arch=inceptionv3 --batch=128
-    python train.py --flagfile=flags/seed/resnet50v2.flags   # the source study's settings
-    python train.py --flagfile=flags/demo.flags          # the small CNN on the synthetic demo data, on a CPU
+    python train.py --flagfile=seed/resnet50v2.flags        # the source study's settings
+    python train.py --flagfile=demo.flags                  # the small CNN on the synthetic demo data, on a CPU
 """
 
 from celeba_gender.cli import train

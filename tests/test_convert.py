@@ -391,22 +391,23 @@ def test_summary_table_lists_splits_and_drops(shards):
     assert sum(b["dropped"] for b in manifest["balance"].values()) == dropped["balanced_out"]
 
 
-def test_every_converter_flagfile_parses():
+def test_every_converter_flagfile_parses(tmp_path):
     code = textwrap.dedent("""
-        import glob
         from absl import flags
         from celeba_gender.convert.config import ConvertConfig
-        from celeba_gender.cli import config_flags, convert as _  # defines the flags
+        from celeba_gender.cli import config_flags, flagfiles, convert as _  # defines the flags
         FLAGS = flags.FLAGS
-        for f in sorted(glob.glob("flags/convert/*.flags") + glob.glob("flags/studies/*_data.flags")):
+        for f in flagfiles.packaged():
+            if not (f.startswith("convert/") or f.endswith("_data.flags")):
+                continue
             FLAGS.unparse_flags()
             argv = ["make_tfrecords.py", f"--flagfile={f}"]
-            FLAGS(argv)
+            config_flags.parse(argv)
             print(f, config_flags.build(ConvertConfig, argv=argv)[0].split)
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "flags/convert/seed.flags seed" in done.stdout and "flags/convert/demo.flags official" in done.stdout
+    assert "convert/seed.flags seed" in done.stdout and "convert/demo.flags official" in done.stdout
     assert len(done.stdout.splitlines()) == 5
 
 

@@ -4,8 +4,9 @@ Every command in a code block of README.md and benchmarks/README.md (and each be
 either run here, as documented plus only size-reducing flags (``--epochs=1``, ``--values=``, ``--archs=``,
 ``--num_images=``), or listed in SKIPPED with the reason; a command added to a README without either fails
 ``test_every_documented_command_is_run_here_or_skipped_with_a_reason``. The commands run in a sandbox folder
-that looks like a clone (the launchers, ``flags/`` and ``benchmarks/`` linked in), with a private HOME and no
-network for the ImageNet and Kaggle downloads, so the offline messages the README promises are what is tested.
+that looks like a clone (the launchers and ``benchmarks/`` linked in; the flagfiles are the packaged ones), with
+a private HOME and no network for the ImageNet and Kaggle downloads, so the offline messages the README promises
+are what is tested.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from pathlib import Path
 
 import pytest
 
+from celeba_gender.cli import flagfiles
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = os.path.dirname(sys.executable)  # the project's virtualenv: `python`, `tensorboard` and the console scripts
 LAUNCHERS = ("make_tfrecords.py", "train.py", "evaluate.py", "predict.py", "study.py")
 READMES = ("README.md", "benchmarks/README.md")
-_PREFIXES = ("python ", "make ", "tensorboard ", "srun ", "RUN=", "export ")
+_PREFIXES = ("python ", "make ", "tensorboard ", "srun ", "RUN=", "export ", "pip ", "celeba-")
 _TF_LOG = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ (\S+\] .*)$")  # TensorFlow's C++ log lines: the message part
 
 # The commands each slow test below runs (exactly as the README writes them; placeholders such as `runs/...`
@@ -43,7 +46,7 @@ DEMO_COMMANDS = {
     "print(s.signatures['serving_default'](jpeg=tf.constant([open('demo/synthetic_celeba_3000_seed42/"
     "img_align_celeba/000001.jpg', 'rb').read()])))\" $RUN",
     "python make_tfrecords.py --synthetic=3000 --nobalance --out_dir=demo/tfrecords_all",
-    "python train.py --flagfile=flags/demo.flags --data_dir=demo/tfrecords_all --attributes=all "
+    "python train.py --flagfile=demo.flags --data_dir=demo/tfrecords_all --attributes=all "
     "--attribute_weights=balanced --run_dir=demo/runs/all-balanced",
     "python evaluate.py --run_dir=runs/inceptionv3-20261128-101500",
     "python evaluate.py --run_dir=runs/... --split=validation --checkpoint=last",
@@ -51,8 +54,13 @@ DEMO_COMMANDS = {
     "python predict.py --run_dir=runs/resnet50v2-... photo1.jpg photo2.png",
     "python predict.py --run_dir=runs/... --detect_faces --output=predictions.csv my_photos/",
     "python predict.py --run_dir=runs/... --tta=flip --explain --output=out/predictions.csv my_photos/",
-    "python study.py --flagfile=flags/studies/demo_epochs.flags",
-    "python study.py --flagfile=flags/studies/demo_dataset_size.flags",
+    "python study.py --flagfile=studies/demo_epochs.flags",
+    "python predict.py --model=runs/.../export/model.tflite photo1.jpg photo2.png",
+    "celeba-make-tfrecords --flagfile=convert/demo.flags",
+    "celeba-train --flagfile=smoke.flags",
+    "celeba-predict --model demo/runs/tiny-*/export/model.tflite "
+    "demo/synthetic_celeba_3000_seed42/img_align_celeba/000001.jpg",
+    "python study.py --flagfile=studies/demo_dataset_size.flags",
     "python -m celeba_gender.cli.launch_local --workers=2 -- train.py --arch=tiny --data_dir=demo/tfrecords "
     "--run_dir=demo/runs/tiny-2workers --strategy=multi_worker --batch=32 --epochs=2",
 }
@@ -61,16 +69,16 @@ REAL_CELEBA_COMMANDS = {
     "python make_tfrecords.py",
     "python make_tfrecords.py --download",
     "python train.py --arch=inceptionv3 --batch=128",
-    "python make_tfrecords.py --flagfile=flags/convert/seed.flags --celeba_dir=~/data/celeba",
+    "python make_tfrecords.py --flagfile=convert/seed.flags --celeba_dir=~/data/celeba",
     "python train.py --arch=resnet50v2",
     "python train.py --arch=resnet50v2 --batch=256 --epochs=20",
-    "python train.py --flagfile=flags/seed/resnet50v2.flags",
+    "python train.py --flagfile=seed/resnet50v2.flags",
     "python make_tfrecords.py --nobalance --out_dir=tfrecords/all",
     "python train.py --arch=resnet50v2 --data_dir=tfrecords/all --attributes=all",
     "python train.py --arch=resnet50v2 --data_dir=tfrecords/all --attributes=Smiling,Eyeglasses,Male "
     "--attribute_weights=balanced",
-    "python study.py --flagfile=flags/studies/epochs.flags",
-    "python study.py --flagfile=flags/studies/dataset_size.flags",
+    "python study.py --flagfile=studies/epochs.flags",
+    "python study.py --flagfile=studies/dataset_size.flags",
     "python -m celeba_gender.cli.data_service dispatcher --port=5050",
     "python -m celeba_gender.cli.data_service worker --dispatcher=dispatcher-host:5050 --port=5051",
 }
@@ -82,19 +90,25 @@ BENCHMARK_COMMANDS = {
     "python benchmarks/face_alignment.py --picture=docs/face_alignment.png",
     "python benchmarks/face_alignment.py --rule=eyes",
     "python benchmarks/face_alignment.py --detector=haar",
+    "python benchmarks/tflite.py",
 }
 _OFFLINE_STUDY = ("offline it takes the path epochs.flags takes in test_the_real_celeba_commands_run_as_documented_"
                   "offline (study.py starts train.py, which stops on the missing ImageNet weights); "
                   "tests/test_study.py::test_every_study_flagfile_parses parses its flagfile")
 _TENSORBOARD = "a server that runs until stopped; the test checks that the executable is installed"
+_PIP = ("make check-package (CI runs it after the suite) installs the built wheel this way into a fresh virtual "
+        "environment and runs the console scripts below from an empty folder; here they run from the suite's own")
 SKIPPED = {
     "make demo": "its three commands run in test_the_demo_commands_run_as_documented (training 1 epoch); the "
                  "whole target takes about 5 minutes",
     "make test": "this test suite",
+    "pip install -c constraints.txt '.[detect]'": _PIP,
+    "pip install -c constraints.txt '.[detect,gpu]'": "downloads TensorFlow's CUDA wheels (gigabytes) for a GPU the "
+                                                     "test machine does not have; " + _PIP,
     "make gpu": "downloads TensorFlow's CUDA wheels (gigabytes) for a GPU the test machine does not have",
     "tensorboard --logdir=demo/runs": _TENSORBOARD,
     "tensorboard --logdir=runs": _TENSORBOARD,
-    "python train.py --flagfile=flags/demo.flags --data_dir=demo/tfrecords_all --attributes=all "
+    "python train.py --flagfile=demo.flags --data_dir=demo/tfrecords_all --attributes=all "
     "--run_dir=demo/runs/all-none": "the run beside it without --attribute_weights=balanced; tests/"
                                     "test_multilabel.py trains and checks that path",
     "srun .venv/bin/python train.py --arch=resnet50v2 --run_dir=/shared/runs/resnet50v2-slurm": "needs Slurm",
@@ -105,11 +119,11 @@ SKIPPED = {
         "needs two machines and a Cloud Storage bucket",
     "srun .venv/bin/python train.py --arch=resnet50v2 --strategy=multi_worker --batch=512 --lr=0.0004 "
     "--data_dir=/shared/celeba/tfrecords --run_dir=/shared/runs/resnet50v2-slurm": "needs a Slurm cluster",
-    "python study.py --flagfile=flags/studies/batch_size.flags": _OFFLINE_STUDY,
-    "python study.py --flagfile=flags/studies/demo_batch_size.flags": "demo_epochs.flags' path with --vary=batch "
+    "python study.py --flagfile=studies/batch_size.flags": _OFFLINE_STUDY,
+    "python study.py --flagfile=studies/demo_batch_size.flags": "demo_epochs.flags' path with --vary=batch "
                                                                       "(tests/test_study.py parses its flagfile)",
-    "python study.py --flagfile=flags/studies/archs.flags": _OFFLINE_STUDY,
-    "python study.py --flagfile=flags/studies/small_vs_plain4.flags": "six 109x89 runs of 8 epochs, about 35 "
+    "python study.py --flagfile=studies/archs.flags": _OFFLINE_STUDY,
+    "python study.py --flagfile=studies/small_vs_plain4.flags": "six 109x89 runs of 8 epochs, about 35 "
                                                                        "minutes; demo_epochs runs the same code",
 }
 
@@ -139,7 +153,7 @@ def test_every_documented_command_is_run_here_or_skipped_with_a_reason():
 
 
 class Sandbox:
-    """A folder that looks like a clone of the project (launchers, flags/, benchmarks/ linked in), where the
+    """A folder that looks like a clone of the project (launchers, benchmarks/ linked in), where the
     documented commands run with the project's Python, a private HOME, no CelebA anywhere, and TensorFlow's own
     logging left on (so that its start-up lines can be counted)."""
 
@@ -147,7 +161,6 @@ class Sandbox:
         self.path = path
         for name in LAUNCHERS:
             (path / name).symlink_to(ROOT / name)
-        (path / "flags").symlink_to(ROOT / "flags")
         (path / "benchmarks").mkdir()  # a real folder: the scripts write _data/ and results/ beside themselves
         for script in (ROOT / "benchmarks").glob("*.py"):
             (path / "benchmarks" / script.name).symlink_to(script)
@@ -197,7 +210,7 @@ def _files_named(section: str) -> set[str]:
     text = (ROOT / "README.md").read_text()
     start = text.index(section)
     body = text[start:text.index("\n#", start + len(section))]
-    return set(re.findall(r"`([\w.<>-]+(?:\.(?:json|txt|csv|png|md|keras)|/))`", body))
+    return set(re.findall(r"`([\w.<>-]+(?:\.(?:json|txt|csv|png|md|keras|tflite)|/))`", body))
 
 
 # What "### The run directory" and "## Evaluation" name, and where each is in a run of `make demo`'s training.
@@ -206,6 +219,7 @@ RUN_DIRECTORY = {
     "validation/": "validation", "evaluation_<split>_<checkpoint>/": "evaluation_test_best",
     "checkpoints/": "checkpoints", "best/": "checkpoints/best", "history.csv": "history.csv", "export/": "export",
     "model.keras": "export/model.keras", "labels.json": "export/labels.json", "saved_model/": "export/saved_model",
+    "model.tflite": "export/model.tflite",
     "report/": "report", "summary.json": "summary.json", "test_metrics.json": "test_metrics.json",
 }
 REPORT = {name: f"report/{name}" for name in (
@@ -228,14 +242,23 @@ def test_the_demo_commands_run_as_documented(tmp_path):
     value), the multi-attribute demo, two local workers; every file the README names is where it says."""
     _readme_section_names_are_all_known()
     box = Sandbox(tmp_path)
-    box.run("python make_tfrecords.py --flagfile=flags/convert/demo.flags", add="--synthetic=600")
+    box.run("python make_tfrecords.py --flagfile=convert/demo.flags", add="--synthetic=600")
     faces = "demo/synthetic_celeba_600_seed42"  # where the README's 3,000-face set is
-    train = box.run("python train.py --flagfile=flags/demo.flags", add="--epochs=1 --warmup_epochs=0")
+    train = box.run("python train.py --flagfile=demo.flags", add="--epochs=1 --warmup_epochs=0")
     assert_tensorflow_start_up_lines_at_most_once(train.stderr)
     assert "test (best checkpoint): accuracy" in train.stdout
     run_dir = next((tmp_path / "demo" / "runs").glob("small-*"))
     for name, relative in RUN_DIRECTORY.items():
         assert (run_dir / relative).exists(), name
+
+    # "Install with pip": the console scripts, the packaged flagfiles by name, the TensorFlow Lite model.
+    box.run("celeba-make-tfrecords --flagfile=convert/demo.flags", add="--synthetic=600")
+    smoke = box.run("celeba-train --flagfile=smoke.flags")
+    assert "model.tflite" in smoke.stdout.splitlines()[-2]  # the "exported: ..." line
+    lite = box.run("celeba-predict --model demo/runs/tiny-*/export/model.tflite "
+                   "demo/synthetic_celeba_3000_seed42/img_align_celeba/000001.jpg",
+                   replace={"demo/synthetic_celeba_3000_seed42": faces})
+    assert re.search(r"000001.jpg\twhole image\t(Female|Male)\t0\.\d{4}$", lite.stdout.strip()), lite.stdout
 
     script = "\n".join(c for c in sorted(DEMO_COMMANDS, key=lambda c: not c.startswith("RUN="))
                        if c.startswith(("RUN=", "python -c")))
@@ -264,6 +287,8 @@ def test_the_demo_commands_run_as_documented(tmp_path):
         shutil.copy(images / name, tmp_path / "my_photos" / name)
     two = box.run("python predict.py --run_dir=runs/resnet50v2-... photo1.jpg photo2.png", replace=run)
     assert "photo1.jpg" in two.stdout and "photo2.png" in two.stdout
+    lite = box.run("python predict.py --model=runs/.../export/model.tflite photo1.jpg photo2.png", replace=run)
+    assert lite.stdout == two.stdout  # the TensorFlow Lite model's answers are model.keras's, to 4 decimals
     # exit code 1 when a photo has no face the detector finds: documented, the others are still written
     box.run("python predict.py --run_dir=runs/... --detect_faces --output=predictions.csv my_photos/",
             replace=run, rc=(0, 1))
@@ -275,13 +300,13 @@ def test_the_demo_commands_run_as_documented(tmp_path):
     assert {(tmp_path / r["explanation"]).resolve().parent for r in rows} == {(tmp_path / "out/explain").resolve()}
     assert len(rows) == 3 and all((tmp_path / r["explanation"]).exists() for r in rows)
 
-    box.run("python study.py --flagfile=flags/studies/demo_epochs.flags", add="--archs=tiny --values=1")
-    box.run("python study.py --flagfile=flags/studies/demo_dataset_size.flags", add="--archs=tiny --values=600")
+    box.run("python study.py --flagfile=studies/demo_epochs.flags", add="--archs=tiny --values=1")
+    box.run("python study.py --flagfile=studies/demo_dataset_size.flags", add="--archs=tiny --values=600")
     for name in ("epochs", "dataset_size"):  # where the README says the demo studies write
         assert (tmp_path / "demo" / "studies" / name / "study.md").exists(), name
 
     box.run("python make_tfrecords.py --synthetic=3000 --nobalance --out_dir=demo/tfrecords_all", add="--synthetic=600")
-    multi = box.run("python train.py --flagfile=flags/demo.flags --data_dir=demo/tfrecords_all --attributes=all "
+    multi = box.run("python train.py --flagfile=demo.flags --data_dir=demo/tfrecords_all --attributes=all "
                     "--attribute_weights=balanced --run_dir=demo/runs/all-balanced",
                     add="--epochs=1 --warmup_epochs=0 --image_size=55,45")
     assert "mean accuracy" in multi.stdout and (tmp_path / "demo/runs/all-balanced/report/attributes.png").exists()
@@ -330,9 +355,9 @@ def test_the_real_celeba_commands_run_as_documented_offline(tmp_path):
     needs_weights("python train.py --arch=resnet50v2", resnet)
     needs_weights("python train.py --arch=resnet50v2 --batch=256 --epochs=20", resnet)
 
-    seed = box.run("python make_tfrecords.py --flagfile=flags/convert/seed.flags --celeba_dir=~/data/celeba")
+    seed = box.run("python make_tfrecords.py --flagfile=convert/seed.flags --celeba_dir=~/data/celeba")
     assert "--limit=52,000 is more than the" in seed.stdout
-    needs_weights("python train.py --flagfile=flags/seed/resnet50v2.flags", resnet)
+    needs_weights("python train.py --flagfile=seed/resnet50v2.flags", resnet)
 
     box.run("python make_tfrecords.py --nobalance --out_dir=tfrecords/all")
     needs_weights("python train.py --arch=resnet50v2 --data_dir=tfrecords/all --attributes=all", resnet)
@@ -341,9 +366,9 @@ def test_the_real_celeba_commands_run_as_documented_offline(tmp_path):
 
     # The source's studies start with AlexNet, which trains from scratch for minutes: the first pretrained arch
     # instead, which is what fails offline.
-    needs_weights("python study.py --flagfile=flags/studies/epochs.flags", resnet, "study",
+    needs_weights("python study.py --flagfile=studies/epochs.flags", resnet, "study",
                   "--archs=resnet50v2 --values=5")
-    needs_weights("python study.py --flagfile=flags/studies/dataset_size.flags", resnet, "study",
+    needs_weights("python study.py --flagfile=studies/dataset_size.flags", resnet, "study",
                   "--archs=resnet50v2 --values=22000")
 
     # The tf.data service: both servers start and say where they listen (on free ports, not 5050/5051).
@@ -385,9 +410,11 @@ def test_the_benchmarks_run_as_documented_at_a_small_size(tmp_path):
                     "python benchmarks/face_alignment.py --detector=haar"):
         box.run(command, add="--num_photos=3")
     assert (tmp_path / "docs" / "face_alignment.png").exists()
+    box.run("python benchmarks/tflite.py", add="--synthetic=300 --arch=tiny --epochs=1 --warmup_epochs=0")
     written = {p.name for p in (tmp_path / "benchmarks" / "results").glob("*.json")}
     assert written == {"convert.json", "input_pipeline.json", "train_step.json", "full_size.json",
-                       "face_alignment.json", "face_alignment_mtcnn_eyes.json", "face_alignment_haar_celeba.json"}
+                       "face_alignment.json", "face_alignment_mtcnn_eyes.json", "face_alignment_haar_celeba.json",
+                       "tflite.json"}
     assert BENCHMARK_COMMANDS <= box.ran, BENCHMARK_COMMANDS - box.ran
 
 
@@ -451,7 +478,7 @@ _FLAGFILE_HEADER = {
 
 
 def test_every_flagfile_opens_with_what_it_is_for_and_what_was_measured():
-    files = sorted((ROOT / "flags").rglob("*.flags"))
+    files = sorted(flagfiles.PACKAGED.rglob("*.flags"))
     assert len(files) >= 20
     for path in files:
         lines = path.read_text().splitlines()
@@ -464,13 +491,13 @@ def test_every_flagfile_opens_with_what_it_is_for_and_what_was_measured():
         assert len(header) >= 2 and all(header), f"{path}: opening comment missing or has empty lines"
         for what, pattern in _FLAGFILE_HEADER.items():
             assert re.search(pattern, comment, re.I), \
-                f"{path.relative_to(ROOT)}: its opening comment does not say {what}"
+                f"{path.relative_to(flagfiles.PACKAGED)}: its opening comment does not say {what}"
         assert "../shared" not in path.read_text(), path
 
 
 def test_nothing_sends_a_user_outside_the_repository():
     paths = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", ROOT / "Makefile", *ROOT.glob("*.py"),
-             *(ROOT / "flags").rglob("*.flags"), *(ROOT / "src").rglob("*.py"), *(ROOT / "docs").glob("*.md")]
+             *flagfiles.PACKAGED.rglob("*.flags"), *(ROOT / "src").rglob("*.py"), *(ROOT / "docs").glob("*.md")]
     for path in paths:
         text = path.read_text()
         assert "../shared" not in text and "SEED.md" not in text and "DESIGN.md" not in text, path

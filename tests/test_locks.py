@@ -179,3 +179,33 @@ def test_the_lock_is_released_when_the_block_fails_and_a_created_folder_removed(
 def test_urls_are_not_locked():
     with locks.hold("gs://bucket/x") as lock:
         assert lock is None
+
+
+def test_without_fcntl_and_proc_locks_are_taken_and_refused_and_a_stale_one_is_left_to_the_user(tmp_path):
+    """As on Windows (no fcntl: the module imported it at the top, so the converter and training did not even
+    import there) and macOS (no /proc): a lock is taken and refused alike; a dead holder's is never taken over."""
+    code = textwrap.dedent("""
+        import json, os, sys
+        sys.modules["fcntl"] = None  # `import fcntl` raises ImportError, as on Windows
+        from celeba_gender.core import locks
+        locks._boot_id = locks._pid_namespace = lambda: None  # no /proc
+        folder = sys.argv[1]
+        with locks.DirectoryLock(folder, purpose="converting"):
+            try:
+                locks.DirectoryLock(folder, purpose="converting").acquire()
+            except locks.LockHeldError as e:
+                print("refused:", e)
+        assert not os.path.exists(os.path.join(folder, locks.LOCK_NAME))
+        with open(os.path.join(folder, locks.LOCK_NAME), "w") as f:  # left by a process that is gone
+            json.dump({"host": "here", "pid": 2 ** 22 + 1, "command": "make_tfrecords", "purpose": "converting"}, f)
+        try:
+            locks.DirectoryLock(folder).acquire()
+        except locks.LockHeldError as e:
+            print("stale:", e)
+    """)
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    refused, stale = done.stdout.splitlines()
+    assert refused.startswith("refused: ") and "is in use" in refused
+    assert stale.startswith("stale: ") and "remove" in stale and locks.LOCK_NAME in stale

@@ -206,6 +206,15 @@ def test_the_tested_and_exported_decisions_use_thresholds_chosen_on_validation(a
     out = tf.saved_model.load(result["export"]["saved_model"]).signatures["serve_images"](images=images)
     np.testing.assert_array_equal(out["present"].numpy(),
                                   out["probabilities"].numpy() >= np.asarray(labels["thresholds"], np.float32))
+    # model.tflite (one sigmoid per attribute) gives the SavedModel's probabilities, and at labels.json's
+    # thresholds its decisions (what predict.py --model=.../model.tflite prints).
+    from celeba_gender.serve import tflite
+
+    lite = tflite.TFLiteModel(result["export"]["tflite"])(images.numpy())
+    np.testing.assert_allclose(lite, out["probabilities"].numpy(), atol=1e-5)
+    far = np.abs(lite - np.asarray(labels["thresholds"], np.float32)) > 1e-5
+    np.testing.assert_array_equal((lite >= np.asarray(labels["thresholds"], np.float32))[far],
+                                  out["present"].numpy()[far])
 
 
 def test_balanced_attribute_weights_train_and_one_attribute_balanced_shards_are_warned_about(shards, tmp_path):

@@ -240,7 +240,7 @@ def test_unfinished_or_absent_manifest_and_small_splits_fail_clearly(shard_copy,
         pipeline.split_info(shard_copy, "test", num_pipelines=99)
     manifest["status"] = "in_progress"
     json.dump(manifest, open(os.path.join(shard_copy, FILENAME), "w"))
-    with pytest.raises(pipeline.DataError, match="not complete: run the same make_tfrecords.py command again"):
+    with pytest.raises(pipeline.DataError, match="not complete: run the same celeba-make-tfrecords command again"):
         train_ds(shard_copy, 8)
 
 

@@ -89,6 +89,80 @@ def test_predict_decodes_exactly_as_evaluation_and_the_savedmodel_on_every_test_
     np.testing.assert_allclose(served["probabilities"].numpy(), probs, atol=1e-5)
 
 
+def test_the_tflite_model_answers_as_the_savedmodel_on_every_test_image(run_at_half_size, shards, celeba_original,
+                                                                        tmp_path):
+    """Training exports model.tflite (float32 by default) beside the SavedModel; predict.py's --model runs it and
+    gives the SavedModel's answers; float16 and dynamic_int8 conversions of the same model stay close."""
+    import tensorflow as tf
+
+    from celeba_gender.evaluate.predictions import Context, load, predict_split
+    from celeba_gender.rundir.directory import RunDirectory
+    from celeba_gender.serve import tflite
+
+    data_dir, manifest = shards
+    run_dir = run_at_half_size["run_dir"]
+    export_dir = os.path.join(run_dir, "export")
+    assert run_at_half_size["export"]["tflite"] == os.path.join(export_dir, "model.tflite")
+    run = RunDirectory(run_dir)
+    names = predict_split(load(run, run_at_half_size["checkpoint"]), Context(run, data_dir, manifest), "test").names
+    files = [os.path.join(celeba_original, "img_align_celeba", n) for n in names]
+    saved_model = tf.saved_model.load(os.path.join(export_dir, "saved_model"))
+    served = saved_model.serve_jpeg(tf.constant([open(f, "rb").read() for f in files]))
+    ours = inference.Predictor("", model=os.path.join(export_dir, "model.tflite")).predict(files, batch=7)
+    assert [p.label for p in ours] == [n.decode() for n in served["class_name"].numpy()]
+    np.testing.assert_allclose([[p.probabilities[c] for c in ("Female", "Male")] for p in ours],
+                               served["probabilities"].numpy(), atol=1e-5)
+
+    import keras
+
+    inputs = np.stack([photos.model_input(photos.open_photo(f), (109, 89)) for f in files])
+    reference = served["probabilities"].numpy()
+    model = keras.models.load_model(os.path.join(export_dir, "model.keras"))
+    sizes = {"float32": os.path.getsize(os.path.join(export_dir, "model.tflite"))}
+    for quantize, tolerance in (("float16", 1e-3), ("dynamic_int8", 0.05)):
+        path = tflite.write(model, str(tmp_path / quantize), (109, 89), quantize)
+        sizes[quantize] = os.path.getsize(path)
+        probs = tflite.TFLiteModel(path).predict(inputs, batch_size=16)
+        assert np.abs(probs - reference).max() < tolerance, (quantize, np.abs(probs - reference).max())
+    assert sizes["dynamic_int8"] < sizes["float16"] < sizes["float32"], sizes
+
+
+def test_a_mixed_precision_model_converts_to_tflite_computing_in_float32(tmp_path):
+    """mixed_float16, the GPU default, computes in float16, which TensorFlow Lite's builtin kernels do not: the
+    conversion stopped with ERROR_NEEDS_FLEX_OPS at the end of such a run. It converts a float32 copy."""
+    import keras
+
+    from celeba_gender.models import build, registry
+    from celeba_gender.serve import export, tflite
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        network = build.build_model(registry.ModelConfig(arch="tiny", image_size=(64, 52), weights="none")).network
+        model = export.inference_model(network, (64, 52))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    images = np.random.default_rng(0).integers(0, 256, (6, 64, 52, 3), dtype=np.uint8)
+    path = tflite.write(model, str(tmp_path), (64, 52))
+    # The float16 computation of the model itself differs from float32 by float16's rounding.
+    np.testing.assert_allclose(tflite.TFLiteModel(path)(images), np.asarray(model(images), np.float32), atol=2e-3)
+
+
+def test_predict_runs_the_tflite_model_from_the_command_line(run_at_half_size, celeba_original, tmp_path):
+    """``predict.py --model=RUN/export/model.tflite`` prints what ``--run_dir=RUN`` (model.keras) answers."""
+    run_dir = run_at_half_size["run_dir"]
+    files = [_face(celeba_original, n) for n in (1, 2, 3)]
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "predict.py"),
+                           f"--model={os.path.join(run_dir, 'export', 'model.tflite')}", *files],
+                          capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "XNNPACK" not in done.stderr and "deprecated" not in done.stderr, done.stderr[-2000:]
+    printed = [line.split("\t") for line in done.stdout.splitlines()]
+    keras_answers = inference.Predictor(run_dir).predict(files)
+    assert [(row[0], row[2], float(row[3])) for row in printed] == \
+        [(p.file, p.label, pytest.approx(p.probability, abs=1e-4)) for p in keras_answers]
+
+
 def test_the_haar_fallback_crops_the_face_from_a_larger_canvas(celeba_original):
     face_path = _face(celeba_original, 1)
     canvas = canvas_with_face(face_path)
@@ -155,7 +229,7 @@ def test_detect_faces_aligns_each_face_like_celeba_most_confident_first(trained_
     image, known = _two_faces(astronaut)
     path = str(tmp_path / "two.png")
     Image.fromarray(image).save(path)
-    predictor = inference.Predictor(result["run_dir"], min_face_confidence=0.5)
+    predictor = inference.Predictor(result["run_dir"], inference.PredictOptions(face_confidence=0.5))
     found = predictor.predict([path], faces=True)
     assert len(found) == 2 and found[0].confidence >= found[1].confidence, found
     eyes = [np.array([p.landmarks["left_eye"], p.landmarks["right_eye"]]) for p in found]
@@ -173,19 +247,20 @@ def test_detect_faces_aligns_each_face_like_celeba_most_confident_first(trained_
     boxed = [faces.crop_like_celeba(image, box, size) for box in faces.haar_faces(image)]
     assert boxed and min(np.abs(b - reference).mean() for b in boxed) > 12
     # --max_faces keeps the most confident; --face_confidence drops the others.
-    one = inference.Predictor(result["run_dir"], max_faces=1).predict([path], faces=True)
+    one = inference.Predictor(result["run_dir"], inference.PredictOptions(max_faces=1)).predict([path], faces=True)
     assert [p.confidence for p in one] == [found[0].confidence]
     middle = (found[0].confidence + found[1].confidence) / 2
-    strict = inference.Predictor(result["run_dir"], min_face_confidence=middle).predict([path], faces=True)
+    strict = inference.Predictor(result["run_dir"], inference.PredictOptions(face_confidence=middle)).predict(
+        [path], faces=True)
     assert [p.confidence for p in strict] == [found[0].confidence]
     # --align=eyes: the eyes exactly on the template's, so a different crop for this face (CelebA's rule leaves her
     # eyes 2 px off it); an unknown rule is refused.
-    eyes_only = inference.Predictor(result["run_dir"], align=faces.EYES)
+    eyes_only = inference.Predictor(result["run_dir"], inference.PredictOptions(align=faces.EYES))
     face = predictor.find_faces(image)[0]
     assert np.abs(eyes_only.face_input(photo, image, face)[0].astype(np.float32)
                   - predictor.face_input(photo, image, face)[0]).mean() > 1
     with pytest.raises(inference.PredictError, match="--align=nose"):
-        inference.Predictor(result["run_dir"], align="nose")
+        inference.Predictor(result["run_dir"], inference.PredictOptions(align="nose"))
     # The CSV has each face's confidence and landmarks.
     inference.write_predictions(found, str(tmp_path / "faces.csv"))
     rows = list(csv.DictReader(open(tmp_path / "faces.csv")))
@@ -346,7 +421,8 @@ def test_deep_and_huge_images_are_refused_with_their_reason_before_decoding(trai
     assert by_name["long.gif"].error is None and by_name["face.jpg"].error is None
     # A lower limit: the 3-frame GIF counts 3 x 38,804 pixels, a single CelebA image fits.
     refused.add(files[2])
-    by_name = {os.path.basename(p.file): p for p in inference.Predictor(result["run_dir"], max_pixels=100_000)
+    limited = inference.Predictor(result["run_dir"], inference.PredictOptions(max_pixels=100_000))
+    by_name = {os.path.basename(p.file): p for p in limited
                .predict(files)}
     assert by_name["long.gif"].error.startswith("too large: 178x218 x 3 frames = 116,412 pixels, over "
                                                 "--max_pixels=100,000")
@@ -361,7 +437,7 @@ def test_flip_tta_averages_the_face_and_its_mirror(trained_run, celeba_original,
     Image.fromarray(np.ascontiguousarray(face[:, ::-1])).save(tmp_path / "mirror.png")
     files = [str(tmp_path / "face.png"), str(tmp_path / "mirror.png")]
     plain = inference.Predictor(result["run_dir"]).predict(files)
-    flip = inference.Predictor(result["run_dir"], tta_mode="flip").predict(files)
+    flip = inference.Predictor(result["run_dir"], inference.PredictOptions(tta="flip")).predict(files)
     # The average of a face and its mirror is the same for the face and for its mirror...
     assert flip[0].probabilities["Male"] == pytest.approx(flip[1].probabilities["Male"], abs=1e-6)
     # ... and it is the mean of the two plain predictions.
@@ -400,7 +476,7 @@ def test_tta_and_explain_work_on_aligned_faces(trained_run, astronaut, tmp_path)
     image, _ = _two_faces(astronaut, seed=1)
     path = str(tmp_path / "two.png")
     Image.fromarray(image).save(path)
-    predictor = inference.Predictor(result["run_dir"], tta_mode="flip", min_face_confidence=0.5)
+    predictor = inference.Predictor(result["run_dir"], inference.PredictOptions(tta="flip", face_confidence=0.5))
     found = predictor.predict([path], faces=True, explain_dir=str(tmp_path / "explain"))
     assert len(found) == 2 and len({p.explanation for p in found}) == 2
     assert all(Image.open(p.explanation).format == "PNG" for p in found)

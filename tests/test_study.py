@@ -94,44 +94,45 @@ def test_a_two_run_study_tabulates_and_a_rerun_skips_finished_runs(shards, tmp_p
             for r in rows_last] == reports
 
 
-def test_every_study_flagfile_parses():
+def test_every_study_flagfile_parses(tmp_path):
+    """Every packaged study flagfile parses by its packaged name from a folder without flagfiles, and every run
+    it would start is a valid training configuration (its nested flagfiles found the same way)."""
     import subprocess
     import sys
     import textwrap
 
     code = textwrap.dedent("""
-        import glob
         from absl import flags
         from celeba_gender.study import grid
-        from celeba_gender.cli import config_flags, study as _  # defines the flags
+        from celeba_gender.cli import config_flags, flagfiles, study as _  # defines the flags
         FLAGS = flags.FLAGS
-        for f in sorted(glob.glob("flags/studies/*.flags")):
-            if f.endswith(("_train.flags", "_data.flags")):
+        for f in flagfiles.packaged():
+            if not f.startswith("studies/") or f.endswith(("_train.flags", "_data.flags")):
                 continue
             FLAGS.unparse_flags()
             argv = ["grid.py", f"--flagfile={f}"]
-            FLAGS(argv)
+            config_flags.parse(argv)
             config = config_flags.build(grid.StudyConfig, argv=argv)[0]
             print(f, config.name, len(config.archs), config.values)
             for spec in grid.plan(config):
                 print("RUN", " ".join(grid.train_command(config, spec)[3:]))
     """)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = tmp_path
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "flags/studies/epochs.flags epochs 5 (5, 10, 15)" in done.stdout
-    assert "flags/studies/demo_epochs.flags demo_epochs 2 (1, 2, 4)" in done.stdout
+    assert "studies/epochs.flags epochs 5 (5, 10, 15)" in done.stdout
+    assert "studies/demo_epochs.flags demo_epochs 2 (1, 2, 4)" in done.stdout
     # Every run a study would start is a valid train.py configuration (its flagfile with its arch and value).
     commands = sorted({line[4:] for line in done.stdout.splitlines() if line.startswith("RUN ")})
     build = textwrap.dedent("""
         import sys
         from absl import flags
-        from celeba_gender.cli import train
+        from celeba_gender.cli import config_flags, train
         for line in sys.stdin.read().splitlines():
             flags.FLAGS.unparse_flags()
             argv = ["train.py", *line.split()]
             sys.argv = argv
-            flags.FLAGS(argv)
+            config_flags.parse(argv)
             config = train.build_config()[0]
             print(config.arch, config.optimizer, config.weight_decay)
     """)

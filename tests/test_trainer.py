@@ -224,25 +224,26 @@ def test_cli_errors_are_one_line(shards, tmp_path):
     assert "Traceback" not in too_small.stderr + bad_arch.stderr
 
 
-def test_every_flagfile_parses():
-    """Every train flagfile in flags/ parses with train.py's flags (studies and convert have their own)."""
+def test_every_flagfile_parses(tmp_path):
+    """Every packaged train flagfile parses with train.py's flags, by its packaged name, from a folder without
+    them (studies and convert have their own)."""
     code = textwrap.dedent("""
-        import glob, sys
+        import sys
         from absl import flags
-        from celeba_gender.cli import train
+        from celeba_gender.cli import config_flags, flagfiles, train
         FLAGS = flags.FLAGS
-        files = [f for f in glob.glob("flags/**/*.flags", recursive=True)
-                 if not f.startswith(("flags/convert/", "flags/studies/")) or f.endswith("_train.flags")]
+        files = [f for f in flagfiles.packaged()
+                 if not f.startswith(("convert/", "studies/")) or f.endswith("_train.flags")]
         for f in sorted(files):
             FLAGS.unparse_flags()
-            FLAGS(["train.py", f"--flagfile={f}"])
+            config_flags.parse(["train.py", f"--flagfile={f}"])
             assert FLAGS.arch or f.endswith(("common.flags", "_train.flags")), f
             config = train.build_config()[0] if FLAGS.arch else None
             print(f, FLAGS.arch, config.lr if config else "")
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "flags/demo.flags small" in result.stdout and "flags/seed/alexnet.flags alexnet" in result.stdout
+    assert result.stdout.startswith("demo.flags small") and "\nseed/alexnet.flags alexnet" in result.stdout
     # demo, smoke, the six seed files and the demo study's train flags: every one was read
     assert len(result.stdout.splitlines()) == 9, result.stdout
 

@@ -1,11 +1,13 @@
 """absl flags derived from a config class's option declarations (``celeba_gender.core.options``), and back.
 
     config_flags.define(TrainConfig, __name__)                  # at import of a launcher module
+    config_flags.parse(sys.argv)                                # what the commands' runner does
     config, sources = config_flags.build(TrainConfig, recipe)   # in main(), after parsing
 
 ``sources`` says where each value came from, lowest precedence first: ``default`` (the declaration),
 ``recipe`` (values a caller supplies, e.g. the arch's), ``flagfile``, ``command line``, whatever the order of
-the arguments: the commands parse ``flagfiles_first(argv)`` (cli/runner.py).
+the arguments: the commands parse ``flagfiles_first(argv)`` (:func:`parse`), with each flagfile found here or
+among the packaged ones (:mod:`celeba_gender.cli.flagfiles`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from absl import flags
 
+from celeba_gender.cli import flagfiles
 from celeba_gender.core import options
 
 FLAGS = flags.FLAGS
@@ -85,6 +88,14 @@ def flagfiles_first(argv: Sequence[str]) -> list[str]:
             rest.append(token)
         i += 1
     return head + files + rest
+
+
+def parse(argv: Sequence[str]) -> list[str]:
+    """Parses ``argv`` (the program's name first) into the absl flags as every command does: flagfiles first
+    (:func:`flagfiles_first`), each expanded where it stands (:func:`celeba_gender.cli.flagfiles.expand`);
+    returns the arguments that are not flags. Raises absl's ``flags.Error`` for a bad flag and
+    :class:`celeba_gender.cli.flagfiles.FlagfileError` for a flagfile that cannot be found or read."""
+    return FLAGS(flagfiles.expand(flagfiles_first(argv)))
 
 
 def explicit_names(argv: Sequence[str]) -> set[str]:

@@ -122,7 +122,8 @@ def format_summary(result: dict) -> str:
     if "report" in result:
         lines.append(f"report: {result['report']}/report.md")
     if "export" in result:
-        lines.append(f"exported: {result['export']['keras']} and {result['export']['saved_model']}")
+        paths = [result["export"][k] for k in ("keras", "saved_model", "tflite") if result["export"].get(k)]
+        lines.append(f"exported: {', '.join(paths[:-1])} and {paths[-1]}")
     if result.get("workers", 1) > 1:
         lines.append(f"{result['workers']} workers; final weights sha256 {result['final_weights_sha256'][:16]}")
     lines.append(f"tensorboard --logdir={os.path.dirname(result['run_dir']) or '.'}")

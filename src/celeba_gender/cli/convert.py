@@ -6,16 +6,18 @@ from __future__ import annotations
 import sys
 
 from celeba_gender.cli import config_flags, runner
-from celeba_gender.convert import converter as convert_lib
 from celeba_gender.convert.config import ConvertConfig
 from celeba_gender.core import worker_pool
-from celeba_gender.synthetic import generate
 
 config_flags.define(ConvertConfig, __name__)
 
 
 def main(argv: list[str]) -> None:
     config, _ = config_flags.build(ConvertConfig)
+    # Imported now: pandas and scikit-learn take a second or two, which --help and flag errors need not wait for.
+    from celeba_gender.convert import converter as convert_lib
+    from celeba_gender.synthetic import generate
+
     try:
         if config.synthetic:
             generate.ensure(convert_lib.find_celeba(config), config.synthetic, config.seed,

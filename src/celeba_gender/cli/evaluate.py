@@ -5,26 +5,21 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from celeba_gender.cli import tf_startup
-
-with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
-    from celeba_gender.core import fileio
-    from celeba_gender.evaluate import evaluator, predictions
-    from celeba_gender.rundir import directory
-    from celeba_gender.serve import tta
-    from celeba_gender.cli import config_flags, runner
-    from celeba_gender.core.options import option
-    tf_startup.find_devices()
+from celeba_gender.cli import config_flags, runner, tf_startup
+from celeba_gender.core import fileio
+from celeba_gender.core.options import option
+from celeba_gender.rundir.directory import CHECKPOINT_CHOICES
+from celeba_gender.serve import tta
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
     """The flags of evaluate.py."""
 
-    run_dir: str = option(help="A train.py run directory (required).", path=True)
+    run_dir: str = option(help="A training run's directory (required).", path=True)
     split: str = option("test", "The split to evaluate, every example once.", choices=("train", "validation", "test"))
     checkpoint: str = option("best", "best (by the run's --best_metric) or last checkpoint.",
-                             choices=predictions.CHECKPOINTS)
+                             choices=CHECKPOINT_CHOICES)
     data_dir: str | None = option(None, "Shards to evaluate on; default: the run's --data_dir. Others must hold what "
                                   "the run predicts (its attribute's classes, or each of its attributes).", path=True)
     batch: int = option(64, "Evaluation batch size.", lower=1)
@@ -43,6 +38,10 @@ config_flags.define(EvaluateConfig, __name__)
 
 def main(argv: list[str]) -> None:
     c, _ = config_flags.build(EvaluateConfig)
+    with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
+        from celeba_gender.evaluate import evaluator
+        from celeba_gender.rundir import directory
+        tf_startup.find_devices()
     if not fileio.is_url(c.run_dir) and not os.path.isdir(c.run_dir):
         raise directory.NotARunError(f"{c.run_dir} is not a directory; pass --run_dir=runs/<arch>-<time>.")
     run = directory.RunDirectory(c.run_dir)

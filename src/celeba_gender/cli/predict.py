@@ -10,15 +10,10 @@ import dataclasses
 import os
 import sys
 
-from celeba_gender.cli import tf_startup
-
-with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
-    import tensorflow  # noqa: F401 - imported now (inference imports it lazily) so that its lines are tidied
-
-    from celeba_gender.serve import faces, inference, photos, tta
-    from celeba_gender.cli import config_flags, runner
-    from celeba_gender.core.options import option
-    tf_startup.find_devices()
+from celeba_gender.cli import config_flags, runner, tf_startup
+from celeba_gender.core import invocation
+from celeba_gender.core.options import option
+from celeba_gender.serve import faces, inference, photos, tta
 
 SOME_FAILED_EXIT = 1
 
@@ -27,7 +22,11 @@ SOME_FAILED_EXIT = 1
 class PredictConfig:
     """The flags of predict.py (the photos are its arguments)."""
 
-    run_dir: str = option(help="A finished train.py run (its export/ is used). Required.", path=True)
+    run_dir: str = option("", "A finished training run: its export/model.keras answers (or give --model).",
+                          path=True)
+    model: str = option("", "An exported model to answer with instead: RUN/export/model.tflite (TensorFlow Lite, as "
+                        "phones run it) or RUN/export/model.keras; labels.json beside it says what it predicts.",
+                        path=True)
     detect_faces: bool = option(False, "Find the faces and their eyes, nose and mouth corners (MTCNN) and align "
                                 "each as CelebA's aligned images are aligned (for ordinary photos; without it each "
                                 "image is taken as an aligned face crop).")
@@ -82,9 +81,22 @@ def format_line(p: inference.Prediction) -> str:
 
 def main(argv: list[str]) -> None:
     c, _ = config_flags.build(PredictConfig)
+    if bool(c.run_dir) == bool(c.model):
+        raise inference.PredictError("give --run_dir=RUN (its export/model.keras answers) or --model=FILE (e.g. "
+                                     "RUN/export/model.tflite), one of them.")
+    if c.explain and c.model.endswith(".tflite"):
+        raise inference.PredictError("--explain needs the Keras model (Grad-CAM takes its gradients): use "
+                                     "--run_dir=RUN, or --model=RUN/export/model.keras, to explain.")
+    if c.detect_faces:
+        inference.opencv()  # or one line saying how to install it, before anything is loaded
     if len(argv) < 2:
-        raise inference.PredictError("name at least one image file or folder: predict.py --run_dir=RUN photo.jpg ...")
-    predictor = inference.Predictor(c.run_dir, c.max_pixels, c.tta, c.face_confidence, c.max_faces, c.align)
+        raise inference.PredictError(f"name at least one image file or folder: {invocation.command('predict')} "
+                                     "--run_dir=RUN photo.jpg ...")
+    with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice (inference imports it lazily)
+        import tensorflow  # noqa: F401
+        tf_startup.find_devices()
+    options = inference.PredictOptions(c.max_pixels, c.tta, c.face_confidence, c.max_faces, c.align)
+    predictor = inference.Predictor(c.run_dir, options, model=c.model or None)
     predictions = predictor.predict(inference.list_inputs(argv[1:]), c.detect_faces, c.batch,
                                     explain_dir(c) if c.explain else None)
     for p in predictions:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 
-from celeba_gender.cli import tf_startup
+from celeba_gender.cli import config_flags, runner, tf_startup
+from celeba_gender.study.config import StudyConfig
 
-with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
-    from celeba_gender.study import grid
-    from celeba_gender.cli import config_flags, runner
-
-config_flags.define(grid.StudyConfig, __name__)
+config_flags.define(StudyConfig, __name__)
 
 
 def main(argv: list[str]) -> None:
-    config, _ = config_flags.build(grid.StudyConfig)
+    config, _ = config_flags.build(StudyConfig)
+    with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
+        from celeba_gender.study import grid
     grid.run_study(config, echo=lambda line: print(line, flush=True))
     with open(os.path.join(config.directory, "study.md")) as f:
         print("\n" + f.read())

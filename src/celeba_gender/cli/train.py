@@ -14,17 +14,12 @@ import sys
 
 from absl import flags
 
-from celeba_gender.cli import tf_startup
-
-with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
-    from celeba_gender.cli import config_flags, console, runner
-    from celeba_gender.models import registry
-    from celeba_gender.train import config as train_config
-    from celeba_gender.train import trainer
-    from celeba_gender.train.stopping import StopSignals, Stopped
-    tf_startup.find_devices()
+from celeba_gender.cli import config_flags, runner, tf_startup
+from celeba_gender.models import registry
+from celeba_gender.train import config as train_config
 
 config_flags.define(train_config.TrainConfig, __name__)
+
 
 def build_config() -> tuple[train_config.TrainConfig, dict]:
     """The config and each setting's source for the parsed flags (the arch's recipe under any flag)."""
@@ -34,7 +29,12 @@ def build_config() -> tuple[train_config.TrainConfig, dict]:
 
 
 def main(argv: list[str]) -> None:
-    config, sources = build_config()
+    config, sources = build_config()  # bad settings are refused before TensorFlow is imported
+    with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
+        from celeba_gender.cli import console
+        from celeba_gender.train import trainer
+        from celeba_gender.train.stopping import StopSignals, Stopped
+        tf_startup.find_devices()
     stop = StopSignals(announce=lambda text: print(f"\ntrain: {text}", file=sys.stderr, flush=True))
     monitor = console.ConsoleMonitor(config.progress)
     try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from celeba_gender.convert.celeba import Dropped
 
@@ -158,6 +157,8 @@ def seed_split(table: pd.DataFrame, limit: int | None, balance: bool, seed: int
     if balance:
         df, dropped = _undersample(df, rs, "majority class undersampled before the split (source protocol)")
     info["selected"] = len(df)
+    from sklearn.model_selection import train_test_split  # here: scikit-learn takes a second to import
+
     train, test = train_test_split(df, test_size=0.2, random_state=rs)
     test, validation = train_test_split(test, test_size=0.33, random_state=rs)
     out = pd.concat([train.assign(split="train"), validation.assign(split="validation"),

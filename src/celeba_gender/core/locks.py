@@ -20,12 +20,13 @@ whose key equals the holder's is let in without taking the lock, and only the cr
 The lock is released when the ``with`` block ends, whatever ends it (an exception, Ctrl-C). ``kill -9``
 leaves it behind as a stale lock, which the next process in the same PID namespace of this host takes over.
 Local paths only: a URL (``gs://...``) cannot be locked this way, and :func:`hold` lets it through unlocked.
+Where there is no ``/proc`` (macOS, Windows) the lock is taken and refused the same way, but a stale one is
+never taken over: its holder cannot be proven gone, so the message says to remove the file by hand.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -34,6 +35,11 @@ import time
 from collections.abc import Iterator
 
 from celeba_gender.core.errors import UserError
+
+try:  # POSIX; used only to take over a stale lock, which needs Linux's /proc to prove its holder gone
+    import fcntl
+except ImportError:  # Windows: locks are taken and refused alike; a stale one is removed by hand, as on macOS
+    fcntl = None
 
 LOCK_NAME = ".lock"
 # A lock file is written right after it is created: an empty one this young is being written, not stale.
@@ -186,6 +192,8 @@ class DirectoryLock:
     def _take_over(self, stale: dict) -> bool:
         """Replaces a stale lock with ours. Processes taking over on this host are serialised by an flock on
         the directory, so two of them cannot both remove the stale file and each create a lock."""
+        if fcntl is None:  # not reached: without /proc no holder is proven gone (_is_stale)
+            return False
         fd = os.open(self.directory, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from celeba_gender.core import fileio
+from celeba_gender.core.invocation import command
 from celeba_gender.evaluate import attributes_report, class_report
 from celeba_gender.evaluate.predictions import (CHECKPOINTS, Context, EvaluationError, Trained, load,  # noqa: F401
                                                 predict_split)
@@ -77,7 +78,8 @@ def evaluate_run(run: RunDirectory | str, options: EvaluationOptions = Evaluatio
     report.update({"run_dir": run.path, "split": options.split, "checkpoint": options.checkpoint,
                    "data_dir": data_dir, "kind": trained.task.kind, "config": trained.config})
     with fileio.disk_space_for("the evaluation report", out,
-                               intact="The run's checkpoints and export are intact: run evaluate.py again."):
+                               intact=f"The run's checkpoints and export are intact: run {command('evaluate')} "
+                                      "again."):
         fileio.makedirs(out)
         report["files"] = report_kind.write(report, predictions, files, out)
         fileio.write_json(fileio.join(out, "report.json"), report)

@@ -14,12 +14,12 @@ from celeba_gender.inputs import pipeline
 from celeba_gender.inputs.config import DataConfig
 from celeba_gender.models import build
 from celeba_gender.models.registry import ModelConfig
-from celeba_gender.rundir.directory import RunDirectory
+from celeba_gender.rundir.directory import CHECKPOINT_CHOICES, RunDirectory
 from celeba_gender.serve import tta
 from celeba_gender.tasks import kinds
 from celeba_gender.tasks.base import Task
 
-CHECKPOINTS = ("best", "last")
+CHECKPOINTS = CHECKPOINT_CHOICES
 
 
 class EvaluationError(UserError):

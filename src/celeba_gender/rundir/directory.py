@@ -32,10 +32,12 @@ from collections.abc import Iterator
 from celeba_gender.core import fileio, locks, options
 from celeba_gender.core.errors import UserError
 from celeba_gender.rundir import history
+from celeba_gender.core.invocation import command
 
 CONFIG, FLAGS, STATUS = "config.json", "flags.txt", "status.json"
 SUMMARY, TEST_METRICS = "summary.json", "test_metrics.json"
 CHECKPOINTS, EXPORT, REPORT = "checkpoints", "export", "report"
+CHECKPOINT_CHOICES = ("best", "last")  # the best validation figure's checkpoint, or the latest
 # status.json's "status": RUNNING while a process trains; COMPLETE at the end; PREEMPTED after a SIGTERM and
 # INTERRUPTED after Ctrl-C (a checkpoint of the step reached was saved; rerun to resume); FAILED when a run
 # stopped on an error (its message is in "error").
@@ -44,7 +46,7 @@ PREEMPTED, INTERRUPTED = "preempted", "interrupted"
 # Settings that may differ between a run and its resumption: where it is, how it reports, what it does once
 # trained (test_checkpoint: which checkpoint is tested at the end), and the opt-in to change the others.
 _NOT_COMPARED = {"run_dir", "runs_root", "progress", "log_every_steps", "evaluate_test", "test_checkpoint",
-                 "allow_changed_settings"}
+                 "allow_changed_settings", "tflite"}
 
 
 class NotARunError(UserError, FileNotFoundError):
@@ -156,7 +158,7 @@ class RunDirectory:
         if changes and not allow_changes:
             raise ChangedSettingsError(
                 f"{self.path} holds an unfinished run recorded with other settings: {describe_changes(changes)}. "
-                f"Resume it with its own (python train.py --flagfile={self.file(FLAGS)} --run_dir={self.path}), "
+                f"Resume it with its own ({command('train')} --flagfile={self.file(FLAGS)} --run_dir={self.path}), "
                 "give another --run_dir for a new run, or add --allow_changed_settings to go on with these.")
         return changes
 
@@ -250,8 +252,8 @@ def _flagfile(config, sources: dict | None, run_dir: str) -> str:
         # A one-time permission: the file resumes the run with the settings it now has, and allows no other.
         shown = dataclasses.replace(shown, allow_changed_settings=False)
         sources = {**sources, "allow_changed_settings": options.DEFAULT} if sources else sources
-    header = (f"Settings of the run in {run_dir}, written by train.py.\n"
-              "python train.py --flagfile=<this file> resumes that run while it is unfinished and, once it is\n"
+    header = (f"Settings of the run in {run_dir}, written by {command('train')}.\n"
+              f"{command('train')} --flagfile=<this file> resumes that run while it is unfinished and, once it is\n"
               "complete, trains a new run with the same settings" + (" (this file pins --run_dir: remove it for "
                                                                      "that)" if pinned else "") + ".")
     return options.as_flagfile(shown, sources, header)

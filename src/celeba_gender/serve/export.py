@@ -13,6 +13,8 @@ What they return is the task's (tasks.base.Task.serving_outputs): ``probabilitie
 baked into the signature as a constant) for several attributes. ``labels.json`` is the task's record (``kind``,
 ``outputs``, and for attributes the ``thresholds`` in the outputs' order and the ``threshold_metric`` they were
 chosen by), with ``class_names`` (the outputs), the input size and the arch's Grad-CAM layer.
+``model.tflite`` (:mod:`celeba_gender.serve.tflite`) is the same model for TensorFlow Lite runtimes (float32,
+float16 or int8 weights): its probabilities only (labels.json beside it says what they are).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import tensorflow as tf
 from celeba_gender.core import fileio
 from celeba_gender.inputs.decode import decode_image
 from celeba_gender.models import registry
+from celeba_gender.serve import tflite as tflite_lib
 from celeba_gender.tasks.base import Task
 
 LABELS = "labels.json"
@@ -39,12 +42,13 @@ def inference_model(core: keras.Model, image_size: tuple[int, int]) -> keras.Mod
     return keras.Model(inputs, core(as_float), name=f"{core.name}_inference")
 
 
-def export(core: keras.Model, export_dir: str, image_size: tuple[int, int], task: Task) -> dict:
+def export(core: keras.Model, export_dir: str, image_size: tuple[int, int], task: Task,
+           tflite: str = tflite_lib.FLOAT32) -> dict:
     """Writes the inference model of ``core`` as ``model.keras``, ``labels.json`` (the task's record: its outputs,
-    kind and decisions; the input size and the arch's Grad-CAM layer) and ``saved_model/`` under ``export_dir``;
-    returns their paths."""
+    kind and decisions; the input size and the arch's Grad-CAM layer), ``saved_model/`` and, unless ``tflite`` is
+    ``none``, ``model.tflite`` with ``tflite``'s weights under ``export_dir``; returns their paths."""
     model = inference_model(core, image_size)
-    with fileio.disk_space_for("the export (model.keras and the SavedModel)", export_dir,
+    with fileio.disk_space_for("the export (model.keras, the SavedModel, model.tflite)", export_dir,
                                intact="The run's checkpoints are intact: rerun the same command to export again."):
         fileio.makedirs(export_dir)  # local, or any tf.io.gfile URL
         keras_path = fileio.join(export_dir, "model.keras")
@@ -54,7 +58,8 @@ def export(core: keras.Model, export_dir: str, image_size: tuple[int, int], task
             "gradcam_layer": gradcam_layer(core.name)})
         saved_model = fileio.join(export_dir, "saved_model")
         _write_saved_model(model, saved_model, image_size, task)
-    return {"keras": keras_path, "saved_model": saved_model}
+        return {"keras": keras_path, "saved_model": saved_model,
+                "tflite": tflite_lib.write(model, export_dir, image_size, tflite)}
 
 
 def gradcam_layer(arch: str) -> str:

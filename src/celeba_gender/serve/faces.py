@@ -40,6 +40,8 @@ import os
 
 import numpy as np
 
+from celeba_gender.core.errors import UserError
+
 # The aligned crop's size (height, width): CelebA's img_align_celeba.
 CELEBA_SIZE = (218, 178)
 # Where CelebA's alignment puts the left eye, the right eye and the mouth's centre in that crop: align_face_celeba.m's
@@ -87,6 +89,21 @@ class Face:
 
 # ----------------------------------------------------------------------------------------------------------------
 # The alignment's arithmetic (numpy only).
+
+
+class FaceError(UserError):
+    """Face detection cannot run here; the message says what to install."""
+
+
+def opencv():
+    """The ``cv2`` module (cropping and the Haar fallback), or a FaceError saying how to install it: OpenCV is an
+    extra (``celeba-gender[detect]``), so that a user's own opencv-python is not fought over."""
+    try:
+        import cv2
+    except ImportError:
+        raise FaceError("--detect_faces needs OpenCV and MTCNN: pip install 'celeba-gender[detect]' (or keep your "
+                        "own opencv-python, below version 5: the 5.x wheels ship no face cascades).") from None
+    return cv2
 
 
 def similarity_transform(src, dst) -> np.ndarray:
@@ -177,7 +194,7 @@ def warp_to_celeba(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """The 218x178 aligned crop, uint8: ``image`` resampled through ``matrix`` (photo -> frame), cubic, the photo's
     edges replicated where the frame reaches past them (as CelebA's alignment did). A face larger than the crop is
     first reduced by an integer factor with area averaging, so that the cubic resampling does not alias."""
-    import cv2
+    cv2 = opencv()
 
     height, width = CELEBA_SIZE
     to_photo = invert(matrix)
@@ -222,7 +239,7 @@ def crop_window(box: tuple[int, int, int, int], size: tuple[int, int]) -> tuple[
 def crop_like_celeba(image: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
     """The :func:`crop_window` of a face box, resized to ``size`` (edges replicated where the region leaves
     the photo)."""
-    import cv2
+    cv2 = opencv()
 
     height, width = size
     left, top, crop_w, crop_h = crop_window(box, size)
@@ -238,14 +255,13 @@ def crop_like_celeba(image: np.ndarray, box: tuple[int, int, int, int], size: tu
 
 def haar_faces(image: np.ndarray, min_size: int = 40) -> list[tuple[int, int, int, int]]:
     """Frontal faces found by OpenCV's bundled Haar cascade, largest first, as (x, y, w, h)."""
-    import cv2
+    cv2 = opencv()
 
-    from celeba_gender.core.errors import UserError
 
     path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
     cascade = cv2.CascadeClassifier(path)
     if cascade.empty():
-        raise UserError(f"OpenCV's face cascade is missing ({path}); install opencv-python-headless<5.")
+        raise FaceError(f"OpenCV's face cascade is missing ({path}); install opencv-python-headless<5.")
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     faces = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_size, min_size))
     return sorted((tuple(int(v) for v in f) for f in faces), key=lambda b: -b[2] * b[3])
@@ -254,7 +270,7 @@ def haar_faces(image: np.ndarray, min_size: int = 40) -> list[tuple[int, int, in
 def haar_eyes(gray: np.ndarray, box: tuple[int, int, int, int]) -> tuple[tuple[float, float], ...] | None:
     """The centres of the two eyes that OpenCV's bundled eye cascade finds in the upper part of a face box, one in
     each half (the image's left first), or None."""
-    import cv2
+    cv2 = opencv()
 
     cascade = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, "haarcascade_eye.xml"))
     x, y, w, h = box
@@ -280,7 +296,7 @@ class HaarDetector:
     name = "haar"
 
     def __call__(self, image: np.ndarray) -> list[Face]:
-        import cv2
+        cv2 = opencv()
 
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         found = [Face(box, None, haar_eyes(gray, box)) for box in haar_faces(image)]
@@ -310,7 +326,7 @@ class MtcnnDetector:
         self._net = _mtcnn()
 
     def __call__(self, image: np.ndarray) -> list[Face]:
-        import cv2
+        cv2 = opencv()
 
         scale = min(1.0, self.max_side / max(image.shape[:2]))
         searched = image

@@ -18,9 +18,10 @@ import numpy as np
 
 from celeba_gender.serve import faces as face_finder
 from celeba_gender.serve import overlay
-from celeba_gender.serve import photos, tta
+from celeba_gender.serve import photos, tflite, tta
 from celeba_gender.core.errors import UserError
 from celeba_gender.tasks import kinds
+from celeba_gender.core.invocation import command
 
 ALREADY_ALIGNED = "already aligned: used as it is"
 
@@ -59,27 +60,43 @@ def list_inputs(paths: list[str]) -> list[str]:
     return files
 
 
+@dataclasses.dataclass(frozen=True)
+class PredictOptions:
+    """How photos are read and framed for the model (predict.py's flags of the same names): the pixel limit,
+    test-time augmentation, and with ``predict(faces=True)`` the detector's confidence threshold, the most faces
+    a photo gives (0: all) and the alignment rule (a rule of :mod:`celeba_gender.serve.faces`)."""
+
+    max_pixels: int = photos.DEFAULT_MAX_PIXELS
+    tta: str = tta.NONE
+    face_confidence: float = face_finder.DEFAULT_MIN_CONFIDENCE
+    max_faces: int = 0
+    align: str = face_finder.CELEBA
+
+
 class Predictor:
     """An exported run (``export/model.keras`` and ``export/labels.json``) and how to read photos for it."""
 
-    def __init__(self, run_dir: str, max_pixels: int = photos.DEFAULT_MAX_PIXELS, tta_mode: str = tta.NONE,
-                 min_face_confidence: float = face_finder.DEFAULT_MIN_CONFIDENCE, max_faces: int = 0,
-                 align: str = face_finder.CELEBA):
-        """``min_face_confidence``, ``max_faces`` (0: all) and ``align`` (a rule of :mod:`face_finder`): how
-        ``predict(faces=True)`` finds and frames faces."""
+    def __init__(self, run_dir: str = "", options: PredictOptions | None = None, model: str | None = None):
+        """``options``: how photos are read, decided and framed (defaults: PredictOptions()). ``model``: an
+        exported model file to answer with instead of ``run_dir``'s ``export/model.keras``:
+        a ``model.tflite`` (run by :class:`celeba_gender.serve.tflite.TFLiteModel`) or a ``model.keras``,
+        with its export's ``labels.json`` beside it."""
         import keras
 
-        export_dir = os.path.join(run_dir, "export")
-        path, labels = os.path.join(export_dir, "model.keras"), os.path.join(export_dir, "labels.json")
+        path = model or os.path.join(run_dir, "export", "model.keras")
+        labels = os.path.join(os.path.dirname(path), "labels.json")
         for needed in (path, labels):
             if not os.path.exists(needed):
-                raise PredictError(f"{needed} does not exist: --run_dir must be a train.py run that finished "
-                                   "(training writes export/ at the end; python evaluate.py does not).")
-        if tta_mode not in tta.MODES:
-            raise PredictError(f"--tta={tta_mode}: choose one of {', '.join(tta.MODES)}.")
-        if align not in face_finder.RULES:
-            raise PredictError(f"--align={align}: choose one of {', '.join(face_finder.RULES)}.")
-        self.model = keras.models.load_model(path)
+                where = ("--model must be a model.keras or model.tflite in a run's export/" if model else
+                         f"--run_dir must be a {command('train')} run that finished")
+                raise PredictError(f"{needed} does not exist: {where} (training writes export/ at the end; "
+                                   f"{command('evaluate')} does not).")
+        options = options or PredictOptions()
+        if options.tta not in tta.MODES:
+            raise PredictError(f"--tta={options.tta}: choose one of {', '.join(tta.MODES)}.")
+        if options.align not in face_finder.RULES:
+            raise PredictError(f"--align={options.align}: choose one of {', '.join(face_finder.RULES)}.")
+        self.model = tflite.TFLiteModel(path) if path.endswith(".tflite") else keras.models.load_model(path)
         self.image_size = tuple(self.model.input_shape[1:3])
         with open(labels) as f:
             recorded = json.load(f)
@@ -88,9 +105,11 @@ class Predictor:
         self.task = kinds.from_record(recorded)
         self.class_names = list(self.task.outputs)
         # Exports made before labels.json recorded the layer: the registry knows it by the arch (the core's name).
-        self.gradcam_layer = recorded.get("gradcam_layer") or _registry_gradcam_layer(self.model)
-        self.max_pixels, self.tta_mode = max_pixels, tta_mode
-        self.min_face_confidence, self.max_faces, self.align = min_face_confidence, max_faces, align
+        self.gradcam_layer = recorded.get("gradcam_layer") or (
+            "" if isinstance(self.model, tflite.TFLiteModel) else _registry_gradcam_layer(self.model))
+        self.max_pixels, self.tta_mode = options.max_pixels, options.tta
+        self.min_face_confidence, self.max_faces, self.align = options.face_confidence, options.max_faces, \
+            options.align
         self._gradcam = self._detector = None
 
     def explainer(self):

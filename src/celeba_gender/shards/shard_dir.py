@@ -24,6 +24,7 @@ import os
 
 from celeba_gender.core.errors import UserError
 from celeba_gender.core import fileio
+from celeba_gender.core.invocation import command
 from celeba_gender.shards import tfrecord
 
 MANIFEST = "manifest.json"
@@ -62,10 +63,11 @@ def parse_manifest(text: str, where: str) -> dict:
     try:
         manifest = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ManifestError(f"{where} is not valid JSON ({e}). Rerun make_tfrecords.py for this directory.")
+        raise ManifestError(f"{where} is not valid JSON ({e}). Rerun {command('make_tfrecords')} for this "
+                            "directory.")
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         raise ManifestError(f"{where}: unknown manifest format (expected format_version {FORMAT_VERSION}); "
-                            "convert the data again with this version's make_tfrecords.py.")
+                            f"convert the data again with this version's {command('make_tfrecords')}.")
     return manifest
 
 
@@ -84,10 +86,10 @@ def read_manifest(directory: str) -> dict:
     path = fileio.join(directory, MANIFEST)
     if manifest is None:
         raise DataError(f"No {MANIFEST} in {directory}: convert CelebA first "
-                        f"(python make_tfrecords.py --out_dir={directory}) or pass the right --data_dir.")
+                        f"({command('make_tfrecords')} --out_dir={directory}) or pass the right --data_dir.")
     if manifest.get("status") != COMPLETE:
         raise DataError(f"{path} says the conversion is {manifest.get('status')!r}, not complete: run the same "
-                        "make_tfrecords.py command again to finish it.")
+                        f"{command('make_tfrecords')} command again to finish it.")
     return manifest
 
 
@@ -96,20 +98,20 @@ def check_shards(directory: str, shards: list[dict], verify_counts: bool = True)
     for entry in shards:
         path = fileio.join(directory, entry["file"])
         if not fileio.exists(path):
-            raise DataError(f"Shard {path} listed in the manifest is missing. Rerun the make_tfrecords.py "
+            raise DataError(f"Shard {path} listed in the manifest is missing. Rerun the {command('make_tfrecords')} "
                             "command that made this directory: it rewrites only what is missing.")
         found_size = fileio.size(path)
         if found_size != entry["bytes"]:
             raise DataError(f"Shard {path} has {found_size:,} bytes but the manifest says {entry['bytes']:,}: it "
-                            "was changed or truncated. Rerun make_tfrecords.py to rewrite it.")
+                            f"was changed or truncated. Rerun {command('make_tfrecords')} to rewrite it.")
         if verify_counts and not fileio.is_url(path):
             try:
                 found = tfrecord.count_records(path)
             except ValueError as e:
-                raise DataError(f"{e} Rerun make_tfrecords.py to rewrite it.") from None
+                raise DataError(f"{e} Rerun {command('make_tfrecords')} to rewrite it.") from None
             if found != entry["records"]:
                 raise DataError(f"Shard {path} holds {found:,} records but the manifest says "
-                                f"{entry['records']:,}. Rerun make_tfrecords.py to rewrite it.")
+                                f"{entry['records']:,}. Rerun {command('make_tfrecords')} to rewrite it.")
 
 
 def stored_size(manifest: dict) -> tuple[int, int] | None:

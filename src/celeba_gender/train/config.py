@@ -49,7 +49,8 @@ class TrainConfig:
     warmup_epochs: float = option(0.0, "Linear warm-up from 0 to --lr, in epochs." + _RECIPE, lower=0)
     label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy targets (mixed targets too)."
                                     + _RECIPE, lower=0, upper=0.99)
-    data_dir: str = option("tfrecords", "Shard directory written by make_tfrecords.py (local or gs://...).",
+    data_dir: str = option("tfrecords", "Shard directory written by the converter (make_tfrecords; local or "
+                           "gs://...).",
                            path=True)
     run_dir: str = option("", "Run directory; default runs_root/<arch>-<time>, or the unfinished run with this same "
                           "configuration (so rerunning a stopped command resumes it).", path=True)
@@ -106,6 +107,10 @@ class TrainConfig:
     evaluate_test: bool = option(True, "Evaluate on the test split at the end (report/, test_metrics.json).")
     test_checkpoint: str = option("best", "The checkpoint tested and exported at the end: best (by --best_metric) "
                                   "or last (what the source study reported).", choices=("best", "last"))
+    tflite: str = option("float32", "export/model.tflite, the model for TensorFlow Lite runtimes (phones, edge "
+                         "devices): its weights as float32, float16 (half the file) or dynamic_int8 (a quarter, "
+                         "int8 weights); none: no TensorFlow Lite file.",
+                         choices=("float32", "float16", "dynamic_int8", "none"))
     progress: bool = option(True, "Show a progress bar on a terminal (a log file gets plain lines either way).")
     allow_changed_settings: bool = option(False, "Go on with an unfinished --run_dir although these settings differ "
                                           "from those it recorded (config.json keeps each change); without it such "

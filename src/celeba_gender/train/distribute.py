@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from celeba_gender.core.errors import UserError
+from celeba_gender.core.invocation import LAUNCHER, command, style
 
 from celeba_gender.train.config import PRECISIONS, STRATEGIES
 
@@ -50,9 +51,10 @@ def _cluster_resolver():
         return tf.distribute.cluster_resolver.TFConfigClusterResolver()
     if os.environ.get("SLURM_JOB_ID"):
         return tf.distribute.cluster_resolver.SlurmClusterResolver()
+    train = command("train").removeprefix("python ") if style() == LAUNCHER else command("train")
     raise DistributeError("--strategy=multi_worker needs TF_CONFIG (or a Slurm job): every worker runs the same "
-                          "train.py command with its own TF_CONFIG. To try it on one machine: "
-                          "python -m celeba_gender.cli.launch_local --workers=2 -- train.py ...")
+                          f"{command('train')} command with its own TF_CONFIG. To try it on one machine: "
+                          f"python -m celeba_gender.cli.launch_local --workers=2 -- {train} ...")
 
 
 NO_GPU_FIX = ("install the GPU build with `pip install -e '.[gpu]'` (or `make gpu`; it needs the NVIDIA driver) and "

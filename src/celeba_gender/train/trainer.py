@@ -211,7 +211,8 @@ def _finish(config: TrainConfig, resumed: _Checkpointed, data: DistributedInput,
         validation = predict_split(trained, context, "validation")
         trained = dataclasses.replace(trained, task=trained.task.tuned(validation.probs, validation.labels, metric))
     result["task"] = trained.task.to_record()
-    result["export"] = export.export(built.model.network, run.export_dir, data.image_size, trained.task)
+    result["export"] = export.export(built.model.network, run.export_dir, data.image_size, trained.task,
+                                     config.tflite)
     if config.evaluate_test and data.has_test:
         stopping.stop_if_asked(should_stop)
         # The full report (evaluate.py's), on the chief alone: no collectives left to wait on.
