@@ -51,25 +51,28 @@ def measure(run_dir: str, work: str) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from celeba_gender.evaluate import evaluator
-    from celeba_gender.rundir import directory
+    from celeba_gender.evaluate.predictions import Context, load, predict_split
+    from celeba_gender.rundir.directory import RunDirectory
     from celeba_gender.serve import tflite
+    from celeba_gender.shards import shard_dir
+    from celeba_gender.tasks import kinds
 
-    export = os.path.join(run_dir, "export")
-    with open(os.path.join(export, "labels.json")) as f:
-        labels_json = json.load(f)
-    size = tuple(labels_json["image_size"])
-    data_dir = directory.recorded_settings(run_dir)["data_dir"]
-    manifest = json.load(open(os.path.join(data_dir, "manifest.json")))
-    model = keras.models.load_model(os.path.join(export, "model.keras"))
-    probs, truth, names, _ = evaluator.predict_split(model, data_dir, "test", size, 64, manifest)
-    by_name = evaluator.fetch_images(data_dir, "test", size, set(names), manifest)
+    run = RunDirectory(run_dir)
+    export = run.export_dir
+    trained = load(run, "best")  # the checkpoint the export holds (the trainer exports the best one)
+    size = trained.image_size
+    data_dir = run.recorded_settings()["data_dir"]
+    context = Context(run, data_dir, shard_dir.read_manifest(data_dir))
+    test = predict_split(trained, context, "test", 64)
+    truth, names = test.labels, test.names
+    by_name = context.images(trained, "test", set(names))
     images = np.stack([by_name[n] for n in names])
-    multi = bool(labels_json.get("multi_label"))
-    cut = np.asarray(labels_json.get("thresholds") or [0.5] * len(labels_json["class_names"]), np.float32)
+    model = keras.models.load_model(os.path.join(export, "model.keras"))
+    with open(os.path.join(export, "labels.json")) as f:
+        task = kinds.from_record(json.load(f))  # the exported decisions (each attribute's threshold)
 
     def decide(p):
-        return p >= cut if multi else p.argmax(-1)
+        return task.decide(p)
 
     def accuracy(p):
         return float(((decide(p) == np.asarray(truth)).mean()))
@@ -93,8 +96,8 @@ def measure(run_dir: str, work: str) -> dict:
                      "agreement": float((decide(lite) == decide(reference)).mean()),
                      "max_abs_diff": float(np.abs(lite - reference).max()), "accuracy": accuracy(lite),
                      "images_per_s": round(rate, 1)})
-    return {"run_dir": run_dir, "test_images": len(images), "multi_label": multi, "image_size": list(size),
-            "arch": directory.recorded_settings(run_dir)["arch"], "rows": rows}
+    return {"run_dir": run_dir, "test_images": len(images), "kind": task.kind, "image_size": list(size),
+            "arch": trained.arch, "rows": rows}
 
 
 def main() -> None:

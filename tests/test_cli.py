@@ -86,7 +86,7 @@ def test_help_flag_errors_and_version_never_import_tensorflow(name, no_tensorflo
     (("predict", "--run_dir=somewhere"), "name at least one image file or folder: celeba-predict --run_dir"),
     (("predict", "a.jpg"), "give --run_dir=RUN (its export/model.keras answers) or --model=FILE"),
     (("predict", "--model=r/export/model.tflite", "--explain", "a.jpg"), "--explain needs the Keras model"),
-    (("predict", "--run_dir=r", "--detect_faces", "a.jpg"), "--detect_faces needs OpenCV: pip install"),
+    (("predict", "--run_dir=r", "--detect_faces", "a.jpg"), "--detect_faces needs OpenCV (and MTCNN, which finds the landmarks): pip install"),
     (("study", "--name=x", "--archs=tiny", "--vary=epochs"), "--vary=epochs needs --values"),
 ])
 def test_bad_settings_are_refused_before_tensorflow_is_imported(args, expected, no_tensorflow, tmp_path):

@@ -202,7 +202,7 @@ def test_the_tested_and_exported_decisions_use_thresholds_chosen_on_validation(a
         assert m["accuracy_at_0.5"] == pytest.approx(((p >= 0.5) == truth).mean(), abs=2 / len(rows))
     assert result["test"]["mean_accuracy_at_0.5"] == report["mean_accuracy_at_0.5"]
     # The SavedModel's `present` is the thresholds' decision on real test faces.
-    images = next(iter(context.images(trained, "test", {r["filename"] for r in rows}).values()))[None]
+    images = np.stack(list(context.images(trained, "test", {r["filename"] for r in rows}).values())[:8])
     out = tf.saved_model.load(result["export"]["saved_model"]).signatures["serve_images"](images=images)
     np.testing.assert_array_equal(out["present"].numpy(),
                                   out["probabilities"].numpy() >= np.asarray(labels["thresholds"], np.float32))
@@ -210,7 +210,7 @@ def test_the_tested_and_exported_decisions_use_thresholds_chosen_on_validation(a
     # thresholds its decisions (what predict.py --model=.../model.tflite prints).
     from celeba_gender.serve import tflite
 
-    lite = tflite.TFLiteModel(result["export"]["tflite"])(images.numpy())
+    lite = tflite.TFLiteModel(result["export"]["tflite"])(images)
     np.testing.assert_allclose(lite, out["probabilities"].numpy(), atol=1e-5)
     far = np.abs(lite - np.asarray(labels["thresholds"], np.float32)) > 1e-5
     np.testing.assert_array_equal((lite >= np.asarray(labels["thresholds"], np.float32))[far],

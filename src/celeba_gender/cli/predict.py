@@ -88,7 +88,7 @@ def main(argv: list[str]) -> None:
         raise inference.PredictError("--explain needs the Keras model (Grad-CAM takes its gradients): use "
                                      "--run_dir=RUN, or --model=RUN/export/model.keras, to explain.")
     if c.detect_faces:
-        inference.opencv()  # or one line saying how to install it, before anything is loaded
+        faces.opencv()  # or one line saying how to install it, before anything is loaded
     if len(argv) < 2:
         raise inference.PredictError(f"name at least one image file or folder: {invocation.command('predict')} "
                                      "--run_dir=RUN photo.jpg ...")

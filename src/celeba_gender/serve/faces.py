@@ -101,8 +101,9 @@ def opencv():
     try:
         import cv2
     except ImportError:
-        raise FaceError("--detect_faces needs OpenCV and MTCNN: pip install 'celeba-gender[detect]' (or keep your "
-                        "own opencv-python, below version 5: the 5.x wheels ship no face cascades).") from None
+        raise FaceError("--detect_faces needs OpenCV (and MTCNN, which finds the landmarks): pip install "
+                        "'celeba-gender[detect]' (or keep your own opencv-python, below version 5: the 5.x wheels ship "
+                        "no face cascades, and pip install mtcnn).") from None
     return cv2
 
 

@@ -175,6 +175,11 @@ class Task(abc.ABC):
         return self
 
     @abc.abstractmethod
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """The decisions of a batch of probabilities, comparable with its labels (class ids, or 0/1 per
+        attribute)."""
+
+    @abc.abstractmethod
     def serving_outputs(self, probs) -> dict:
         """The SavedModel's outputs for a batch of probabilities (TensorFlow ops)."""
 

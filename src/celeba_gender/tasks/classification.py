@@ -110,6 +110,9 @@ class Classification(Task):
 
     # --- decisions and serving
 
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        return np.asarray(probs).argmax(-1)
+
     def serving_outputs(self, probs) -> dict:
         import tensorflow as tf
 

@@ -160,6 +160,9 @@ class MultiAttribute(Task):
         """bool [N, K]: which attributes each example has, at the decision thresholds."""
         return np.asarray(probs, np.float32) >= self.decision_thresholds
 
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        return self.present(probs).astype(np.float32)
+
     def serving_outputs(self, probs) -> dict:
         import tensorflow as tf
 
