@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from celeba_gender.models import build, registry
-from celeba_gender.models import applications
+from celeba_gender.models import imagenet_weights
 from celeba_gender.models.layers import preprocessing
 
 
@@ -73,7 +73,8 @@ def test_trainable_layers_means_the_last_n_backbone_layers():
     assert head_only == 2_379_170  # GAP -> 1024 -> 256 -> 64 -> 32 -> 2 on 2048 features
     assert _trainable(last5) == 3_433_890 and everything == 25_898_530
     layers = [layer for layer in last5.backbone.layers if not isinstance(layer, keras.layers.InputLayer)]
-    assert [layer.trainable for layer in layers[-5:]] == [True] * 5 and not any(layer.trainable for layer in layers[:-5])
+    assert [layer.trainable for layer in layers[-5:]] == [True] * 5
+    assert not any(layer.trainable for layer in layers[:-5])
     frozen_bn = [layer for layer in layers[:-5] if isinstance(layer, keras.layers.BatchNormalization)]
     x = np.random.default_rng(2).normal(100, 50, (4, 64, 64, 3)).astype("float32")
     small = build.build_model(registry.ModelConfig(arch="resnet50v2", image_size=(64, 64), trainable_layers=5))
@@ -113,9 +114,48 @@ def test_a_wrong_weights_file_is_reported_and_kept(tmp_path, monkeypatch):
     os.makedirs(tmp_path / "models")
     bad = tmp_path / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
     bad.write_bytes(b"not weights")
-    with pytest.raises(applications.WeightsError, match="has MD5 .* not 6d6bbae143d832006294945121d1f1fc"):
+    with pytest.raises(imagenet_weights.WeightsError, match="has MD5 .* not 6d6bbae143d832006294945121d1f1fc"):
         build.build_model(registry.ModelConfig(arch="vgg16", weights="imagenet"))
     assert bad.exists()  # Keras would have deleted it
+
+
+def test_train_fetches_imagenet_weights_before_tensorflow_into_where_keras_looks(tmp_path, monkeypatch):
+    """A served file is downloaded, checked and renamed into $KERAS_HOME/models/; a wrong one leaves nothing
+    behind; without a connection the message names the file, its place and --weights=none."""
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    served = tmp_path / "served" / "resnet"
+    served.mkdir(parents=True)
+    (served / "w.h5").write_bytes(b"weights" * 1000)
+    good = hashlib.md5(b"weights" * 1000).hexdigest()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "served"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(imagenet_weights, "WEIGHTS_URL", f"http://127.0.0.1:{server.server_port}/")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "127.0.0.1")
+    models = tmp_path / "keras" / "models"
+    try:
+        with pytest.raises(imagenet_weights.WeightsError, match="arrived with MD5"):
+            imagenet_weights.fetch("resnet50v2", "w.h5", "resnet/", "0" * 32)
+        assert not models.exists() or os.listdir(models) == []
+        path = imagenet_weights.fetch("resnet50v2", "w.h5", "resnet/", good)
+        assert path == str(models / "w.h5") and os.listdir(models) == ["w.h5"]
+        assert imagenet_weights.fetch("resnet50v2", "w.h5", "resnet/", good) == path  # there: not fetched again
+        with pytest.raises(imagenet_weights.WeightsError) as err:
+            imagenet_weights.fetch("resnet50v2", "missing.h5", "resnet/", good)
+    finally:
+        server.shutdown()
+    message = str(err.value)
+    assert "missing.h5" in message and str(models / "missing.h5") in message and "--weights=none" in message
+    # Nothing is fetched for an arch without ImageNet weights or a run that does not ask for them.
+    imagenet_weights.fetch_for("alexnet", None, "auto")
+    imagenet_weights.fetch_for("resnet50v2", registry.get("resnet50v2").imagenet, "none")
+    assert os.listdir(models) == ["w.h5"]
 
 
 def test_weights_from_a_local_file(tmp_path):

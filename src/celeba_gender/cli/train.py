@@ -15,7 +15,7 @@ import sys
 from absl import flags
 
 from celeba_gender.cli import config_flags, runner, tf_startup
-from celeba_gender.models import registry
+from celeba_gender.models import imagenet_weights, registry
 from celeba_gender.train import config as train_config
 
 config_flags.define(train_config.TrainConfig, __name__)
@@ -30,6 +30,8 @@ def build_config() -> tuple[train_config.TrainConfig, dict]:
 
 def main(argv: list[str]) -> None:
     config, sources = build_config()  # bad settings are refused before TensorFlow is imported
+    # Likewise missing ImageNet weights: offline, the user is told at once which file to copy where.
+    imagenet_weights.fetch_for(config.arch, registry.get(config.arch).imagenet, config.weights)
     with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
         from celeba_gender.cli import console
         from celeba_gender.train import trainer

@@ -12,7 +12,7 @@ import os
 
 import keras
 
-from celeba_gender.models import applications, scratch
+from celeba_gender.models import imagenet_weights, scratch
 from celeba_gender.models.layers import classification_head, preprocessing
 from celeba_gender.models.registry import HEAD_CHOICES, HEADS, ArchError, ArchSpec, ModelConfig, get, image_size
 
@@ -20,7 +20,7 @@ from celeba_gender.models.registry import HEAD_CHOICES, HEADS, ArchError, ArchSp
 def _backbone(spec: ArchSpec, shape: tuple[int, int, int], weights: str | None) -> keras.Model:
     kind, name = spec.builder
     if kind == "applications":
-        return applications.build(getattr(keras.applications, name), shape, weights)
+        return getattr(keras.applications, name)(include_top=False, weights=weights, input_shape=shape)
     model = getattr(scratch, name)(shape)
     if weights not in (None, "none"):
         model.load_weights(weights)  # a PATH: weights saved from this backbone
@@ -33,7 +33,7 @@ def _resolve_weights(spec: ArchSpec, weights: str) -> str | None:
     if weights == "imagenet":
         if spec.imagenet is None:
             raise ArchError(f"{spec.name} has no ImageNet weights (it trains from scratch): use --weights=none.")
-        applications.check_imagenet_file(spec.name, *spec.imagenet)
+        imagenet_weights.check_file(spec.name, *spec.imagenet)
         return "imagenet"
     path = os.path.expanduser(weights)
     if not os.path.isfile(path):
@@ -49,7 +49,7 @@ def build_backbone(spec: ArchSpec, size: tuple[int, int], weights: str) -> keras
         return _backbone(spec, (*size, 3), resolved)
     except Exception as e:  # noqa: BLE001 - Keras raises plain Exception on a failed download
         if resolved == "imagenet" and ("URL fetch failure" in str(e) or isinstance(e, OSError)):
-            raise ArchError(applications.missing_weights_message(spec.name, *spec.imagenet, e)) from None
+            raise ArchError(imagenet_weights.missing_message(spec.name, *spec.imagenet, e)) from None
         if resolved not in (None, "imagenet"):
             raise ArchError(f"--weights={weights} does not fit {spec.name}'s backbone: {e}") from None
         raise
