@@ -57,7 +57,16 @@ def train(config: TrainConfig, sources: dict | None = None, monitor: Monitor | N
     or Ctrl-C the run checkpoints the step reached, records the reason in status.json and raises
     stopping.Stopped. A run that fails records "failed" and the error.
     """
-    monitor = monitor or Monitor()
+    # The dtype policy is process-wide: a mixed-precision run must not leave later models of the caller (a
+    # notebook, a study, a test) built in float16.
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        return _train(config, sources, monitor or Monitor(), stop)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(config: TrainConfig, sources: dict | None, monitor: Monitor, stop: stopping.StopSignals | None) -> dict:
     session = distribute.start(config.strategy, config.num_cpu_devices, config.require_gpu, config.precision)
     if stop is not None:
         stop.install()
