@@ -36,7 +36,7 @@ def time_conversion(celeba_dir: str, dedupe: str, workers: int) -> tuple[float, 
     try:
         start = time.perf_counter()
         manifest = converter.convert(ConvertConfig(celeba_dir=celeba_dir, out_dir=out, dedupe=dedupe,
-                                                         workers=workers, progress=False))
+                                                   workers=workers, progress=False))
         return time.perf_counter() - start, manifest
     finally:
         shutil.rmtree(out)

@@ -60,7 +60,7 @@ def shards(celeba_original, tmp_path_factory) -> tuple[str, dict]:
     """(directory, manifest) of the original-layout folder converted with the defaults (read-only)."""
     out = str(tmp_path_factory.mktemp("shards"))
     manifest = converter.convert(ConvertConfig(celeba_dir=celeba_original, out_dir=out, workers=1,
-                                                     progress=False))
+                                               progress=False))
     return out, manifest
 
 
@@ -73,8 +73,8 @@ def trained_run(shards, tmp_path_factory):
     data_dir, _ = shards
     run_dir = str(tmp_path_factory.mktemp("run") / "tiny-run")
     config = train_config.TrainConfig(arch="tiny", data_dir=data_dir, run_dir=run_dir, batch=16, epochs=1, lr=3e-3,
-                                 precision="float32", progress=False, seed=1, profile_steps=(2, 4),
-                                 checkpoint_steps=5, steps_per_execution=2)
+                                      precision="float32", progress=False, seed=1, profile_steps=(2, 4),
+                                      checkpoint_steps=5, steps_per_execution=2)
     return config, trainer.train(config)
 
 
@@ -86,7 +86,7 @@ def unbalanced_shards(tmp_path_factory) -> str:
     generate.generate(str(root / "celeba"), 3000, seed=42, workers=2)
     out = str(root / "shards")
     converter.convert(ConvertConfig(celeba_dir=str(root / "celeba"), out_dir=out, balance=False,
-                                          workers=2, progress=False))
+                                    workers=2, progress=False))
     return out
 
 

@@ -31,7 +31,7 @@ def training_targets(images, labels, classes: int, label_smoothing: float = 0.0,
 SEED_H, SEED_W = 218, 178  # the seed's target size (height x width)
 SEED_CONFIG = AugmentConfig()
 NO_GEOMETRY = AugmentConfig(rotation_deg=0, shear_deg=0, zoom=0, width_shift=0, height_shift=0,
-                                    horizontal_flip=False)
+                            horizontal_flip=False)
 
 
 def _random_uint8(shape, seed=0) -> np.ndarray:
@@ -213,7 +213,7 @@ def test_same_image_as_image_data_generator_at_seed_size(params):
     x = _smooth_image(SEED_H, SEED_W)
     expected = _idg().apply_transform(x.copy(), params)
     transforms = geometry.transforms_from_params({k: [float(v)] for k, v in params.items()}, SEED_H, SEED_W,
-                                                idg_quirks=True)
+                                                 idg_quirks=True)
     ours = geometry.apply_transforms(x[None], transforms).numpy()[0]
     diff = np.abs(ours - expected)
     assert diff[8:-8, 8:-8].mean() < 0.01  # measured ~3e-5: same coordinates, same bilinear, float32 round-off
@@ -227,7 +227,7 @@ def test_centred_geometry_matches_image_data_generator_on_square_images():
     params = dict(theta=-11.0, shear=0.05, zx=1.15, zy=0.9, flip_horizontal=True)
     expected = _idg().apply_transform(x.copy(), params)
     transforms = geometry.transforms_from_params({k: [float(v)] for k, v in params.items()}, 64, 64,
-                                                idg_quirks=False)
+                                                 idg_quirks=False)
     ours = geometry.apply_transforms(x[None], transforms).numpy()[0]
     assert np.abs(ours - expected)[4:-4, 4:-4].mean() < 0.01
 

@@ -65,7 +65,8 @@ def test_help_flag_errors_and_version_never_import_tensorflow(name, no_tensorflo
     way = "module" if name == "synthetic" else "console"
     shown = run_as(way, name, "--help", env=no_tensorflow, cwd=tmp_path)
     assert "must not be imported" not in shown.stderr + shown.stdout, shown.stderr[-2000:]
-    assert "flags:" in shown.stdout and any(f"--{flag}:" in shown.stdout for flag in ("out_dir", "run_dir", "arch", "archs")), \
+    flags = ("out_dir", "run_dir", "arch", "archs")
+    assert "flags:" in shown.stdout and any(f"--{flag}:" in shown.stdout for flag in flags), \
         shown.stdout[-2000:]
     assert "seed/{alexnet" in shown.stdout and "smoke.flags" in shown.stdout  # what ships, in --help
     assert "--[no]version" in shown.stdout
@@ -86,7 +87,8 @@ def test_help_flag_errors_and_version_never_import_tensorflow(name, no_tensorflo
     (("predict", "--run_dir=somewhere"), "name at least one image file or folder: celeba-predict --run_dir"),
     (("predict", "a.jpg"), "give --run_dir=RUN (its export/model.keras answers) or --model=FILE"),
     (("predict", "--model=r/export/model.tflite", "--explain", "a.jpg"), "--explain needs the Keras model"),
-    (("predict", "--run_dir=r", "--detect_faces", "a.jpg"), "--detect_faces needs OpenCV (and MTCNN, which finds the landmarks): pip install"),
+    (("predict", "--run_dir=r", "--detect_faces", "a.jpg"),
+     "--detect_faces needs OpenCV (and MTCNN, which finds the landmarks): pip install"),
     (("study", "--name=x", "--archs=tiny", "--vary=epochs"), "--vary=epochs needs --values"),
 ])
 def test_bad_settings_are_refused_before_tensorflow_is_imported(args, expected, no_tensorflow, tmp_path):

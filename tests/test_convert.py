@@ -102,7 +102,7 @@ def test_exact_and_near_copies_never_straddle_splits(celeba_original_info, tmp_p
     info = celeba_original_info
     assert info.exact_duplicates and info.near_duplicates
     manifest = converter.convert(ConvertConfig(celeba_dir=info.out_dir, out_dir=str(tmp_path),
-                                                     dedupe="near", balance=False, workers=2, progress=False))
+                                               dedupe="near", balance=False, workers=2, progress=False))
     split_of = {}
     for split in manifest["splits"]:
         for r in read_split(str(tmp_path), manifest, split):
@@ -145,7 +145,7 @@ def test_bad_input_is_skipped_and_reported(celeba_copy, tmp_path):
         tf.io.decode_jpeg(truncated)
     out = str(tmp_path / "out")
     manifest = converter.convert(ConvertConfig(celeba_dir=celeba_copy, out_dir=out, max_bad_fraction=0.05,
-                                                     workers=2, progress=False))
+                                               workers=2, progress=False))
     reasons = {d["image_id"]: d["reason"] for d in manifest["dropped"]}
     assert {k: reasons.get(k) for k in expected} == expected
     written = {r[schema.FILENAME].decode() for s in manifest["splits"] for r in read_split(out, manifest, s)}
@@ -239,7 +239,7 @@ def test_copies_left_in_different_splits_are_warned_about():
 def test_identity_split_and_balance_end_to_end(celeba_original, tmp_path):
     out = str(tmp_path / "out")
     manifest = converter.convert(ConvertConfig(celeba_dir=celeba_original, out_dir=out, split="identity",
-                                                     balance=True, workers=1, progress=False))
+                                               balance=True, workers=1, progress=False))
     identities = {}
     for split, info in manifest["splits"].items():
         assert info["class_counts"]["Female"] == info["class_counts"]["Male"]
@@ -251,8 +251,8 @@ def test_identity_split_and_balance_end_to_end(celeba_original, tmp_path):
 
 def test_identity_split_with_a_zero_fraction_writes_no_shard_for_that_split(celeba_original, tmp_path):
     manifest = converter.convert(ConvertConfig(celeba_dir=celeba_original, out_dir=str(tmp_path), workers=1,
-                                                     split="identity", split_fractions=(0.9, 0.1, 0.0),
-                                                     progress=False))
+                                               split="identity", split_fractions=(0.9, 0.1, 0.0),
+                                               progress=False))
     assert manifest["splits"]["test"]["count"] == 0 and manifest["splits"]["test"]["shards"] == []
     assert manifest["splits"]["train"]["count"] > manifest["splits"]["validation"]["count"] > 0
     assert "test 0 dropped" in converter.format_summary(manifest, str(tmp_path))
@@ -261,7 +261,7 @@ def test_identity_split_with_a_zero_fraction_writes_no_shard_for_that_split(cele
 def test_seed_split_end_to_end_records_the_protocol(celeba_original, tmp_path):
     out = str(tmp_path / "out")
     manifest = converter.convert(ConvertConfig(celeba_dir=celeba_original, out_dir=out, split="seed",
-                                                     limit=300, balance=True, workers=1, progress=False))
+                                               limit=300, balance=True, workers=1, progress=False))
     protocol = manifest["seed_protocol"]
     assert protocol["sampled"] == 300
     counts = protocol["sampled_class_counts"]
@@ -274,7 +274,7 @@ def test_seed_split_end_to_end_records_the_protocol(celeba_original, tmp_path):
 
 def test_kaggle_layout_converts(celeba_kaggle, tmp_path):
     manifest = converter.convert(ConvertConfig(celeba_dir=celeba_kaggle, out_dir=str(tmp_path),
-                                                     balance=False, workers=1, progress=False))
+                                               balance=False, workers=1, progress=False))
     assert manifest["source"]["form"] == "kaggle"
     assert sum(i["count"] for i in manifest["splits"].values()) >= 118
 
@@ -487,7 +487,7 @@ def test_an_image_over_max_pixels_is_skipped_as_too_large(celeba_copy, tmp_path)
     big = _solid_jpeg(2000, 2000)  # 4 megapixels of one colour: a few tens of KB
     open(os.path.join(celeba_copy, "img_align_celeba", "000020.jpg"), "wb").write(big)
     manifest = converter.convert(ConvertConfig(celeba_dir=celeba_copy, out_dir=str(tmp_path / "out"),
-                                                     max_pixels=1_000_000, workers=2, progress=False))
+                                               max_pixels=1_000_000, workers=2, progress=False))
     entry = next(d for d in manifest["dropped"] if d["image_id"] == "000020.jpg")
     assert entry["reason"] == "too_large"
     assert entry["detail"] == "2000x2000 = 4,000,000 pixels, more than --max_pixels=1,000,000"
@@ -510,7 +510,7 @@ def test_a_header_claiming_huge_dimensions_is_refused_before_decoding(width, hei
 
 
 def test_a_second_converter_on_the_same_out_dir_is_refused_and_a_killed_ones_lock_taken_over(celeba_original,
-                                                                                          tmp_path):
+                                                                                             tmp_path):
     out = tmp_path / "out"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from celeba_gender.core import locks; "

@@ -69,7 +69,8 @@ def test_a_full_disk_ends_in_one_line_and_the_rerun_completes(shards, tmp_path, 
     errors = [line for line in failed.stderr.splitlines() if line.startswith("train: error:")]
     assert len(errors) == 1 and "The disk is full: " + what in errors[0] and "Traceback" not in failed.stderr
     assert "intact" in errors[0] and "run the same command again" in errors[0]
-    assert RunDirectory(run_dir).status()["status"] == "failed" and "disk is full" in RunDirectory(run_dir).status()["error"]
+    status = RunDirectory(run_dir).status()
+    assert status["status"] == "failed" and "disk is full" in status["error"]
 
     again = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], capture_output=True,
                            text=True, cwd=ROOT, timeout=300, env=ENV)

@@ -62,7 +62,8 @@ def test_subgroups_are_sorted_worst_first_and_skip_small_groups():
     attrs[:10, 0] = 1  # group A: its first 10 examples, made half wrong below
     probs[:10:2] = probs[:10:2][:, ::-1]
     attrs[:3, 1] = 1  # group B: too small
-    rows = class_report.subgroup_accuracy(Predictions(probs, labels, [], attrs), ["A", "B", "Male"], "Male", min_support=5)
+    rows = class_report.subgroup_accuracy(Predictions(probs, labels, [], attrs), ["A", "B", "Male"], "Male",
+                                          min_support=5)
     assert rows[0]["group"] == "A" and rows[0]["count"] == 10 and rows[0]["accuracy"] == pytest.approx(0.5)
     assert rows[0]["gap"] == pytest.approx(0.5 - 35 / 40)
     assert "B" not in {r["group"] for r in rows} and "Male" not in {r["attribute"] for r in rows}
@@ -77,7 +78,8 @@ def test_worst_errors_are_the_right_direction_most_confident_first():
     male_as_female = class_report.worst_errors(Predictions(probs, labels, names, None), actual=1, predicted=0, limit=5)
     assert [e["filename"] for e in male_as_female] == ["0.jpg", "1.jpg"]
     assert male_as_female[0]["probability"] == pytest.approx(0.8)
-    assert [e["filename"] for e in class_report.worst_errors(Predictions(probs, labels, names, None), 0, 1, 5)] == ["3.jpg"]
+    worst = class_report.worst_errors(Predictions(probs, labels, names, None), 0, 1, 5)
+    assert [e["filename"] for e in worst] == ["3.jpg"]
 
 
 def test_evaluate_run_writes_a_report_that_matches_the_model(trained_run, shards):
@@ -127,13 +129,14 @@ def test_flip_tta_is_reported_beside_the_plain_figures(trained_run, shards):
     run_dir = result["run_dir"]
     data_dir, _ = shards
     report = evaluator.evaluate_run(run_dir, EvaluationOptions(split="validation", tta="flip", gradcam_size=0,
-                                                              min_subgroup=5))
+                                                               min_subgroup=5))
     trained = load(RunDirectory(run_dir))
     model, size = trained.model, trained.image_size
     validation = predict_split(trained, Context(RunDirectory(run_dir), data_dir, shards[1]), "validation")
     plain, labels = validation.probs, validation.labels
     mirrored = np.concatenate([np.asarray(model(tf.cast(images[:, :, ::-1], tf.float32), training=False))
-                               for images, *_ in pipeline.eval_dataset(input_config.DataConfig(data_dir, tuple(size), 32),
+                               for images, *_ in pipeline.eval_dataset(
+                                   input_config.DataConfig(data_dir, tuple(size), 32),
                                                                        "validation", with_metadata=True)])
     both = (plain + mirrored) / 2  # the image's and its mirror's probabilities, averaged
     tta = report["tta"]
@@ -175,7 +178,8 @@ def test_the_report_shows_gradcam_of_the_errors_and_of_correct_answers(trained_r
     entry = correct[0]
     image = Context(RunDirectory(run_dir), data_dir, manifest).images(trained, "test", {entry["filename"]})
     heatmap = gradcam.heatmaps(export.inference_model(trained.model, trained.image_size),
-                               image[entry["filename"]][None], entry["output_index"], registry.get("tiny").gradcam_layer)
+                               image[entry["filename"]][None], entry["output_index"],
+                               registry.get("tiny").gradcam_layer)
     row, col = gradcam.peak(heatmap[0])
     assert entry["peak"] == [row / heatmap.shape[1], col / heatmap.shape[2]]
 
@@ -190,7 +194,7 @@ def test_shards_converted_for_another_attribute_are_refused(trained_run, celeba_
     run_dir = _copy_run(trained_run, tmp_path)
     smiling = str(tmp_path / "smiling")
     converter.convert(ConvertConfig(celeba_dir=celeba_original, out_dir=smiling, attribute="Smiling",
-                                          workers=1, progress=False))
+                                    workers=1, progress=False))
     with pytest.raises(evaluator.EvaluationError) as e:
         evaluator.evaluate_run(run_dir, EvaluationOptions(data_dir=smiling))
     message = str(e.value)

@@ -116,16 +116,17 @@ def _face_box(size) -> tuple[float, float, float, float]:
     return (centre - 62) * sy, (centre + 72) * sy, (CX - 48) * sx, (CX + 48) * sx
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one run per worker, however the tests interleave
 def run_that_learned(unbalanced_shards, tmp_path_factory) -> dict:
     """The demo's `small` CNN at 109x89, one epoch on 3,000 synthetic faces (about 30 s on 2 cores). The suite's
     one-epoch tiny run, or this CNN on the 400-image set, learns too little to localise anything: their Male peaks
     fell on the face 23-57% of the time over a dozen runs, against 33% by chance; this run's 75-89% in three."""
     from celeba_gender.train import trainer
 
-    config = train_config.TrainConfig(arch="small", data_dir=unbalanced_shards, image_size=(109, 89), batch=64, epochs=1,
-                                 lr=3e-3, run_dir=str(tmp_path_factory.mktemp("cam") / "r"), precision="float32",
-                                 progress=False, seed=1, evaluate_test=False)
+    config = train_config.TrainConfig(arch="small", data_dir=unbalanced_shards, image_size=(109, 89), batch=64,
+                                      epochs=1, lr=3e-3, run_dir=str(tmp_path_factory.mktemp("cam") / "r"),
+                                      precision="float32", progress=False, seed=1, evaluate_test=False,
+                                      tflite="none")
     return trainer.train(config)
 
 

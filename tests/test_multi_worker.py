@@ -31,7 +31,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 def train_args(data_dir: str, run_dir: str, *extra: str) -> list[str]:
     return ["train.py", "--arch=tiny", f"--data_dir={data_dir}", f"--run_dir={run_dir}", "--batch=32",
             "--precision=float32", "--progress=false", "--augment_on=none", "--dropout=0", "--lr=0.003",
-            "--seed=5", "--cache=none", *extra]
+            "--seed=5", "--cache=none", "--tflite=none", *extra]
 
 
 def test_local_tf_configs_name_every_worker_once():
@@ -45,7 +45,8 @@ def test_local_tf_configs_name_every_worker_once():
 def test_multi_worker_without_a_cluster_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    with pytest.raises(distribute.DistributeError, match=r"needs TF_CONFIG \(or a Slurm job\).*celeba_gender.cli.launch_local"):
+    with pytest.raises(distribute.DistributeError,
+                       match=r"needs TF_CONFIG \(or a Slurm job\).*celeba_gender.cli.launch_local"):
         distribute.make_strategy("multi_worker")
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(distribute.DistributeError, match="not valid JSON"):
@@ -129,7 +130,7 @@ def test_two_workers_with_uneven_validation_train_every_attribute_to_the_end(cel
 
     data_dir = str(tmp_path / "shards")
     converter.convert(converter.ConvertConfig(celeba_dir=celeba_original, out_dir=data_dir, balance=False, num_shards=3,
-                                          workers=1, progress=False))
+                                              workers=1, progress=False))
     halves = [pipeline.split_info(data_dir, "validation", pipeline_id=i, num_pipelines=2) for i in range(2)]
     assert len({pipeline.eval_steps(info, 7) for info in halves}) == 2  # uneven, as the defect needs
     run_dir = str(tmp_path / "mw")
@@ -164,12 +165,15 @@ def test_tf_data_service_on_loopback_serves_exact_passes(shards):
         every |= set(epoch)
     assert len(every) <= info.count
     with pytest.raises(pipeline.DataError, match="cannot be combined with --cache"):
-        pipeline.train_dataset(input_config.DataConfig(data_dir, batch=32, data_service=dispatcher.target, cache="memory"))
+        pipeline.train_dataset(input_config.DataConfig(data_dir, batch=32, data_service=dispatcher.target,
+                                                       cache="memory"))
     result = trainer.train(train_config.TrainConfig(arch="tiny", data_dir=data_dir, run_dir="", runs_root="ram://svc",
-                                               batch=32, epochs=1, precision="float32", progress=False,
-                                               tf_data_service=dispatcher.target, evaluate_test=False))
+                                                    batch=32, epochs=1, precision="float32", progress=False,
+                                                    tf_data_service=dispatcher.target, evaluate_test=False,
+                                                    tflite="none"))
     assert result["best_validation_accuracy"] >= 0
-    assert fileio.read_json(os.path.join(result["run_dir"], "config.json"))["train"]["tf_data_service"] == dispatcher.target
+    recorded = fileio.read_json(os.path.join(result["run_dir"], "config.json"))
+    assert recorded["train"]["tf_data_service"] == dispatcher.target
 
 
 def test_data_and_run_directories_can_be_gfile_urls(shards):
@@ -180,7 +184,7 @@ def test_data_and_run_directories_can_be_gfile_urls(shards):
     for name in os.listdir(data_dir):
         tf.io.gfile.copy(os.path.join(data_dir, name), f"{url}/{name}", overwrite=True)
     result = trainer.train(train_config.TrainConfig(arch="tiny", data_dir=url, run_dir="ram://shared/runs/tiny",
-                                               batch=32, epochs=1, precision="float32", progress=False))
+                                                    batch=32, epochs=1, precision="float32", progress=False))
     listing = set(tf.io.gfile.listdir("ram://shared/runs/tiny"))
     assert {"config.json", "flags.txt", "history.csv", "summary.json", "export/", "report/", "checkpoints/"} <= \
         {n if "." in n else f"{n.rstrip('/')}/" for n in listing}

@@ -111,13 +111,13 @@ def test_the_export_and_predict_py_decide_at_the_recorded_thresholds(celeba_orig
     assert prediction.label.split(",") == expected
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one run per worker, however the tests interleave
 def attribute_run(unbalanced_shards, tmp_path_factory) -> dict:
     """The shared multi-attribute run: plain4 on five visible attributes and an invisible one (its result)."""
     config = train_config.TrainConfig(arch="plain4", data_dir=unbalanced_shards,
-                                 run_dir=str(tmp_path_factory.mktemp("attributes") / "run"),
-                                 image_size=(55, 45), batch=32, epochs=6, lr=3e-3, precision="float32",
-                                 attributes=(*VISIBLE, *INVISIBLE), progress=False, seed=1)
+                                      run_dir=str(tmp_path_factory.mktemp("attributes") / "run"),
+                                      image_size=(55, 45), batch=32, epochs=6, lr=3e-3, precision="float32",
+                                      attributes=(*VISIBLE, *INVISIBLE), progress=False, seed=1)
     return trainer.train(config)
 
 

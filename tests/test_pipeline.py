@@ -74,7 +74,8 @@ def test_evaluation_sees_every_example_exactly_once(shards):
     ds = eval_ds(data_dir, "test", 7)
     labels = np.concatenate([l.numpy() for _, l in ds])
     n = manifest["splits"]["test"]["count"]
-    assert len(labels) == n and np.bincount(labels).tolist() == list(manifest["splits"]["test"]["class_counts"].values())
+    assert len(labels) == n
+    assert np.bincount(labels).tolist() == list(manifest["splits"]["test"]["class_counts"].values())
     first, second = ids_of(ds), ids_of(ds)
     assert len(set(first)) == n and first == second  # deterministic order, no repeats
 

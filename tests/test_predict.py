@@ -46,9 +46,10 @@ def run_at_half_size(shards, tmp_path_factory) -> dict:
     from celeba_gender.train import trainer
 
     data_dir, _ = shards
-    config = train_config.TrainConfig(arch="tiny", data_dir=data_dir, run_dir=str(tmp_path_factory.mktemp("run109") / "r"),
-                                 image_size=(109, 89), batch=16, epochs=1, lr=3e-3, precision="float32",
-                                 progress=False, seed=1, evaluate_test=False)
+    config = train_config.TrainConfig(arch="tiny", data_dir=data_dir,
+                                      run_dir=str(tmp_path_factory.mktemp("run109") / "r"),
+                                      image_size=(109, 89), batch=16, epochs=1, lr=3e-3, precision="float32",
+                                      progress=False, seed=1, evaluate_test=False)
     return trainer.train(config)
 
 
@@ -60,7 +61,7 @@ def canvas_with_face(face_path: str, top: int = 100, left: int = 300) -> np.ndar
 
 
 def test_predict_decodes_exactly_as_evaluation_and_the_savedmodel_on_every_test_image(run_at_half_size, shards,
-                                                                                     celeba_original):
+                                                                                      celeba_original):
     import tensorflow as tf
 
     from celeba_gender.evaluate.predictions import Context, load, predict_split
@@ -392,7 +393,7 @@ def test_awkward_files_predict_like_the_same_face_in_plain_rgb(trained_run, cele
 
 
 def test_deep_and_huge_images_are_refused_with_their_reason_before_decoding(trained_run, celeba_original, tmp_path,
-                                                                           monkeypatch):
+                                                                            monkeypatch):
     _, result = trained_run
     # A JPEG whose header claims 20000x20000 pixels (its SOF0 patched): Pillow reads the size from the header.
     data = bytearray(open(_face(celeba_original, 5), "rb").read())

@@ -47,7 +47,8 @@ _SELF_SIGNAL = textwrap.dedent("""
 
 def train_args(data_dir: str, run_dir: str, *extra: str) -> list[str]:
     return ["--arch=tiny", f"--data_dir={data_dir}", f"--run_dir={run_dir}", "--batch=16", "--epochs=3",
-            "--precision=float32", "--noprogress", "--evaluate_test=false", "--log_every_steps=4", *extra]
+            "--precision=float32", "--noprogress", "--evaluate_test=false", "--log_every_steps=4",
+            "--tflite=none", *extra]
 
 
 def event_steps(directory: str, tag: str) -> list[int]:
@@ -60,7 +61,7 @@ def event_steps(directory: str, tag: str) -> list[int]:
 
 @pytest.mark.parametrize("sig,status,code", [("SIGTERM", "preempted", 143), ("SIGINT", "interrupted", 130)])
 def test_a_signal_mid_epoch_checkpoints_the_step_and_the_same_command_resumes_there(shards, tmp_path, sig, status,
-                                                                                   code):
+                                                                                    code):
     data_dir, manifest = shards
     steps = manifest["splits"]["train"]["count"] // 16
     run_dir = str(tmp_path / "run")

@@ -25,7 +25,7 @@ def test_tables_show_mean_and_std_with_repeats():
 
 def test_tables_put_the_source_numbers_beside_and_name_the_checkpoint(tmp_path):
     config = grid.StudyConfig(name="s", archs=("alexnet", "small"), vary="epochs", values=(5, 7),
-                               checkpoint="last", study_dir=str(tmp_path))
+                              checkpoint="last", study_dir=str(tmp_path))
     rows = [{"arch": a, "value": v, "test_accuracy": acc, "seed": 42, "run_dir": "r"} for a, v, acc in (
         ("alexnet", 5, 0.9), ("small", 5, 0.8), ("alexnet", 7, 0.91), ("small", 7, 0.82))]
     _, table = grid.tabulate(config, rows)
@@ -43,7 +43,7 @@ def test_tables_put_the_source_numbers_beside_and_name_the_checkpoint(tmp_path):
 
 def test_plan_names_one_run_per_cell_and_seed(tmp_path):
     config = grid.StudyConfig(name="p", archs=("tiny", "plain4"), vary="dataset_size", values=(100, 200),
-                               repeats=2, seed=7, study_dir=str(tmp_path))
+                              repeats=2, seed=7, study_dir=str(tmp_path))
     specs = grid.plan(config)
     assert len(specs) == 8 and len({s.run_dir for s in specs}) == 8
     assert {s.data_dir for s in specs} == {str(tmp_path / "data" / "limit-100"), str(tmp_path / "data" / "limit-200")}
@@ -56,9 +56,9 @@ def test_plan_names_one_run_per_cell_and_seed(tmp_path):
 def test_a_two_run_study_tabulates_and_a_rerun_skips_finished_runs(shards, tmp_path):
     data_dir, _ = shards
     flagfile = tmp_path / "train.flags"
-    flagfile.write_text("--batch=16\n--lr=0.003\n--precision=float32\n--image_size=32,26\n")
+    flagfile.write_text("--batch=16\n--lr=0.003\n--precision=float32\n--tflite=none\n--image_size=32,26\n")
     config = grid.StudyConfig(name="two", archs=("tiny",), vary="epochs", values=(1, 2),
-                               study_dir=str(tmp_path / "study"), train_flagfile=str(flagfile), data_dir=data_dir)
+                              study_dir=str(tmp_path / "study"), train_flagfile=str(flagfile), data_dir=data_dir)
     lines: list[str] = []
     rows = grid.run_study(config, echo=lines.append)
     assert len(rows) == 2 and all("test accuracy" in line for line in lines)
@@ -74,7 +74,8 @@ def test_a_two_run_study_tabulates_and_a_rerun_skips_finished_runs(shards, tmp_p
     mtimes = [os.stat(os.path.join(r["run_dir"], "summary.json")).st_mtime_ns for r in rows]
     again: list[str] = []
     assert grid.run_study(config, echo=again.append) == rows
-    assert again == ["[1/2] tiny epochs=1 seed 42: done before, skipped", "[2/2] tiny epochs=2 seed 42: done before, skipped"]
+    assert again == ["[1/2] tiny epochs=1 seed 42: done before, skipped",
+                     "[2/2] tiny epochs=2 seed 42: done before, skipped"]
     assert [os.stat(os.path.join(r["run_dir"], "summary.json")).st_mtime_ns for r in rows] == mtimes
     # Rerun for the last checkpoint: the finished runs (tested on their best) are evaluated on their last one.
     last = dataclasses.replace(config, checkpoint="last")

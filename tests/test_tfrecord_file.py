@@ -86,7 +86,7 @@ def test_shard_writer_is_atomic_and_reports_the_file_checksum(tmp_path):
 
 def test_record_schema_round_trip_through_parse_example():
     fields = schema.ExampleFields(filename="000001.jpg", label=1, class_text="Male", sha256="ab" * 32,
-                                   height=218, width=178, identity=2880, attributes=(0, 1, 1))
+                                  height=218, width=178, identity=2880, attributes=(0, 1, 1))
     serialized = schema.encode_example(b"\xff\xd8\xffjpeg", fields)
     parsed = schema.parse_example(tf.constant(serialized), num_attributes=3)
     assert set(parsed) == {f.key for f in schema.FEATURES}

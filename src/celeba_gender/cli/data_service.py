@@ -10,7 +10,8 @@ from celeba_gender.inputs.data_service import start_dispatcher, start_worker
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=data_service.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=data_service.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="role", required=True)
     d = sub.add_parser("dispatcher", help="start the dispatcher")
     d.add_argument("--port", type=int, default=5050)

@@ -1,4 +1,5 @@
-"""``python -m celeba_gender.cli.synthetic`` (and ``celeba-synthetic``): flags -> celeba_gender.synthetic.generate.generate().
+"""``python -m celeba_gender.cli.synthetic`` (and ``celeba-synthetic``): flags ->
+:func:`celeba_gender.synthetic.generate.generate`.
 
 The flags are defined here, not in the library module, so that a program importing celeba_gender.synthetic.generate
 (make_tfrecords.py does) does not define --out_dir, --seed and --workers a second time.
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> None:
     started = time.perf_counter()
     try:
         info = generate.generate(config.out_dir, config.num_images, seed=config.seed, layout=config.layout,
-                                  workers=config.workers or worker_pool.default_workers())
+                                 workers=config.workers or worker_pool.default_workers())
     except OSError as e:  # e.g. an --out_dir that cannot be written
         raise generate.SyntheticError(f"cannot write the dataset: {e}") from None
     print(f"wrote {info.num_images} images of {info.num_identities} identities "

@@ -116,7 +116,8 @@ def duplicate_groups(table: pd.DataFrame, mode: str, near_threshold: int = NEAR_
     return by_id[np.array([uf.find(r) for r in rank], dtype=np.int64)]
 
 
-def drop_duplicates(table: pd.DataFrame, mode: str, near_threshold: int = NEAR_THRESHOLD) -> tuple[pd.DataFrame, list[Dropped]]:
+def drop_duplicates(table: pd.DataFrame, mode: str,
+                    near_threshold: int = NEAR_THRESHOLD) -> tuple[pd.DataFrame, list[Dropped]]:
     """Keeps one row per duplicate group (the smallest image id); the others are dropped with a reason."""
     rep = duplicate_groups(table, mode, near_threshold)
     positions = np.arange(len(table))

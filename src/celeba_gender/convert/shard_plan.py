@@ -26,8 +26,8 @@ def shard_items(part: pd.DataFrame, attribute_names: list[str], names: tuple[str
     columns = zip(part["path"], part["image_id"], part["label"], part["sha256"], part["height"], part["width"],
                   part["identity"], part[attribute_names].to_numpy())
     return [(path, schema.ExampleFields(filename=image_id, label=int(label), class_text=names[int(label)],
-                                         sha256=sha, height=int(h), width=int(w), identity=int(identity),
-                                         attributes=tuple(int(x) for x in attrs)))
+                                        sha256=sha, height=int(h), width=int(w), identity=int(identity),
+                                        attributes=tuple(int(x) for x in attrs)))
             for path, image_id, label, sha, h, w, identity, attrs in columns]
 
 

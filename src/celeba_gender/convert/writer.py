@@ -235,7 +235,7 @@ def write_shards(specs: Sequence[ShardSpec], out_dir: str, manifest: dict, worke
         finished = manifest["status"] == shard_dir.COMPLETE
         with _full_disk(shard_dir.MANIFEST, out_dir, specs, saved):
             fileio.write_json(manifest_path, manifest if finished else
-                               {k: v for k, v in manifest.items() if k != "dropped"})
+                              {k: v for k, v in manifest.items() if k != "dropped"})
         saved.update(done)
 
     def record(entry: dict) -> None:

@@ -33,7 +33,8 @@ def report_markdown(report: dict, subgroups: int = 15) -> str:
              "## Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for name in names:
         c = report["per_class"][name]
-        lines.append(f"| {name} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1-score']:.4f} | {int(c['support']):,} |")
+        lines.append(f"| {name} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1-score']:.4f} "
+                     f"| {int(c['support']):,} |")
     lines += ["", "## Confusion matrix (rows: actual, columns: predicted)", "",
               "| | " + " | ".join(f"predicted {n}" for n in names) + " |", "|---|" + "---|" * len(names)]
     for name, row in zip(names, report["confusion_matrix"]):

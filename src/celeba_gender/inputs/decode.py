@@ -74,7 +74,8 @@ def decode_image(encoded: tf.Tensor, size: tuple[int, int] | None,
         shape = tf.image.extract_jpeg_shape(encoded)
         branches = []
         for r in (1, *JPEG_RATIOS):
-            exact = tf.logical_and(tf.equal((shape[0] + r - 1) // r, size[0]), tf.equal((shape[1] + r - 1) // r, size[1]))
+            exact = tf.logical_and(tf.equal((shape[0] + r - 1) // r, size[0]),
+                                   tf.equal((shape[1] + r - 1) // r, size[1]))
             branches.append((exact, lambda r=r: tf.ensure_shape(tf.io.decode_jpeg(encoded, channels=3, ratio=r),
                                                                 (*size, 3))))
         return tf.case(branches, default=lambda: _decode_any(encoded, size), exclusive=False)

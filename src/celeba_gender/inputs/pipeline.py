@@ -18,7 +18,8 @@ Parsing keeps only what is needed; decoding is :mod:`celeba_gender.inputs.decode
 nothing about models: the size comes from the caller (who asks the arch registry) and images stay uint8 (each
 arch's preprocessing runs inside the model). Training batches are formed within each pass, so an epoch of
 ``steps_per_epoch`` batches is exactly one pass over this pipeline's examples (the last partial batch dropped).
-Which files each worker reads, and how many steps every worker runs, is :mod:`celeba_gender.train.distributed_input`'s business.
+Which files each worker reads, and how many steps every worker runs, is
+:mod:`celeba_gender.train.distributed_input`'s business.
 """
 
 from __future__ import annotations
@@ -312,7 +313,7 @@ class _Passes:
         ds = _decoded_one_by_one(self.records(_pass_seed(self.seed, 0, _FILES)),
                                  _decoder(self.info, self.size, task), self.config.deterministic)
         ds = ds.cache("" if cache == "memory" else cache_file(cache, self.info, self.size, self.max_examples,
-                                                               task.cache_key()))
+                                                              task.cache_key()))
         buffer = min(self.config.shuffle_buffer, self.info.count)
         return self._from_start(lambda number: self._batch(_shuffled(ds, buffer,
                                                                      _pass_seed(self.seed, number, _EXAMPLES))))

@@ -3,14 +3,14 @@ flag (on the command line or in a flagfile) says otherwise. The image size comes
 ``default_size``; everything not named here keeps the option's declared default (batch 128, the seed's
 augmentation, automatic precision and strategy...).
 
-Why these values. The five transfer-learning backbones fine-tune all their layers from ImageNet weights
-with AdamW, a cosine schedule after one warm-up epoch and label smoothing 0.1 for 10 epochs: the standard
-fine-tuning recipe of TF Model Garden and timm, where the source study used Adam at 1e-5 for 5 epochs with
-the last 5 layers frozen or not by mistake. Every recipe warms the rate up linearly for a tenth of the run, at most one epoch. The learning rates are per backbone: VGG16's activations are
-not normalised, so it gets half; EfficientNetV2-B0, the smallest, twice. AlexNet trains from scratch (no
-ImageNet weights exist for the source's variant), without label smoothing, at a higher rate. The small CNNs
-are sized for a CPU: half-resolution faces and a high rate. None of the GPU recipes could be run on the
-development machines (no GPU, no ImageNet weights); the README says what was measured.
+Why these values. The five transfer-learning backbones fine-tune all their layers from ImageNet weights with AdamW,
+a cosine schedule after one warm-up epoch and label smoothing 0.1 for 10 epochs: the standard fine-tuning recipe of
+TF Model Garden and timm, where the source study used Adam at 1e-5 for 5 epochs with the last 5 layers frozen or not
+by mistake. Every recipe warms the rate up linearly for a tenth of the run, at most one epoch. The learning rates
+are per backbone: VGG16's activations are not normalised, so it gets half; EfficientNetV2-B0, the smallest, twice.
+AlexNet trains from scratch (no ImageNet weights exist for the source's variant), without label smoothing, at a
+higher rate. The small CNNs are sized for a CPU: half-resolution faces and a high rate. None of the GPU recipes
+could be run on the development machines (no GPU, no ImageNet weights); the README says what was measured.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Users' image files for predict.py: checked from the header before any decoding, then turned into the model's
-input exactly as training, evaluation and the SavedModel's JPEG signature turn theirs (:mod:`celeba_gender.inputs.decode`).
+input exactly as training, evaluation and the SavedModel's JPEG signature turn theirs
+(:mod:`celeba_gender.inputs.decode`).
 
 What happens to each kind of file (every refusal is a reason reported for that file, never an exception):
 

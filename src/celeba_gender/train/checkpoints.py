@@ -1,10 +1,11 @@
 """A run's checkpoints: the latest few and the best one, numbered by global step, for every strategy.
 
-What a checkpoint holds: the model, the optimizer (with its step counter and slots) and :class:`RunState`
-(epochs finished, steps done in the current epoch, best validation figure of ``--best_metric``, the running sums of the epoch in
-progress, and the states of the Keras random generators: Dropout's, the augmentation policies'), so a restart
-continues at the exact step where the previous process stopped, with the same random draws. (Keras 3 does not
-put a layer's SeedGenerator state into a ``tf.train.Checkpoint`` of the model: :func:`random_states` finds them.)
+What a checkpoint holds: the model, the optimizer (with its step counter and slots) and :class:`RunState` (epochs
+finished, steps done in the current epoch, best validation figure of ``--best_metric``, the running sums of the
+epoch in progress, and the states of the Keras random generators: Dropout's, the augmentation policies'), so a
+restart continues at the exact step where the previous process stopped, with the same random draws. (Keras 3 does
+not put a layer's SeedGenerator state into a ``tf.train.Checkpoint`` of the model: :func:`random_states` finds
+them.)
 
 Under MultiWorkerMirroredStrategy every worker must take part in saving (saving may run collectives), but only
 the chief's files are the run's: the chief writes into ``RUN/checkpoints/`` and the other workers into
@@ -36,7 +37,8 @@ class RunState:
     def __init__(self, epoch_sums: dict[str, np.ndarray] | None = None, random_states: Sequence = ()):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps_done_in_epoch")
-        self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_validation_figure")  # of --best_metric
+        # The best validation figure of --best_metric so far.
+        self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_validation_figure")
         template = {**(epoch_sums or {}), "train_seconds": np.float64(0)}
         self.sums = {k: tf.Variable(v, trainable=False, name=f"epoch_{k}") for k, v in template.items()}
         self.random_states = list(random_states)
@@ -114,7 +116,7 @@ class Checkpoints:
     def save(self, global_step: int, best: bool = False) -> str:
         """Saves as number ``global_step`` (and as the best one too when ``best``); returns the latest path."""
         with fileio.disk_space_for(f"checkpoint {global_step}", self.dir,
-                                    intact="The previous checkpoints are intact."):
+                                   intact="The previous checkpoints are intact."):
             # The best one first: the latest checkpoint records the best accuracy so far, so once it is written
             # a restart will not save this step as the best again. Were the best save to fail after it (a full
             # disk), the run would resume believing it had a best checkpoint it does not have.

@@ -190,7 +190,8 @@ class TrainConfig:
 
 def config_for(arch: str, **settings) -> TrainConfig:
     """The config of ``arch``'s recipe (models/recipes.py), with ``settings`` overriding it."""
-    return options.from_flat(TrainConfig, {**registry.get(arch).recipe(settings.get("epochs")), "arch": arch, **settings})
+    recipe = registry.get(arch).recipe(settings.get("epochs"))
+    return options.from_flat(TrainConfig, {**recipe, "arch": arch, **settings})
 
 
 @dataclasses.dataclass(frozen=True)
