@@ -2,7 +2,7 @@
 """Train one architecture on the converter's shards.
 
     python train.py --arch=inceptionv3 --batch=128
-    python train.py --flagfile=seed/resnet50v2.flags        # the source study's settings
+    python train.py --flagfile=source/resnet50v2.flags        # the source study's settings
     python train.py --flagfile=demo.flags                  # the small CNN on the synthetic demo data, on a CPU
 """
 

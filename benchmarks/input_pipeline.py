@@ -9,7 +9,7 @@ Rows (images/s, ratio to the baseline, fraction of the decode ceiling):
   idg-rescale ImageDataGenerator with rescale only
   shards     this pipeline from TFRecord shards, no augmentation, uncached (every pass decodes)
   cached     the same with cache=memory, a pass after the cache is full (decoded uint8 from memory)
-  host-fused this pipeline + the seed's augmentation on the host, one fused affine transform per batch
+  host-fused this pipeline + the source's augmentation on the host, one fused affine transform per batch
              (augment.Augmenter)
   host-stacked the same with the stacked Keras Random* layers (augment_reference.StackedAugmenter)
   ceiling    tf.io.decode_jpeg alone over the same bytes in memory, in graph mode on one thread, times the

@@ -28,12 +28,15 @@ def test_every_arch_builds_at_its_minimum_size_and_predicts_probabilities(name):
 
 def test_the_five_source_archs_default_to_celeba_size_and_the_source_head():
     for name in ("resnet50v2", "inceptionv3", "vgg16", "densenet201"):
-        assert registry.get(name).default_size == (218, 178) and registry.get(name).default_head == "seed"
+        assert registry.get(name).default_size == (218, 178) and registry.get(name).default_head == "source"
     assert registry.get("alexnet").default_size == (218, 178) and registry.get("alexnet").default_head == "fc4096"
     model = build.build_model(registry.ModelConfig(arch="vgg16", image_size=(32, 32)))
     dense = [layer.units for layer in model.network.layers if isinstance(layer, keras.layers.Dense)]
     assert dense == [1024, 256, 64, 32, 2]
     assert model.network.layers[-1].dtype_policy.name == "float32"  # the softmax stays float32
+    # The head was named "seed" in earlier versions: their runs' config.json still load (evaluate, predict).
+    old = registry.ModelConfig.from_record({"arch": "vgg16", "head": "seed", "num_classes": 2, "multi_label": False})
+    assert (old.head, old.outputs, old.activation) == ("source", 2, "softmax")
 
 
 def test_softmax_is_float32_under_mixed_precision():

@@ -1,4 +1,4 @@
-"""celeba_gender.inputs.augment and .geometry: the seed's ImageDataGenerator augmentation as one fused Keras 3 layer,
+"""celeba_gender.inputs.augment and .geometry: the source's ImageDataGenerator augmentation as one fused Keras 3 layer,
 checked against ImageDataGenerator and the stacked reference layers (augment_reference); the training targets."""
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def training_targets(images, labels, classes: int, label_smoothing: float = 0.0,
     images, targets = augment.mix(images, task.targets(labels), config, seed)
     return images, task.smooth(targets, label_smoothing)
 
-SEED_H, SEED_W = 218, 178  # the seed's target size (height x width)
-SEED_CONFIG = AugmentConfig()
+SOURCE_H, SOURCE_W = 218, 178  # the source's target size (height x width)
+SOURCE_CONFIG = AugmentConfig()
 NO_GEOMETRY = AugmentConfig(rotation_deg=0, shear_deg=0, zoom=0, width_shift=0, height_shift=0,
                             horizontal_flip=False)
 
@@ -78,7 +78,7 @@ def test_config_defaults_are_the_seeds():
 @pytest.mark.parametrize("kind", ["fused", "stacked"])
 def test_shapes_dtypes_and_range(kind):
     x = _random_uint8((6, 64, 52, 3))
-    layer = _make_layer(kind, SEED_CONFIG, seed=1)
+    layer = _make_layer(kind, SOURCE_CONFIG, seed=1)
     y = layer(x, training=True)
     assert y.dtype == tf.float32 and tuple(y.shape) == x.shape
     assert float(tf.reduce_min(y)) >= 0.0 and float(tf.reduce_max(y)) <= 255.0
@@ -98,7 +98,7 @@ def test_fused_layer_float_input_and_dynamic_shapes():
 @pytest.mark.parametrize("kind", ["fused", "stacked"])
 def test_identity_at_inference_and_changes_in_training(kind):
     x = _random_uint8((4, 32, 32, 3))
-    layer = _make_layer(kind, SEED_CONFIG, seed=3)
+    layer = _make_layer(kind, SOURCE_CONFIG, seed=3)
     for training in (False, None):
         y = layer(x, training=training)
         assert y.dtype == tf.float32
@@ -113,8 +113,8 @@ def test_seed_reproduces_and_draws_advance():
     first = a(x, training=True).numpy()
     np.testing.assert_array_equal(first, b(x, training=True).numpy())
     assert not np.allclose(first, a(x, training=True).numpy())  # the next batch gets new transforms
-    t1 = geometry.sample_transforms(8, 32, 32, SEED_CONFIG, seed=11).numpy()
-    np.testing.assert_array_equal(t1, geometry.sample_transforms(8, 32, 32, SEED_CONFIG, seed=11).numpy())
+    t1 = geometry.sample_transforms(8, 32, 32, SOURCE_CONFIG, seed=11).numpy()
+    np.testing.assert_array_equal(t1, geometry.sample_transforms(8, 32, 32, SOURCE_CONFIG, seed=11).numpy())
 
 
 def test_fused_layer_is_not_jit_and_one_warp_op():
@@ -127,13 +127,13 @@ def test_fused_layer_is_not_jit_and_one_warp_op():
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Parameter distributions: the seed's ImageDataGenerator ranges.
+# Parameter distributions: the source's ImageDataGenerator ranges.
 
 
-def test_sampled_parameters_match_the_seed_ranges():
+def test_sampled_parameters_match_the_source_ranges():
     n = 4000
-    p = {k: v.numpy() for k, v in geometry.sample_params(n, SEED_H, SEED_W, SEED_CONFIG, seed=0).items()}
-    limits = {"theta": 15.0, "tx": 0.1 * SEED_H, "ty": 0.1 * SEED_W, "shear": 0.1}
+    p = {k: v.numpy() for k, v in geometry.sample_params(n, SOURCE_H, SOURCE_W, SOURCE_CONFIG, seed=0).items()}
+    limits = {"theta": 15.0, "tx": 0.1 * SOURCE_H, "ty": 0.1 * SOURCE_W, "shear": 0.1}
     for name, limit in limits.items():
         assert np.all(np.abs(p[name]) <= limit + 1e-4), name
         assert p[name].min() < -0.95 * limit and p[name].max() > 0.95 * limit, name  # spread over the range
@@ -167,17 +167,17 @@ def _decompose(transforms: np.ndarray, height: int, width: int):
     return {k: np.array(v) for k, v in out.items()}
 
 
-def test_matrices_decompose_into_the_seed_ranges():
+def test_matrices_decompose_into_the_source_ranges():
     config = AugmentConfig(idg_quirks=False)
-    d = _decompose(geometry.sample_transforms(3000, SEED_H, SEED_W, config, seed=5).numpy(), SEED_H, SEED_W)
+    d = _decompose(geometry.sample_transforms(3000, SOURCE_H, SOURCE_W, config, seed=5).numpy(), SOURCE_H, SOURCE_W)
     assert np.all(np.abs(d["theta"]) <= 15.0 + 1e-3) and np.ptp(d["theta"]) > 28.0
     assert np.all(np.abs(d["shear"]) <= 0.1 + 1e-3) and np.ptp(d["shear"]) > 0.15
     assert np.all(np.abs(d["shear"]) <= 0.1 + 1e-3)
     for name in ("zx", "zy"):
         assert d[name].min() >= 0.8 - 1e-4 and d[name].max() <= 1.2 + 1e-4 and np.ptp(d[name]) > 0.38
     # Centred geometry: shifts of at most 10 % of each side, along that side.
-    assert np.all(np.abs(d["dx"]) <= 0.1 * SEED_W + 1e-2) and d["dx"].max() > 0.095 * SEED_W
-    assert np.all(np.abs(d["dy"]) <= 0.1 * SEED_H + 1e-2) and d["dy"].max() > 0.095 * SEED_H
+    assert np.all(np.abs(d["dx"]) <= 0.1 * SOURCE_W + 1e-2) and d["dx"].max() > 0.095 * SOURCE_W
+    assert np.all(np.abs(d["dy"]) <= 0.1 * SOURCE_H + 1e-2) and d["dy"].max() > 0.095 * SOURCE_H
     assert abs(d["flip"].mean() - 0.5) < 0.04
 
 
@@ -190,10 +190,10 @@ def test_transforms_from_params_is_idg_matrix_in_numpy():
     shear_m = np.array([[1, -np.sin(shear), 0], [0, np.cos(shear), 0], [0, 0, 1]])
     zoom = np.array([[p["zx"], 0, 0], [0, p["zy"], 0], [0, 0, 1]])
     m = rot @ shift @ shear_m @ zoom
-    ox, oy = SEED_H / 2 - 0.5, SEED_W / 2 - 0.5  # transform_matrix_offset_center(m, h, w)
+    ox, oy = SOURCE_H / 2 - 0.5, SOURCE_W / 2 - 0.5  # transform_matrix_offset_center(m, h, w)
     m = np.array([[1, 0, ox], [0, 1, oy], [0, 0, 1]]) @ m @ np.array([[1, 0, -ox], [0, 1, -oy], [0, 0, 1]])
-    m = m @ np.array([[-1, 0, SEED_W - 1], [0, 1, 0], [0, 0, 1]])  # flip_axis after the warp
-    ours = geometry.transforms_from_params({k: [v] for k, v in p.items()}, SEED_H, SEED_W, True).numpy()[0]
+    m = m @ np.array([[-1, 0, SOURCE_W - 1], [0, 1, 0], [0, 0, 1]])  # flip_axis after the warp
+    ours = geometry.transforms_from_params({k: [v] for k, v in p.items()}, SOURCE_H, SOURCE_W, True).numpy()[0]
     np.testing.assert_allclose(ours[:6], m[:2].reshape(-1), rtol=1e-5, atol=1e-3)
     np.testing.assert_array_equal(ours[6:], [0, 0])
 
@@ -209,10 +209,10 @@ IDG_PARAMS = [
 
 
 @pytest.mark.parametrize("params", IDG_PARAMS)
-def test_same_image_as_image_data_generator_at_seed_size(params):
-    x = _smooth_image(SEED_H, SEED_W)
+def test_same_image_as_image_data_generator_at_source_size(params):
+    x = _smooth_image(SOURCE_H, SOURCE_W)
     expected = _idg().apply_transform(x.copy(), params)
-    transforms = geometry.transforms_from_params({k: [float(v)] for k, v in params.items()}, SEED_H, SEED_W,
+    transforms = geometry.transforms_from_params({k: [float(v)] for k, v in params.items()}, SOURCE_H, SOURCE_W,
                                                  idg_quirks=True)
     ours = geometry.apply_transforms(x[None], transforms).numpy()[0]
     diff = np.abs(ours - expected)
@@ -233,12 +233,12 @@ def test_centred_geometry_matches_image_data_generator_on_square_images():
 
 
 def test_centred_geometry_turns_about_the_true_centre():
-    x = _random_uint8((1, SEED_H, SEED_W, 3)).astype(np.float32)
+    x = _random_uint8((1, SOURCE_H, SOURCE_W, 3)).astype(np.float32)
     half_turn = {"theta": [180.0]}
-    centred = geometry.apply_transforms(x, geometry.transforms_from_params(half_turn, SEED_H, SEED_W, False))
+    centred = geometry.apply_transforms(x, geometry.transforms_from_params(half_turn, SOURCE_H, SOURCE_W, False))
     np.testing.assert_allclose(centred.numpy()[0], x[0, ::-1, ::-1], atol=0.05)  # float32 cos/sin(pi)
     # ImageDataGenerator's own pivot is off centre on 218x178: the same half turn is not a plain 180 flip.
-    quirky = geometry.apply_transforms(x, geometry.transforms_from_params(half_turn, SEED_H, SEED_W, True))
+    quirky = geometry.apply_transforms(x, geometry.transforms_from_params(half_turn, SOURCE_H, SOURCE_W, True))
     assert not np.allclose(quirky.numpy()[0], x[0, ::-1, ::-1], atol=1)
     # And its height shift moves the image sideways (tx scales with the height but acts on columns).
     dot = np.zeros((1, 40, 30, 1), np.float32)
@@ -291,7 +291,7 @@ def _augment_copies(image: np.ndarray, n: int, kind: str, config, seed: int) -> 
     return layer(batch, training=True).numpy()
 
 
-@pytest.mark.parametrize("size,config", [((48, 48), SEED_CONFIG),
+@pytest.mark.parametrize("size,config", [((48, 48), SOURCE_CONFIG),
                                          ((72, 56), AugmentConfig(idg_quirks=False))])
 def test_fused_and_stacked_agree_in_distribution(size, config):
     """Blob centroids: two-sample KS, fused vs Keras' stacked layers (on square images the IDG quirks vanish)."""
@@ -307,8 +307,8 @@ def test_fused_and_stacked_agree_in_distribution(size, config):
 
 def test_bar_orientation_fused_vs_stacked():
     bar = _bar_image(64)
-    fused = _orientations(_augment_copies(bar, 400, "fused", SEED_CONFIG, seed=31))
-    stacked = _orientations(_augment_copies(bar, 400, "stacked", SEED_CONFIG, seed=32))
+    fused = _orientations(_augment_copies(bar, 400, "fused", SOURCE_CONFIG, seed=31))
+    stacked = _orientations(_augment_copies(bar, 400, "stacked", SOURCE_CONFIG, seed=32))
     assert stats.ks_2samp(fused, stacked).pvalue > 1e-3
 
 
@@ -329,7 +329,7 @@ def test_tf_data_map_on_host(kind):
     x = _random_uint8((10, 32, 32, 3))
     y = np.arange(10, dtype=np.int64)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
-    ds = ds.map(augment.host_augment_fn(_make_layer(kind, SEED_CONFIG, seed=5)))
+    ds = ds.map(augment.host_augment_fn(_make_layer(kind, SOURCE_CONFIG, seed=5)))
     first = list(ds.as_numpy_iterator())
     second = list(ds.as_numpy_iterator())
     assert [a.shape for a, _ in first] == [(4, 32, 32, 3), (4, 32, 32, 3), (2, 32, 32, 3)]
@@ -395,8 +395,8 @@ def test_saved_keras_model_round_trip(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
     assert not np.allclose(layer(x, training=True).numpy(), x)
     # A bare Augmenter serialises too.
-    restored = augment.Augmenter.from_config(augment.Augmenter(SEED_CONFIG, seed=3).get_config())
-    assert restored.config == SEED_CONFIG and restored.seed == 3
+    restored = augment.Augmenter.from_config(augment.Augmenter(SOURCE_CONFIG, seed=3).get_config())
+    assert restored.config == SOURCE_CONFIG and restored.seed == 3
 
 
 def test_augmenter_with_every_policy_saves_and_loads(tmp_path):
@@ -420,7 +420,7 @@ def test_augmenter_with_every_policy_saves_and_loads(tmp_path):
 
 def test_stacked_reference_layer_arguments():
     """The stacked layers' own factors encode ImageDataGenerator's ranges (Keras 3.15 semantics)."""
-    layers = {type(layer).__name__: layer for layer in augment_reference.stacked_reference(SEED_CONFIG).layers}
+    layers = {type(layer).__name__: layer for layer in augment_reference.stacked_reference(SOURCE_CONFIG).layers}
     assert list(layers) == ["RandomRotation", "RandomTranslation", "RandomShear", "RandomZoom", "RandomFlip"]
     assert np.allclose(np.array(layers["RandomRotation"].factor) * 360, [-15, 15])
     t = layers["RandomTranslation"]
@@ -440,7 +440,7 @@ def test_stacked_reference_layer_arguments():
 def test_mix_batch_off_is_one_hot():
     x = _random_uint8((5, 16, 16, 3))
     labels = np.array([0, 1, 1, 0, 1])
-    images, soft = training_targets(x, labels, 2, 0.0, SEED_CONFIG, seed=0)
+    images, soft = training_targets(x, labels, 2, 0.0, SOURCE_CONFIG, seed=0)
     assert images.dtype == tf.float32 and soft.dtype == tf.float32 and tuple(soft.shape) == (5, 2)
     np.testing.assert_array_equal(images.numpy(), x.astype(np.float32))
     np.testing.assert_array_equal(soft.numpy(), np.eye(2)[labels])
@@ -484,7 +484,7 @@ def test_mixup_and_cutmix_together():
 
 def test_label_smoothing_alone_is_the_smoothed_one_hot():
     labels = np.array([0, 1, 1, 0, 1])
-    images, targets = training_targets(_random_uint8((5, 8, 8, 3)), labels, 2, 0.1, SEED_CONFIG, seed=0)
+    images, targets = training_targets(_random_uint8((5, 8, 8, 3)), labels, 2, 0.1, SOURCE_CONFIG, seed=0)
     np.testing.assert_allclose(targets.numpy(), np.eye(2)[labels] * 0.9 + 0.05, atol=1e-7)
     with pytest.raises(ValueError):
         training_targets(images, labels, 2, 1.0)

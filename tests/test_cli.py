@@ -68,7 +68,7 @@ def test_help_flag_errors_and_version_never_import_tensorflow(name, no_tensorflo
     flags = ("out_dir", "run_dir", "arch", "archs")
     assert "flags:" in shown.stdout and any(f"--{flag}:" in shown.stdout for flag in flags), \
         shown.stdout[-2000:]
-    assert "seed/{alexnet" in shown.stdout and "smoke.flags" in shown.stdout  # what ships, in --help
+    assert "source/{alexnet" in shown.stdout and "smoke.flags" in shown.stdout  # what ships, in --help
     assert "--[no]version" in shown.stdout
     assert "Traceback" not in shown.stderr
 
@@ -137,8 +137,9 @@ def test_a_packaged_flagfile_is_found_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     smoke = flagfiles.resolve("smoke.flags")
     assert Path(smoke) == flagfiles.PACKAGED / "smoke.flags"
-    assert flagfiles.resolve("flags/seed/inceptionv3.flags") == str(flagfiles.PACKAGED / "seed" / "inceptionv3.flags")
-    assert {"demo.flags", "smoke.flags", "seed/common.flags", "studies/epochs.flags"} <= set(flagfiles.packaged())
+    inception = flagfiles.PACKAGED / "source" / "inceptionv3.flags"
+    assert flagfiles.resolve("flags/source/inceptionv3.flags") == str(inception)
+    assert {"demo.flags", "smoke.flags", "source/common.flags", "studies/epochs.flags"} <= set(flagfiles.packaged())
     # a file here wins over the packaged one of the same name
     (tmp_path / "smoke.flags").write_text("--epochs=3\n")
     assert flagfiles.resolve("smoke.flags") == "smoke.flags"
@@ -146,13 +147,13 @@ def test_a_packaged_flagfile_is_found_from_any_folder(tmp_path, monkeypatch):
 
 
 def test_a_packaged_flagfile_includes_packaged_files(tmp_path, monkeypatch):
-    """seed/alexnet.flags includes seed/common.flags: the packaged one, even where the current folder has a file
+    """source/alexnet.flags includes source/common.flags: the packaged one, even where the current folder has a file
     of that name; a user's flagfile may include packaged ones by their names."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "seed").mkdir()
-    (tmp_path / "seed" / "common.flags").write_text("--lr=123\n")
-    expanded = flagfiles.expand(["train", "--flagfile", "seed/alexnet.flags", "--batch=8"])
-    common = [line.strip() for line in (flagfiles.PACKAGED / "seed" / "common.flags").read_text().splitlines()
+    (tmp_path / "source").mkdir()
+    (tmp_path / "source" / "common.flags").write_text("--lr=123\n")
+    expanded = flagfiles.expand(["train", "--flagfile", "source/alexnet.flags", "--batch=8"])
+    common = [line.strip() for line in (flagfiles.PACKAGED / "source" / "common.flags").read_text().splitlines()
               if line.startswith("--")]
     assert expanded[1:1 + len(common)] == common and "--lr=123" not in expanded
     assert expanded[-4:] == ["--arch=alexnet", "--weights=none", "--head=fc4096", "--batch=8"]
@@ -163,7 +164,7 @@ def test_a_packaged_flagfile_includes_packaged_files(tmp_path, monkeypatch):
 def test_flagfile_errors_are_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(flagfiles.FlagfileError, match=r"--flagfile=nosuch.flags: no such file here, nor among .*"
-                                                      r"smoke.flags, convert/\{demo,official,seed\}.flags"):
+                                                      r"smoke.flags, convert/\{demo,official,source\}.flags"):
         flagfiles.expand(["train", "--flagfile=nosuch.flags"])
     (tmp_path / "a.flags").write_text("--flagfile=b.flags\n")
     (tmp_path / "b.flags").write_text("--flagfile=a.flags\n")

@@ -258,11 +258,11 @@ def test_identity_split_with_a_zero_fraction_writes_no_shard_for_that_split(cele
     assert "test 0 dropped" in converter.format_summary(manifest, str(tmp_path))
 
 
-def test_seed_split_end_to_end_records_the_protocol(celeba_original, tmp_path):
+def test_source_split_end_to_end_records_the_protocol(celeba_original, tmp_path):
     out = str(tmp_path / "out")
-    manifest = converter.convert(ConvertConfig(celeba_dir=celeba_original, out_dir=out, split="seed",
+    manifest = converter.convert(ConvertConfig(celeba_dir=celeba_original, out_dir=out, split="source",
                                                limit=300, balance=True, workers=1, progress=False))
-    protocol = manifest["seed_protocol"]
+    protocol = manifest["source_protocol"]
     assert protocol["sampled"] == 300
     counts = protocol["sampled_class_counts"]
     assert protocol["selected"] == 2 * min(counts.values())
@@ -407,7 +407,7 @@ def test_every_converter_flagfile_parses(tmp_path):
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "convert/seed.flags seed" in done.stdout and "convert/demo.flags official" in done.stdout
+    assert "convert/source.flags source" in done.stdout and "convert/demo.flags official" in done.stdout
     assert len(done.stdout.splitlines()) == 5
 
 

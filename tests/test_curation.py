@@ -1,4 +1,4 @@
-"""Planning on tables alone: the source's seed split, identity split, balancing, duplicate groups."""
+"""Planning on tables alone: the source's split, identity split, balancing, duplicate groups."""
 
 import numpy as np
 import pandas as pd
@@ -33,10 +33,10 @@ def _source_notebook(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.D
     return train_df, validation_df, test_df
 
 
-def test_seed_split_reproduces_the_source_sizes_and_ids():
+def test_source_split_reproduces_the_source_sizes_and_ids():
     # The source's sample of 52,000 rows held 30,351 Female / 21,649 Male.
     table = _label_table(30351, 21649)
-    plan, dropped, info = curation.seed_split(table, limit=52000, balance=True, seed=42)
+    plan, dropped, info = curation.source_split(table, limit=52000, balance=True, seed=42)
     assert info["sampled"] == 52000 and info["sampled_class_counts"] == {0: 30351, 1: 21649}
     assert info["selected"] == 43298 == 2 * 21649
     assert info["split_sizes"] == {"train": 34638, "validation": 2858, "test": 5802}
@@ -48,13 +48,13 @@ def test_seed_split_reproduces_the_source_sizes_and_ids():
     # Our version must not touch numpy's global generator.
     np.random.seed(0)
     before = np.random.get_state()[1].copy()
-    curation.seed_split(table, limit=52000, balance=True, seed=42)
+    curation.source_split(table, limit=52000, balance=True, seed=42)
     assert (np.random.get_state()[1] == before).all()
 
 
-def test_seed_split_from_a_larger_table_samples_first():
+def test_source_split_from_a_larger_table_samples_first():
     table = _label_table(600, 400)
-    plan, _, info = curation.seed_split(table, limit=500, balance=False, seed=42)
+    plan, _, info = curation.source_split(table, limit=500, balance=False, seed=42)
     assert info["sampled"] == 500 and len(plan) == 500
     assert plan["image_id"].is_unique
     assert set(plan["image_id"]) == set(table.sample(n=500, random_state=42)["image_id"])

@@ -248,8 +248,8 @@ def test_every_flagfile_parses(tmp_path):
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("demo.flags small") and "\nseed/alexnet.flags alexnet" in result.stdout
-    # demo, smoke, the six seed files and the demo study's train flags: every one was read
+    assert result.stdout.startswith("demo.flags small") and "\nsource/alexnet.flags alexnet" in result.stdout
+    # demo, smoke, the six source-protocol files and the demo study's train flags: every one was read
     assert len(result.stdout.splitlines()) == 9, result.stdout
 
 
@@ -558,8 +558,8 @@ def test_a_log_file_gets_plain_lines_and_tensorboard_gets_scalars_every_n_steps(
     with open(log, "wb") as out:
         done = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--arch=tiny", f"--data_dir={data_dir}",
                                f"--run_dir={run_dir}", "--batch=16", "--epochs=2", "--log_every_steps=4",
-                               "--evaluate_test=false", "--tflite=none"], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                              timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                               "--evaluate_test=false", "--tflite=none"], stdout=out, stderr=subprocess.STDOUT,
+                              cwd=ROOT, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     text = log.read_bytes()
     assert done.returncode == 0, text[-3000:]
     assert b"\r" not in text

@@ -2,7 +2,7 @@
 
 ``--flagfile=NAME`` reads the file NAME when there is one (relative to the current folder, ``~`` expanded);
 otherwise the flagfile of that path among those that ship in the package's ``flags/`` folder, so that
-``--flagfile=smoke.flags`` and ``--flagfile=seed/inceptionv3.flags`` work from any folder once the package is
+``--flagfile=smoke.flags`` and ``--flagfile=source/inceptionv3.flags`` work from any folder once the package is
 installed. A leading ``flags/`` is allowed (``--flagfile=flags/demo.flags``, as commands written for a clone of
 the repository say it). A ``--flagfile=`` line inside a flagfile is found the same way, except that inside a
 packaged flagfile it names a packaged file first (a file of the same name in the current folder does not
@@ -29,7 +29,7 @@ class FlagfileError(UserError):
 
 
 def packaged() -> list[str]:
-    """The packaged flagfiles, as the names ``--flagfile=`` takes (``demo.flags``, ``seed/alexnet.flags``...)."""
+    """The packaged flagfiles, as the names ``--flagfile=`` takes (``demo.flags``, ``source/alexnet.flags``...)."""
     return sorted(p.relative_to(PACKAGED).as_posix() for p in PACKAGED.rglob("*.flags"))
 
 

@@ -33,14 +33,15 @@ class ConvertConfig:
                           "a .lock file there names it, and a second one is refused.", path=True)
     attribute: str = option("Male", "The attribute to classify (any column of the attribute file).")
     split: str = option("official", "official: CelebA's identity-disjoint list_eval_partition; identity: a random "
-                        "identity-disjoint split by --split_fractions (needs identity_CelebA.txt); seed: the source "
-                        "study's random split, replayed draw for draw (leaks identities; for reproduction only).",
+                        "identity-disjoint split by --split_fractions (needs identity_CelebA.txt); source: the "
+                        "source study's random split, replayed draw for draw (leaks identities; for reproduction "
+                        "only).",
                         choices=curation.SPLIT_MODES)
     split_fractions: tuple[float, float, float] = option((0.8, 0.1, 0.1), "train,validation,test fractions for "
                                                          "--split=identity.", lower=0)
     limit: int = option(0, "Use this many rows drawn at random (df.sample with --seed); 0 = all (as is a limit "
                         "above the usable rows, which the summary says).", lower=0)
-    balance: bool = option(True, "Undersample the majority class (per split; before the split for --split=seed); "
+    balance: bool = option(True, "Undersample the majority class (per split; before the split for --split=source); "
                            "--nobalance keeps every image.")
     dedupe: str = option("exact", "Drop copies before splitting: exact = byte-identical files; near = also "
                          "perceptual-hash near-copies (slower); none = keep them (copies may leak).",

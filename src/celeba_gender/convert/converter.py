@@ -1,7 +1,7 @@
 """The converter: a CelebA folder in, de-duplicated, balanced, leak-free TFRecord shards and a manifest out.
 
 Steps: find CelebA (``convert.locate``) -> read the attribute table -> choose candidate rows (``--limit``; the
-source's draws for ``seed``) -> scan their files in parallel (exists, JPEG, size, decodes, sha256, perceptual
+source's draws for ``source``) -> scan their files in parallel (exists, JPEG, size, decodes, sha256, perceptual
 hash) -> drop bad rows and duplicates -> split and balance -> write shards in parallel -> manifest.json. The
 whole run holds ``out_dir``'s lock (``locks``): one conversion at a time per folder. No TensorFlow is imported.
 """
@@ -96,7 +96,7 @@ def _read(config: ConvertConfig, celeba_dir: str) -> _Read:
     layout = detect_layout(celeba_dir)
     if config.split == "official" and layout.partition_file is None:
         raise CelebaError(f"--split=official needs list_eval_partition.txt (or .csv) in {layout.root}. "
-                          "Add it, or use --split=identity (needs identity_CelebA.txt) or --split=seed.")
+                          "Add it, or use --split=identity (needs identity_CelebA.txt) or --split=source.")
     if config.split == "identity" and layout.identity_file is None:
         raise CelebaError(f"--split=identity needs identity_CelebA.txt in {layout.root} (CelebA's "
                           "Anno/identity_CelebA.txt; Kaggle's copy lacks it). Or use --split=official.")
@@ -131,21 +131,21 @@ def _convert(config: ConvertConfig) -> dict:
     check_out_dir(config)
     problems = [_check_bad_fraction(len(read.dropped), read.rows_in_file, "attribute rows", config)]
     names = class_names(config.attribute)
-    seed_info, balanced_out = None, []
-    if config.split == "seed":
-        candidates, balanced_out, seed_info = curation.seed_split(read.table, config.limit, config.balance,
-                                                                  config.seed)
+    source_info, balanced_out = None, []
+    if config.split == "source":
+        candidates, balanced_out, source_info = curation.source_split(read.table, config.limit, config.balance,
+                                                                    config.seed)
     else:
         candidates = curation.sample_limit(read.table, config.limit, config.seed)
     candidates, bad = _scan(config, candidates, workers, read)
     problems.append(_check_bad_fraction(int(bad.sum()), len(candidates), "image files", config))
     plan, curated, balance = shard_plan.curate(config, candidates[~bad], balanced_out, names)
-    if seed_info is not None and config.balance:
-        balance = shard_plan.seed_balance(seed_info, names)
+    if source_info is not None and config.balance:
+        balance = shard_plan.source_balance(source_info, names)
     read.dropped += curated
     manifest = _manifest(config, read, plan, len(candidates), balance)
-    if seed_info is not None:
-        manifest["seed_protocol"] = _named_seed_info(seed_info, names)
+    if source_info is not None:
+        manifest["source_protocol"] = _named_source_info(source_info, names)
     _refuse_failures(config, manifest, [p for p in problems if p], plan.empty)
     specs = _shard_specs(config, plan, manifest)
     bar = progress.counter(len(plan), "write", enabled=config.progress)
@@ -179,12 +179,12 @@ def _manifest(config: ConvertConfig, read: _Read, plan, scanned: int, balance: d
     }
 
 
-def _named_seed_info(seed_info: dict, names: tuple[str, str]) -> dict:
-    """The source study's draws (curation.seed_split) with class names in place of label ids."""
+def _named_source_info(source_info: dict, names: tuple[str, str]) -> dict:
+    """The source study's draws (curation.source_split) with class names in place of label ids."""
     by_name = lambda counts: {names[k]: v for k, v in counts.items()}  # noqa: E731
-    seed_info["sampled_class_counts"] = by_name(seed_info["sampled_class_counts"])
-    seed_info["split_class_counts"] = {s: by_name(c) for s, c in seed_info["split_class_counts"].items()}
-    return seed_info
+    source_info["sampled_class_counts"] = by_name(source_info["sampled_class_counts"])
+    source_info["split_class_counts"] = {s: by_name(c) for s, c in source_info["split_class_counts"].items()}
+    return source_info
 
 
 def _refuse_failures(config: ConvertConfig, manifest: dict, failures: list[str], nothing_left: bool) -> None:

@@ -3,7 +3,7 @@
 Every function is a pure function of its arguments (tables and a seed), so a plan can be recomputed and
 compared, which is what makes an interrupted conversion resumable.
 
-The ``seed`` split replays the source study's random draws exactly (see docs/source_study.md), with the
+The ``source`` split replays the source study's random draws exactly (see docs/source_study.md), with the
 same generators in the same order:
 
     df.sample(n=limit, random_state=seed)                      # pandas, over every attribute row
@@ -23,7 +23,7 @@ import pandas as pd
 from celeba_gender.convert.celeba import Dropped
 
 SPLITS = ("train", "validation", "test")
-SPLIT_MODES = ("official", "identity", "seed")
+SPLIT_MODES = ("official", "identity", "source")
 DEDUPE_MODES = ("none", "exact", "near")
 # Differing bits (of image_scan.py's 256-bit pHash) below which two images count as near copies.
 NEAR_THRESHOLD = 12
@@ -146,7 +146,7 @@ def _undersample(df: pd.DataFrame, rs: np.random.RandomState, why: str) -> tuple
     return df.drop(drop, axis="index"), dropped
 
 
-def seed_split(table: pd.DataFrame, limit: int | None, balance: bool, seed: int
+def source_split(table: pd.DataFrame, limit: int | None, balance: bool, seed: int
                ) -> tuple[pd.DataFrame, list[Dropped], dict]:
     """The source study's draws (module docstring). Returns the selected rows with a ``split`` column, in
     the order the source's dataframes had them, the balanced-out rows, and the protocol's counts.

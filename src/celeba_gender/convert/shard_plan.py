@@ -36,7 +36,7 @@ def curate(config: ConvertConfig, usable: pd.DataFrame, balanced_out: list[Dropp
     """Duplicates, split and balance of the usable rows: the plan (rows with a ``split``), what it drops, and
     what balancing did per split (None with --nobalance)."""
     deduped, dropped = curation.drop_duplicates(usable, config.dedupe, config.near_threshold)
-    if config.split == "seed":
+    if config.split == "source":
         # The draws saw every row, as the source's did; copies are resolved after them, so that no two copies
         # of an image can sit in different splits while the drawn ids stay the source's.
         return deduped, balanced_out + dropped, None
@@ -66,12 +66,12 @@ def _balance_entry(before: pd.DataFrame, after: pd.DataFrame, names: tuple[str, 
     return {"dropped": len(before) - len(after), "class": names[k], "from": int(b.get(k, 0)), "to": int(a.get(k, 0))}
 
 
-def seed_balance(seed_info: dict, names: tuple[str, str]) -> dict:
-    """The seed protocol balances once, before the split."""
-    counts = seed_info["sampled_class_counts"]
+def source_balance(source_info: dict, names: tuple[str, str]) -> dict:
+    """The source protocol balances once, before the split."""
+    counts = source_info["sampled_class_counts"]
     k = max((0, 1), key=lambda c: counts[c])
-    kept = seed_info["selected"] // 2
-    return {"before the split": {"dropped": seed_info["sampled"] - seed_info["selected"], "class": names[k],
+    kept = source_info["selected"] // 2
+    return {"before the split": {"dropped": source_info["sampled"] - source_info["selected"], "class": names[k],
                                  "from": counts[k], "to": kept}}
 
 

@@ -68,11 +68,11 @@ def format_summary(manifest: dict, out_dir: str) -> str:
     else:
         lines.append("dropped: none")
     lines += [line for line in (_balance_line(manifest), _limit_line(manifest)) if line]
-    if "seed_protocol" in manifest:
-        sp = manifest["seed_protocol"]
+    sp = manifest.get("source_protocol", manifest.get("seed_protocol"))  # seed_protocol: manifests of earlier versions
+    if sp is not None:
         sampled = ", ".join(f"{v:,} {k}" for k, v in sp["sampled_class_counts"].items())
         drawn = " / ".join(f"{v:,}" for v in sp["split_sizes"].values())
-        lines.append(f"seed protocol: sampled {sp['sampled']:,} ({sampled}), kept {sp['selected']:,} after "
+        lines.append(f"source protocol: sampled {sp['sampled']:,} ({sampled}), kept {sp['selected']:,} after "
                      f"balancing, drawn train / validation / test {drawn}")
     lines += [f"warning: {w}" for w in manifest.get("warnings", [])]
     if (shards := _shards_line(manifest)) is not None:

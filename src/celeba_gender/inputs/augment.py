@@ -1,6 +1,6 @@
-"""The training-time augmentation: the seed's ImageDataGenerator as ONE Keras layer, and MixUp / CutMix.
+"""The training-time augmentation: the source's ImageDataGenerator as ONE Keras layer, and MixUp / CutMix.
 
-- :class:`Augmenter`, the layer: the seed's geometry as one fused projective warp per batch (the pure functions
+- :class:`Augmenter`, the layer: the source's geometry as one fused projective warp per batch (the pure functions
   of :mod:`celeba_gender.inputs.geometry`, which also explains ImageDataGenerator's distribution and quirks), then
   RandAugment and random erasing when configured. Active in training only; returns float32.
 - :func:`host_augment_fn`: that layer as a tf.data map function (``--augment_on=host``).
@@ -50,7 +50,7 @@ def _offset(seed: int | None, by: int) -> int | None:
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class Augmenter(keras.layers.Layer):
-    """The model's augmentation block: the seed's geometry as one fused warp, then optional RandAugment and
+    """The model's augmentation block: the source's geometry as one fused warp, then optional RandAugment and
     random erasing.
 
     ``call(images, training=None, seed=None)``: in training, draws one matrix per image

@@ -1,4 +1,4 @@
-"""The readable reference for the seed's augmentation: Keras' own stacked ``Random*`` layers.
+"""The readable reference for the source's augmentation: Keras' own stacked ``Random*`` layers.
 
 Used ONLY by the tests (which check that :class:`celeba_gender.inputs.augment.Augmenter`'s fused warp draws from the
 same distribution as these layers) and by ``benchmarks/input_pipeline.py`` (which times both); the engine

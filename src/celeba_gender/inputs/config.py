@@ -17,7 +17,7 @@ _INTERPOLATIONS = ("bilinear", "nearest")
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-    """Augmentation settings; the defaults are the seed study's ImageDataGenerator (see geometry.py for how
+    """Augmentation settings; the defaults are the source study's ImageDataGenerator (see geometry.py for how
     its parameters are drawn and composed)."""
 
     rotation_deg: float = option(15.0, "Rotation range in degrees: theta ~ U(-r, r) (ImageDataGenerator's "
@@ -29,13 +29,13 @@ class AugmentConfig:
     width_shift: float = option(0.1, "Horizontal shift range, a fraction of the width (pixels when >= 1).", lower=0)
     height_shift: float = option(0.1, "Vertical shift range, a fraction of the height (pixels when >= 1).", lower=0)
     horizontal_flip: bool = option(True, "Flip left-right with probability 0.5, after the warp.")
-    fill_mode: str = option("nearest", "How pixels outside the image are filled (the seed's: nearest).",
+    fill_mode: str = option("nearest", "How pixels outside the image are filled (the source's: nearest).",
                             choices=_FILL_MODES)
-    interpolation: str = option("bilinear", "Resampling of the warp (the seed's: bilinear).",
+    interpolation: str = option("bilinear", "Resampling of the warp (the source's: bilinear).",
                                 choices=_INTERPOLATIONS)
     idg_quirks: bool = option(False, "Reproduce ImageDataGenerator's off-centre rotation pivot and swapped shift "
                               "axes on non-square images (the source's exact pixels).")
-    randaugment: bool = option(False, "Add RandAugment after the seed's geometric augmentation.")
+    randaugment: bool = option(False, "Add RandAugment after the source's geometric augmentation.")
     random_erasing: float = option(0.0, "Probability of random erasing per image.", lower=0, upper=1)
     mixup: float = option(0.0, "MixUp Beta(alpha, alpha); 0 = off.", lower=0)
     cutmix: float = option(0.0, "CutMix Beta(alpha, alpha); 0 = off.", lower=0)

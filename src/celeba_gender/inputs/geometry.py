@@ -2,7 +2,7 @@
 per image -> one warp per batch. No Keras layers and no state here; :mod:`celeba_gender.inputs.augment` wraps
 these in the layer that training uses.
 
-The seed notebooks augmented with::
+The source notebooks augmented with::
 
     ImageDataGenerator(rotation_range=15, shear_range=0.1, zoom_range=0.2, width_shift_range=0.1,
                        height_shift_range=0.1, horizontal_flip=True, rescale=1/255)   # target 218x178
@@ -19,7 +19,7 @@ Read from ``keras/src/legacy/preprocessing/image.py`` (``get_random_transform`` 
 
 and warps with ``M = R(theta) @ T(tx, ty) @ Shear(shear) @ Zoom(zx, zy)`` about a pivot, bilinear (scipy
 ``order=1``), ``fill_mode='nearest'``. ``rescale`` is *not* applied here: images stay in [0, 255] and each
-architecture's own ``preprocess_input`` runs later, inside the model (the seed's ``rescale=1/255`` for every
+architecture's own ``preprocess_input`` runs later, inside the model (the source's ``rescale=1/255`` for every
 backbone was one of its mistakes).
 
 Two quirks of ImageDataGenerator, visible only on non-square images such as CelebA's 218x178; the engine
@@ -34,7 +34,7 @@ pixel (tested):
    vertically: the horizontal shift reaches 21.8 px (10 % of 218) and the vertical 17.8 px (10 % of 178).
 
 ``idg_quirks=False`` (the default) turns about the true centre and shifts vertically by up to
-``height_shift * height`` and horizontally by up to ``width_shift * width``: the geometry the seed meant, and
+``height_shift * height`` and horizontally by up to ``width_shift * width``: the geometry the source meant, and
 what Keras' own ``RandomRotation`` / ``RandomTranslation`` / ``RandomZoom`` layers do
 (:func:`celeba_gender.inputs.augment_reference.stacked_reference`). On square images both settings are the same
 distribution.

@@ -48,7 +48,7 @@ def classification_head(features, head: str, outputs: int = 2, dropout: float = 
     """Backbone feature maps -> ``outputs`` probabilities: a softmax over classes, or one sigmoid per output
     (``activation="sigmoid"``: independent attributes). Float32 even under mixed precision.
 
-    ``seed``: global average pooling, then the source study's Dense 1024 -> 256 -> 64 -> 32 (ReLU, dropout
+    ``source``: global average pooling, then the source study's Dense 1024 -> 256 -> 64 -> 32 (ReLU, dropout
     ``dropout`` after each) -> classes. ``linear``: global average pooling, dropout, one Dense layer.
     ``fc4096``: AlexNet's classifier: flatten, then 4096 -> 4096 (ReLU, dropout 0.5 after each) -> classes.
     """
@@ -61,7 +61,7 @@ def classification_head(features, head: str, outputs: int = 2, dropout: float = 
             x = keras.layers.Dropout(0.5, name=f"fc{i}_dropout")(x)
     else:
         x = keras.layers.GlobalAveragePooling2D(name="pool")(features)
-        if head == "seed":
+        if head == "source":
             for units in (1024, 256, 64, 32):
                 x = keras.layers.Dense(units, activation="relu", name=f"head_dense_{units}")(x)
                 x = keras.layers.Dropout(dropout, name=f"head_dropout_{units}")(x)

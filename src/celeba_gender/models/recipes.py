@@ -1,6 +1,6 @@
 """Each architecture's recommended training recipe: what ``python train.py --arch=X`` trains with when no
 flag (on the command line or in a flagfile) says otherwise. The image size comes from the registry's
-``default_size``; everything not named here keeps the option's declared default (batch 128, the seed's
+``default_size``; everything not named here keeps the option's declared default (batch 128, the source's
 augmentation, automatic precision and strategy...).
 
 Why these values. The five transfer-learning backbones fine-tune all their layers from ImageNet weights with AdamW,

@@ -15,7 +15,7 @@ from celeba_gender.models import recipes
 from celeba_gender.shards.attributes import CELEBA_SIZE
 
 # The classifier heads (models/layers.py builds them): the source study's, a linear one, AlexNet's.
-HEADS = ("seed", "linear", "fc4096")
+HEADS = ("source", "linear", "fc4096")
 
 
 class ArchError(UserError):
@@ -50,23 +50,23 @@ ARCHS: dict[str, ArchSpec] = {spec.name: spec for spec in (
     ArchSpec("alexnet", ("scratch", "alexnet"), "rescale", (23, 23), "fc4096",
              description="the source's AlexNet (from scratch), with a softmax where it had a 2-unit sigmoid",
              gradcam_layer="bn5"),
-    ArchSpec("resnet50v2", ("applications", "ResNet50V2"), "tf", (32, 32), "seed",
+    ArchSpec("resnet50v2", ("applications", "ResNet50V2"), "tf", (32, 32), "source",
              imagenet=("resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5", "resnet/",
                        "fac2f116257151a9d068a22e544a4917"),
              gradcam_layer="post_relu"),
-    ArchSpec("inceptionv3", ("applications", "InceptionV3"), "tf", (75, 75), "seed",
+    ArchSpec("inceptionv3", ("applications", "InceptionV3"), "tf", (75, 75), "source",
              imagenet=("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "inception_v3/",
                        "bcbd6486424b2319ff4ef7d526e38f63"), description="the source's 'GoogLeNet'",
              gradcam_layer="mixed10"),
-    ArchSpec("vgg16", ("applications", "VGG16"), "caffe", (32, 32), "seed",
+    ArchSpec("vgg16", ("applications", "VGG16"), "caffe", (32, 32), "source",
              imagenet=("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "vgg16/",
                        "6d6bbae143d832006294945121d1f1fc"),
              gradcam_layer="block5_conv3"),
-    ArchSpec("densenet201", ("applications", "DenseNet201"), "torch", (32, 32), "seed",
+    ArchSpec("densenet201", ("applications", "DenseNet201"), "torch", (32, 32), "source",
              imagenet=("densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5", "densenet/",
                        "c13680b51ded0fb44dff2d8f86ac8bb1"),
              gradcam_layer="relu"),
-    ArchSpec("efficientnetv2b0", ("applications", "EfficientNetV2B0"), "none", (32, 32), "seed",
+    ArchSpec("efficientnetv2b0", ("applications", "EfficientNetV2B0"), "none", (32, 32), "source",
              imagenet=("efficientnetv2-b0_notop.h5", "efficientnet_v2/", "893217f2bb855e2983157299931e43ff"),
              description="a modern efficient backbone (7 M parameters, ~0.7 GFLOPs at 224x224)",
              gradcam_layer="top_activation"),
@@ -98,7 +98,7 @@ class ModelConfig:
     arch: str
     image_size: tuple[int, int] | None = None  # None: the arch's default size
     weights: str = "none"  # none | imagenet | a local weights file
-    head: str = "auto"  # auto: the arch's default (seed for the transfer-learning backbones)
+    head: str = "auto"  # auto: the arch's default (source for the transfer-learning backbones)
     trainable_layers: int = -1  # -1: every backbone layer trains; N: only the last N
     outputs: int = 2  # the task's outputs: classes of one attribute, or attributes
     dropout: float = 0.2
@@ -107,12 +107,14 @@ class ModelConfig:
     @classmethod
     def from_record(cls, record: dict) -> ModelConfig:
         """The ModelConfig a run recorded in config.json (``model``), runs of earlier versions included
-        (``num_classes`` and ``multi_label``)."""
+        (``num_classes``, ``multi_label``, head ``seed``)."""
         values = dict(record)
         if "num_classes" in values:
             values["outputs"] = values.pop("num_classes")
         if "multi_label" in values:
             values["activation"] = "sigmoid" if values.pop("multi_label") else "softmax"
+        if values.get("head") == "seed":  # the source study's head, named "seed" in earlier versions
+            values["head"] = "source"
         if values.get("image_size"):
             values["image_size"] = tuple(values["image_size"])
         names = {f.name for f in dataclasses.fields(cls)}

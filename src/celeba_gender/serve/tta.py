@@ -1,7 +1,7 @@
 """Test-time augmentation: a prediction averaged over views of the image (evaluate.py and predict.py).
 
 ``flip``: the image and its mirror image, whose probabilities are averaged. Faces are close to symmetric and
-training flips them at random (the seed's ``horizontal_flip=True``), so the mirror is an image the model has
+training flips them at random (the source's ``horizontal_flip=True``), so the mirror is an image the model has
 learnt to read, and averaging the two cancels part of the errors that depend on which side is which. It costs
 a second forward pass. Every output is averaged alike: the classes of a softmax model, or the attributes of a
 model with one sigmoid per attribute.
