@@ -59,7 +59,7 @@ class TrainConfig:
                                                 "(218,178 for the five; 109,89 for small and plain4).", lower=1)
     cache: str = option("auto", "Decoded-image cache: auto (memory when it fits), none, memory, or a file path prefix "
                         "(its files are named after what they hold).")
-    augment_on: str = option("device", "Where the seed's augmentation runs: device (in the replica step, on the "
+    augment_on: str = option("device", "Where the source's augmentation runs: device (in the replica step, on the "
                              "accelerator), host (tf.data, after batching) or none.", choices=AUGMENT_ON)
     augment: AugmentConfig = AugmentConfig()
     precision: str = option("auto", "auto: mixed_float16 on tensor-core GPUs, else float32.",
@@ -76,10 +76,10 @@ class TrainConfig:
                           "file for the backbone.")
     trainable_layers: int = option(-1, "Train only the last N backbone layers (the rest frozen, BatchNorm in "
                                    "inference mode); -1 trains all." + _RECIPE, lower=-1)
-    head: str = option("auto", "Classifier head: auto (the arch's: seed for the transfer backbones, fc4096 for "
-                       "alexnet, linear for the small CNNs), seed (GAP-1024-256-64-32-2), linear (GAP, dropout, "
+    head: str = option("auto", "Classifier head: auto (the arch's: source for the transfer backbones, fc4096 for "
+                       "alexnet, linear for the small CNNs), source (GAP-1024-256-64-32-2), linear (GAP, dropout, "
                        "dense) or fc4096 (flatten-4096-4096-2).", choices=registry.HEAD_CHOICES)
-    dropout: float = option(0.2, "Dropout of the seed and linear heads.", lower=0, upper=0.95)
+    dropout: float = option(0.2, "Dropout of the source and linear heads.", lower=0, upper=0.95)
     class_weights: bool = option(False, "Weight examples so both classes count equally (for shards made with "
                                  "--nobalance).")
     attributes: tuple[str, ...] = option((), "Several CelebA attributes in one model, one sigmoid each: all, or "
@@ -127,6 +127,11 @@ class TrainConfig:
             problems.append(f"--optimizer=adam applies no weight decay, so --weight_decay="
                             f"{options.format_value(self.weight_decay)} (the arch's recipe's unless a flag sets it) "
                             "would be ignored: use --optimizer=adamw for decoupled weight decay, or --weight_decay=0")
+        if self.image_size:
+            try:  # here, not when the model is built: before weights are downloaded or TensorFlow is imported
+                registry.image_size(registry.ModelConfig(arch=self.arch, image_size=self.image_size))
+            except registry.ArchError as e:
+                problems.append(str(e).rstrip("."))
         if self.profile_steps and self.profile_steps[1] < self.profile_steps[0]:
             problems.append("--profile_steps=START,STOP needs START <= STOP")
         if self.augment_on == "none" and (self.augment.mixup or self.augment.cutmix):
