@@ -111,6 +111,17 @@ def test_the_export_and_predict_py_decide_at_the_recorded_thresholds(celeba_orig
     assert prediction.label.split(",") == expected
 
 
+@pytest.mark.xdist_group("faces3000")
+def test_the_tests_of_one_xdist_group_share_a_worker(request):
+    """`make test` runs `-n 2 --dist=loadgroup` so that the tests marked faces3000 (here and in test_gradcam.py)
+    build the 3,000-face shards and the runs on them on one worker only. pytest 9.2 stopped this silently (each
+    worker built them again: 2-3 minutes more); setup.cfg holds pytest below it, and this test notices a return."""
+    argv = " ".join(getattr(request.config, "workerinput", {}).get("mainargv", []))
+    if "loadgroup" not in argv:
+        pytest.skip("not run with -n N --dist=loadgroup")
+    assert request.node.nodeid.endswith("@faces3000"), request.node.nodeid
+
+
 @pytest.fixture(scope="session")  # one run per worker, however the tests interleave
 def attribute_run(unbalanced_shards, tmp_path_factory) -> dict:
     """The shared multi-attribute run: plain4 on five visible attributes and an invisible one (its result)."""
