@@ -179,7 +179,7 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(shards, tmp_pat
 
 def test_impossible_settings_fail_before_any_work(shards, tmp_path):
     data_dir, manifest = shards
-    with pytest.raises(registry.ArchError, match="below inceptionv3's minimum of 75x75"):
+    with pytest.raises(train_config.TrainError, match="below inceptionv3's minimum of 75x75"):  # the config's
         trainer.train(tiny_config(data_dir, str(tmp_path / "a"), arch="inceptionv3", image_size=(64, 64)))
     with pytest.raises(pipeline.DataError, match="larger than the training split"):
         trainer.train(tiny_config(data_dir, str(tmp_path / "b"), batch=manifest["splits"]["train"]["count"] + 1))
