@@ -21,6 +21,9 @@ from packaging.utils import canonicalize_name
 
 from celeba_gender.cli import flagfiles
 
+# setuptools stages the sdist in a folder of the tree it builds from: two workers building at once race there.
+pytestmark = pytest.mark.xdist_group("package")
+
 ROOT = Path(__file__).resolve().parents[1]
 SETUP = configparser.ConfigParser()
 SETUP.read(ROOT / "setup.cfg")
@@ -38,12 +41,12 @@ def _build(kind: str, tree: Path, out: Path) -> Path:
     return out / done.stdout.strip().splitlines()[-1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sdist(tmp_path_factory) -> Path:
     return _build("sdist", ROOT, tmp_path_factory.mktemp("sdist"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def wheel(sdist, tmp_path_factory) -> zipfile.ZipFile:
     """The wheel built from the unpacked sdist, as ``python -m build`` makes it (and never from stale build/)."""
     unpacked = tmp_path_factory.mktemp("unpacked")
