@@ -45,11 +45,12 @@ demo: $(STAMP)
 	$(PY) train.py --flagfile=demo.flags
 	$(PY) study.py --flagfile=studies/demo_epochs.flags
 
+# Three pytest-xdist workers, also on two cores: a worker often waits on a TensorFlow subprocess it started.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist=loadgroup
+	$(PY) -m pytest -q -n 3 --dist=loadgroup
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist=loadgroup -m "not slow"
+	$(PY) -m pytest -q -n 3 --dist=loadgroup -m "not slow"
 
 # The package as a user installs it (.ci/run runs it after the suite): see .ci/check-package.
 check-package: $(STAMP)

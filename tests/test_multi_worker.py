@@ -61,7 +61,7 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(shards, t
     data_dir, _ = shards
     run_dir = str(tmp_path / "mw")
     cmd = [sys.executable, "-m", "celeba_gender.cli.launch_local", "--workers=2", "--",
-           *train_args(data_dir, run_dir, "--epochs=2", "--strategy=multi_worker")]
+           *train_args(data_dir, run_dir, "--epochs=2", "--strategy=multi_worker", "--evaluate_test=false")]
     # TensorFlow's own logging left on: its start-up lines are printed once, not once per worker and import.
     loud = {k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT, env=loud)
@@ -79,7 +79,8 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(shards, t
     assert summary["workers"] == 2 and summary["replicas"] == 2
     assert not glob.glob(os.path.join(run_dir, "checkpoints", "*worker*"))
 
-    single = subprocess.run([sys.executable, *train_args(data_dir, str(tmp_path / "one"), "--epochs=2")],
+    single = subprocess.run([sys.executable, *train_args(data_dir, str(tmp_path / "one"), "--epochs=2",
+                                                         "--evaluate_test=false")],
                             capture_output=True, text=True, timeout=180, cwd=ROOT, env=ENV)
     assert single.returncode == 0, single.stderr[-3000:]
     images = next(iter(pipeline.eval_dataset(input_config.DataConfig(data_dir, (64, 52), 64), "validation")))[0]
@@ -97,7 +98,8 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(shards, t
 def test_a_killed_worker_restarted_with_the_job_resumes_from_the_checkpoint(shards, tmp_path):
     data_dir, _ = shards
     run_dir = str(tmp_path / "mw")
-    args = [sys.executable, *train_args(data_dir, run_dir, "--epochs=3", "--strategy=multi_worker")]
+    args = [sys.executable, *train_args(data_dir, run_dir, "--epochs=3", "--strategy=multi_worker",
+                                        "--evaluate_test=false")]
     configs = launch_local.tf_configs(2)
 
     def start(i):
