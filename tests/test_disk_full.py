@@ -56,6 +56,7 @@ _FULL = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_full_disk_at_each_write_ends_in_one_line_and_the_rerun_goes_on(shards, tmp_path):
     """One run meets a full disk at each kind of write in turn, as a user who frees too little space would: while
     checkpointing epoch 1, then (rerun) while exporting, then (rerun) while writing the test report. Each stop is

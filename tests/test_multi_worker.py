@@ -152,6 +152,7 @@ def test_two_workers_with_uneven_validation_train_every_attribute_to_the_end(cel
     assert report["kind"] == "attributes" and len(report["attributes"]) == 40
 
 
+@pytest.mark.slow
 def test_tf_data_service_on_loopback_serves_exact_passes(shards):
     data_dir, _ = shards
     dispatcher = data_service.start_dispatcher()

@@ -228,6 +228,7 @@ def test_the_tested_and_exported_decisions_use_thresholds_chosen_on_validation(a
                                   out["present"].numpy()[far])
 
 
+@pytest.mark.slow
 def test_balanced_attribute_weights_train_and_one_attribute_balanced_shards_are_warned_about(shards, tmp_path):
     # Issue item 10: with balanced weights the validation loss is the training loss (weighted alike), and the best
     # checkpoint is the one with the best mean balanced accuracy, the figure the weighting serves.

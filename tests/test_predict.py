@@ -516,6 +516,7 @@ def test_predict_cli_detects_faces_and_reports_files_without_one(trained_run, ph
     assert min(np.abs(eyes - k[:2]).max() / np.linalg.norm(k[1] - k[0]) for k in known) < 0.1
 
 
+@pytest.mark.slow
 def test_predict_cli_exit_codes(trained_run, celeba_original, tmp_path):
     _, result = trained_run
     good = [_face(celeba_original, 7), _face(celeba_original, 8)]

@@ -59,6 +59,7 @@ def event_steps(directory: str, tag: str) -> list[int]:
     return steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,status,code", [("SIGTERM", "preempted", 143), ("SIGINT", "interrupted", 130)])
 def test_a_signal_mid_epoch_checkpoints_the_step_and_the_same_command_resumes_there(shards, tmp_path, sig, status,
                                                                                     code):
@@ -130,6 +131,7 @@ def test_two_workers_stop_at_the_same_step_when_one_is_preempted_and_resume_toge
     assert json.load(open(os.path.join(run_dir, "summary.json")))["workers"] == 2
 
 
+@pytest.mark.slow
 def test_a_second_launch_on_a_running_run_dir_is_refused_and_a_stale_lock_is_taken_over(shards, tmp_path):
     data_dir, _ = shards
     run_dir = tmp_path / "run"
