@@ -13,8 +13,8 @@ PIP    := $(PY) -m pip install --quiet -c constraints.txt
 
 help:
 	@echo "make demo       set up .venv, make a synthetic CelebA, convert it, train a small CNN, report, run a demo study"
-	@echo "make test       set up .venv and run the whole test suite (about 9.5-10 minutes on 2 CPU cores)"
-	@echo "make test-fast  the suite without tests marked slow"
+	@echo "make test       set up .venv and run the whole test suite (about 10-11 minutes on 2 CPU cores)"
+	@echo "make test-fast  the suite without tests marked slow (about 2.5 minutes)"
 	@echo "make gpu        add TensorFlow's CUDA libraries to .venv (pip install -e '.[dev,detect,gpu]'), list the GPUs"
 	@echo "make check-gpu  list the GPUs TensorFlow sees"
 	@echo "make check-package  build the wheel and sdist, install the wheel into a fresh venv, use it from an empty folder"
