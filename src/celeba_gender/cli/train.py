@@ -31,7 +31,7 @@ def build_config() -> tuple[train_config.TrainConfig, dict]:
 def main(argv: list[str]) -> None:
     config, sources = build_config()  # bad settings are refused before TensorFlow is imported
     # Likewise missing ImageNet weights: offline, the user is told at once which file to copy where.
-    imagenet_weights.fetch_for(config.arch, registry.get(config.arch).imagenet, config.weights)
+    imagenet_weights.fetch_for(config.arch, registry.get(config.arch).imagenet, config.model_config().weights)
     with tf_startup.quiet_import():  # TensorFlow's start-up lines once, not twice
         from celeba_gender.cli import console
         from celeba_gender.train import trainer

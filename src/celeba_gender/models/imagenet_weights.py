@@ -97,7 +97,7 @@ def fetch(arch: str, file_name: str, url_dir: str, file_md5: str, timeout: float
 
 
 def fetch_for(arch: str, imagenet: tuple[str, str, str] | None, weights: str) -> None:
-    """Fetches the arch's ImageNet weights when ``weights`` asks for them (``imagenet``, or ``auto`` for an arch
-    that has them); anything else is left to the model builder."""
-    if imagenet is not None and weights in ("imagenet", "auto"):
+    """Fetches the arch's ImageNet weights when ``weights`` (resolved: ``auto`` is already ``imagenet`` or
+    ``none``, as TrainConfig.model_config decides) asks for them; anything else is left to the model builder."""
+    if imagenet is not None and weights == "imagenet":
         fetch(arch, *imagenet)

@@ -129,7 +129,7 @@ class TrainConfig:
                             "would be ignored: use --optimizer=adamw for decoupled weight decay, or --weight_decay=0")
         if self.image_size:
             try:  # here, not when the model is built: before weights are downloaded or TensorFlow is imported
-                registry.image_size(registry.ModelConfig(arch=self.arch, image_size=self.image_size))
+                registry.image_size(self.model_config())
             except registry.ArchError as e:
                 problems.append(str(e).rstrip("."))
         if self.profile_steps and self.profile_steps[1] < self.profile_steps[0]:

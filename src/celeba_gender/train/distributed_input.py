@@ -111,6 +111,6 @@ class DistributedInput:
         """The first few training images of this worker's files (before augmentation), e.g. for the TensorBoard
         grid. In file order: a shuffled training pipeline would read its whole shuffle buffer (up to 10,000
         records) and trace the training input a second time for 16 images (2.5 s of a small run)."""
-        config = dataclasses.replace(self.config, batch=n, cache="none", data_service="")
+        config = dataclasses.replace(self.config, batch=n)
         batch = next(iter(pipeline.eval_dataset(config, self.infos["train"][0])))
         return batch[0].numpy()
